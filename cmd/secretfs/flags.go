@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/secretfs/secretfs/providers/env"
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// backend is a provider the command line can enable. flags adds the
+// provider's own flags to fs and returns the function that opens it with
+// the values they got.
+type backend struct {
+	name  string
+	flags func(fs *pflag.FlagSet) opener
+}
+
+type opener func(ctx context.Context, log *slog.Logger) (resolver.Provider, error)
+
+// backends lists what --providers may name, in order. Files that add a
+// backend append to it from init.
+var backends = []backend{
+	{name: env.Name, flags: envFlags},
+}
+
+func envFlags(fs *pflag.FlagSet) opener {
+	allow := fs.StringSlice("env-allow", []string{"*"},
+		"glob of environment variables the env provider shows (repeatable); VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and SECRETFS_* only when named exactly")
+	return func(context.Context, *slog.Logger) (resolver.Provider, error) {
+		p, err := env.New(*allow)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		return p, nil
+	}
+}
+
+// common holds the flags every command that reads secrets has.
+type common struct {
+	fs        *pflag.FlagSet
+	providers []string
+	timeout   time.Duration
+	logLevel  string
+	logFormat string
+	openers   map[string]opener
+}
+
+func newCommon(name string) *common {
+	c := &common{fs: pflag.NewFlagSet(name, pflag.ContinueOnError), openers: make(map[string]opener)}
+	c.fs.SetOutput(io.Discard) // errors are returned; --help prints to stdout
+	c.fs.SortFlags = true
+	c.fs.Usage = func() {}
+	var names []string
+	for _, b := range backends {
+		names = append(names, b.name)
+	}
+	c.fs.StringSliceVar(&c.providers, "providers", []string{env.Name}, "providers to enable, from: "+strings.Join(names, ","))
+	c.fs.DurationVar(&c.timeout, "timeout", resolver.DefaultTimeout, "deadline of every backend call")
+	c.fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	for _, b := range backends {
+		c.openers[b.name] = b.flags(c.fs)
+	}
+	return c
+}
+
+// parse parses args, then fills every flag not given on the command line
+// from SECRETFS_<FLAG> in the environment. It returns pflag.ErrHelp after
+// printing usage for --help.
+func (c *common) parse(args []string, stdout io.Writer, usage string) error {
+	err := c.fs.Parse(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprint(stdout, usage, "\nFlags:\n", c.fs.FlagUsages())
+		return err
+	}
+	if err != nil {
+		return usagef("%v", err)
+	}
+	var envErr error
+	c.fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || envErr != nil {
+			return
+		}
+		name := "SECRETFS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := c.fs.Set(f.Name, v); err != nil {
+				envErr = usagef("%s: %v", name, err)
+			}
+		}
+	})
+	return envErr
+}
+
+func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	default:
+		return nil, usagef("--log-format %q: want text or json", c.logFormat)
+	}
+}
+
+// open opens the enabled providers, in the order given.
+func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provider, error) {
+	if c.timeout <= 0 {
+		return nil, usagef("--timeout must be positive")
+	}
+	var out []resolver.Provider
+	seen := make(map[string]bool)
+	for _, name := range c.providers {
+		name = strings.TrimSpace(name)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		o, ok := c.openers[name]
+		if !ok {
+			return nil, usagef("--providers: unknown provider %q (have %s)", name, strings.Join(slices.Sorted(maps.Keys(c.openers)), ", "))
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		p, err := o(ctx, log)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("provider %s: %w", name, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+const getUsage = `Usage: secretfs get [flags] PROVIDER:KEY[@VERSION][#FIELD]
+
+Writes the secret's value to stdout, byte for byte, and nothing else.
+`
+
+const lsUsage = `Usage: secretfs ls [flags] PROVIDER:[DIR]
+
+Lists the entries directly below DIR, one a line; directories end in "/".
+`
+
+// newResolver opens the enabled providers behind a resolver, uncached.
+func (c *common) newResolver(ctx context.Context, stderr io.Writer) (*resolver.Resolver, error) {
+	log, err := c.logger(stderr)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := c.open(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	r, err := resolver.New(ps...)
+	if err != nil {
+		return nil, err
+	}
+	r.Timeout = c.timeout
+	return r, nil
+}
+
+func runGet(args []string, stdout, stderr io.Writer) error {
+	c := newCommon("get")
+	if err := c.parse(args, stdout, getUsage); err != nil {
+		return helpOK(err)
+	}
+	if c.fs.NArg() != 1 {
+		return usagef("get takes one reference, PROVIDER:KEY[@VERSION][#FIELD]")
+	}
+	ref, err := resolver.Parse(c.fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	r, err := c.newResolver(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	s, err := r.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(s.Value)
+	return err
+}
+
+func runLs(args []string, stdout, stderr io.Writer) error {
+	c := newCommon("ls")
+	if err := c.parse(args, stdout, lsUsage); err != nil {
+		return helpOK(err)
+	}
+	if c.fs.NArg() != 1 {
+		return usagef("ls takes one argument, PROVIDER:[DIR]")
+	}
+	provider, dir, ok := strings.Cut(c.fs.Arg(0), ":")
+	if !ok {
+		return fmt.Errorf("%w: %q: want PROVIDER:[DIR]", resolver.ErrInvalidReference, c.fs.Arg(0))
+	}
+	dir = strings.Trim(dir, "/")
+	if dir != "" {
+		if err := resolver.CheckKey(dir); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	r, err := c.newResolver(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	names, err := r.List(ctx, provider, dir)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("provider %s cannot list", provider)
+	}
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	for _, n := range slices.Compact(names) {
+		if _, err := fmt.Fprintln(stdout, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// helpOK turns the --help "error" into success.
+func helpOK(err error) error {
+	if errors.Is(err, pflag.ErrHelp) {
+		return nil
+	}
+	return err
+}

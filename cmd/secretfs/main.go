@@ -1,0 +1,101 @@
+// Command secretfs mounts secrets as files.
+//
+//	secretfs mount [flags] MOUNTPOINT   serve /MOUNTPOINT/PROVIDER/KEY[@VERSION][#FIELD]
+//	secretfs get [flags] REF            print one secret, PROVIDER:KEY[@VERSION][#FIELD]
+//	secretfs ls [flags] PROVIDER:[DIR]  list what a provider holds
+//	secretfs version
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// Exit codes, one per kind of failure, so that scripts can tell them apart.
+const (
+	exitOK          = 0
+	exitError       = 1 // anything else
+	exitUsage       = 2 // bad command line
+	exitNotFound    = 3 // no such secret, version or field
+	exitInvalidRef  = 4 // malformed reference or unknown provider
+	exitPermission  = 5 // the backend refused
+	exitUnavailable = 6 // the backend is down or did not answer in time
+)
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "secretfs:", err)
+	}
+	os.Exit(exitCode(err))
+}
+
+func exitCode(err error) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, resolver.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, resolver.ErrInvalidReference), errors.Is(err, resolver.ErrUnknownProvider):
+		return exitInvalidRef
+	case errors.Is(err, resolver.ErrPermission):
+		return exitPermission
+	case errors.Is(err, resolver.ErrUnavailable):
+		return exitUnavailable
+	default:
+		return exitError
+	}
+}
+
+// usageError is a bad command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg + " (see secretfs --help)" }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+const topUsage = `secretfs mounts secrets as files.
+
+Usage:
+  secretfs mount [flags] MOUNTPOINT    mount; cat MOUNTPOINT/PROVIDER/KEY[@VERSION][#FIELD]
+  secretfs get [flags] REF             print one secret: PROVIDER:KEY[@VERSION][#FIELD]
+  secretfs ls [flags] PROVIDER:[DIR]   list what a provider holds
+  secretfs version                     print the version
+
+Run 'secretfs COMMAND --help' for a command's flags. Every flag can also be
+set in the environment as SECRETFS_<FLAG>, e.g. SECRETFS_TTL=1m.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid reference,
+5 permission denied, 6 backend unavailable.
+`
+
+// run is the whole program; main only maps its error to an exit code.
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage)
+		return usagef("no command given")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "mount":
+		return runMount(rest, stdout, stderr)
+	case "get":
+		return runGet(rest, stdout, stderr)
+	case "ls":
+		return runLs(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "secretfs", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, topUsage)
+		return nil
+	default:
+		return usagef("unknown command %q", cmd)
+	}
+}

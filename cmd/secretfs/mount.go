@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/secretfs/secretfs/cache"
+	"github.com/secretfs/secretfs/fs"
+	"github.com/secretfs/secretfs/resolver"
+)
+
+const mountUsage = `Usage: secretfs mount [flags] MOUNTPOINT
+
+Mounts secrets read-only at MOUNTPOINT and serves them in the foreground
+until SIGINT or SIGTERM, which unmount (lazily if busy) and exit 0:
+
+  MOUNTPOINT/PROVIDER/KEY[@VERSION][#FIELD]
+
+One line is printed to stdout when the mount is ready.
+`
+
+type mountFlags struct {
+	*common
+	uid, gid          uint32
+	fileMode, dirMode string
+	allowOther        bool
+	options           []string
+	ttl, negTTL       time.Duration
+	maxStale          time.Duration
+	maxEntries        int
+	auditLog          string
+	debugFUSE         bool
+}
+
+func runMount(args []string, stdout, stderr io.Writer) error {
+	m := &mountFlags{common: newCommon("mount")}
+	f := m.fs
+	f.Uint32Var(&m.uid, "uid", uint32(os.Getuid()), "owner of every file and directory (default: the mounting user)")
+	f.Uint32Var(&m.gid, "gid", uint32(os.Getgid()), "group of every file and directory (default: the mounting user's)")
+	f.StringVar(&m.fileMode, "file-mode", "0400", "permission bits of files, octal")
+	f.StringVar(&m.dirMode, "dir-mode", "0500", "permission bits of directories, octal")
+	f.BoolVar(&m.allowOther, "allow-other", false, "let other users (and containers) in; the kernel then checks owner and mode")
+	f.StringSliceVarP(&m.options, "options", "o", nil, "FUSE-style options: allow_other, default_permissions, uid=N, gid=N, ro, debug")
+	f.DurationVar(&m.ttl, "ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again")
+	f.DurationVar(&m.negTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered")
+	f.DurationVar(&m.maxStale, "max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
+	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
+	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
+	if err := m.parse(args, stdout, mountUsage); err != nil {
+		return helpOK(err)
+	}
+	if m.fs.NArg() != 1 {
+		return usagef("mount takes one argument, the mountpoint")
+	}
+	dir := m.fs.Arg(0)
+	cfg, mo, err := m.fsConfig()
+	if err != nil {
+		return err
+	}
+	if m.ttl <= 0 || m.negTTL <= 0 || m.maxStale < 0 || m.maxEntries <= 0 {
+		return usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale not negative")
+	}
+	log, err := m.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	if m.auditLog != "" {
+		w, closeAudit, err := openAudit(m.auditLog, stderr)
+		if err != nil {
+			return err
+		}
+		defer closeAudit()
+		cfg.Audit = slog.New(slog.NewJSONHandler(w, nil)).With("audit", true)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ps, err := m.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	maxStale := m.maxStale
+	if maxStale == 0 {
+		maxStale = -1 // the cache's "never"
+	}
+	c := cache.New(cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: maxStale, MaxEntries: m.maxEntries, Logger: log})
+	r := &resolver.Resolver{Timeout: m.timeout}
+	for _, p := range ps {
+		if err := r.Register(c.Wrap(p)); err != nil {
+			return err
+		}
+	}
+
+	srv, err := fs.Mount(dir, r, cfg, mo)
+	if err != nil {
+		return err
+	}
+	log.Info("mounted", "mountpoint", dir, "providers", strings.Join(r.Names(), ","), "ttl", m.ttl)
+	fmt.Fprintf(stdout, "secretfs: mounted %s (providers: %s)\n", dir, strings.Join(r.Names(), ","))
+
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done:
+		log.Info("unmounted from outside", "mountpoint", dir)
+		return nil
+	case <-ctx.Done():
+	}
+	log.Info("signal received; unmounting", "mountpoint", dir)
+	if err := srv.Unmount(); err != nil {
+		return err
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second): // lazily detached: busy users keep it until they let go
+	}
+	st := c.Stats()
+	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale, "backend_calls", st.Calls)
+	return nil
+}
+
+// fsConfig checks the filesystem flags and folds -o options into them.
+func (m *mountFlags) fsConfig() (fs.Config, fs.MountOptions, error) {
+	var mo fs.MountOptions
+	cfg := fs.Config{UID: m.uid, GID: m.gid}
+	fm, err := parseMode("--file-mode", m.fileMode)
+	if err != nil {
+		return cfg, mo, err
+	}
+	dm, err := parseMode("--dir-mode", m.dirMode)
+	if err != nil {
+		return cfg, mo, err
+	}
+	cfg.FileMode, cfg.DirMode = fm, dm
+	mo.AllowOther = m.allowOther
+	for _, o := range m.options {
+		name, val, hasVal := strings.Cut(strings.TrimSpace(o), "=")
+		switch {
+		case name == "allow_other" && !hasVal:
+			mo.AllowOther = true
+		case name == "default_permissions" && !hasVal, name == "ro" && !hasVal:
+			// always on: the kernel checks modes and refuses writes
+		case name == "debug" && !hasVal:
+			mo.Debug = true
+		case name == "uid" || name == "gid":
+			n, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return cfg, mo, usagef("-o %s: want a number", o)
+			}
+			if name == "uid" {
+				cfg.UID = uint32(n)
+			} else {
+				cfg.GID = uint32(n)
+			}
+		case name == "rw":
+			return cfg, mo, usagef("-o rw: secretfs is read-only")
+		default:
+			return cfg, mo, usagef("-o %s: unknown option (have allow_other, default_permissions, uid=N, gid=N, ro, debug)", o)
+		}
+	}
+	return cfg, mo, nil
+}
+
+func parseMode(flag, s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 || n == 0 {
+		return 0, usagef("%s %q: want octal permission bits such as 0440", flag, s)
+	}
+	return uint32(n), nil
+}
+
+func openAudit(path string, stderr io.Writer) (io.Writer, func(), error) {
+	if path == "-" {
+		return stderr, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}

@@ -1,0 +1,27 @@
+//go:build secretfs_testing
+
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/spf13/pflag"
+
+	"github.com/secretfs/secretfs/internal/testprovider"
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// The test provider exists only in binaries built with -tags secretfs_testing
+// (the integration tests build one).
+func init() {
+	backends = append(backends, backend{name: "test", flags: func(fs *pflag.FlagSet) opener {
+		dir := fs.String("test-dir", "", "directory the test provider serves (test builds only)")
+		return func(context.Context, *slog.Logger) (resolver.Provider, error) {
+			if *dir == "" {
+				return nil, usagef("--test-dir is required with the test provider")
+			}
+			return &testprovider.Provider{ProviderName: "test", Dir: *dir}, nil
+		}
+	}})
+}

@@ -1,0 +1,116 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions are the kernel-facing choices of a mount.
+type MountOptions struct {
+	// AllowOther lets users other than the mounting one in. It always comes
+	// with default_permissions, so the kernel enforces owner and mode.
+	AllowOther bool
+	// Debug logs every FUSE request (names, never contents) to stderr.
+	Debug bool
+}
+
+// Server is a mounted secretfs.
+type Server struct {
+	srv *fuse.Server
+	dir string
+}
+
+// Mount mounts a secretfs tree at dir, read-only, and returns once the
+// kernel answers requests. A dir left over from a daemon that died
+// ("transport endpoint is not connected") is unmounted first.
+func Mount(dir string, r Resolver, cfg Config, mo MountOptions) (*Server, error) {
+	if err := CleanStale(dir); err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mountpoint: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("mountpoint %s: not a directory", dir)
+	}
+	root := NewRoot(r, cfg)
+	opts := []string{"ro"}
+	if mo.AllowOther {
+		opts = append(opts, "default_permissions")
+	}
+	negative := time.Duration(0) // the cache keeps not-found answers, not the kernel
+	srv, err := gofs.Mount(dir, root, &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:           "secretfs",
+			Name:             "secretfs",
+			AllowOther:       mo.AllowOther,
+			Options:          opts,
+			DirectMount:      true,
+			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
+			DisableXAttrs:    true,
+			Debug:            mo.Debug,
+		},
+		NegativeTimeout: &negative,
+		UID:             cfg.UID,
+		GID:             cfg.GID,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return &Server{srv: srv, dir: dir}, nil
+}
+
+// Wait blocks until the filesystem is unmounted.
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Unmount unmounts the filesystem. When it is busy (a process has a file
+// open or its cwd inside), it is detached lazily: it disappears from the
+// namespace now and goes away when the last user lets go.
+func (s *Server) Unmount() error {
+	err := s.srv.Unmount()
+	if err == nil {
+		return nil
+	}
+	if lerr := lazyUnmount(s.dir); lerr != nil {
+		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", s.dir, err, lerr)
+	}
+	return nil
+}
+
+// CleanStale unmounts dir if it is a mount whose daemon is gone. It does
+// nothing to a healthy directory.
+func CleanStale(dir string) error {
+	_, err := os.Stat(dir)
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	if err := lazyUnmount(dir); err != nil {
+		return fmt.Errorf("clean up stale mount %s: %w", dir, err)
+	}
+	return nil
+}
+
+func lazyUnmount(dir string) error {
+	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	if err == nil || errors.Is(err, syscall.EINVAL) { // EINVAL: not mounted (any more)
+		return nil
+	}
+	// Not root: fusermount3 may unmount what this user mounted.
+	for _, bin := range []string{"fusermount3", "fusermount"} {
+		if path, lerr := exec.LookPath(bin); lerr == nil {
+			if out, ferr := exec.Command(path, "-u", "-z", dir).CombinedOutput(); ferr != nil {
+				return fmt.Errorf("%w; %s: %v: %s", err, bin, ferr, out)
+			}
+			return nil
+		}
+	}
+	return err
+}

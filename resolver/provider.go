@@ -1,0 +1,56 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Provider is a secret backend. Implementations must be safe for concurrent
+// use and must honour ctx: return when it is done, with an error that wraps
+// ErrUnavailable (or ctx.Err()).
+type Provider interface {
+	// Name is the first element of a reference ("env", "aws", "vault").
+	Name() string
+	// Get returns the secret key at version (empty: the current version).
+	// A missing secret or version is an error wrapping ErrNotFound.
+	Get(ctx context.Context, key, version string) (Secret, error)
+}
+
+// Lister is the optional ability to list keys. A provider that cannot list
+// still serves reads of names its user already knows.
+type Lister interface {
+	// List returns the entries directly below dir ("" for the top), one
+	// level deep, relative to dir. An entry that has entries below it ends
+	// in "/". A name that is both a secret and a directory appears twice,
+	// as "name" and "name/". Order does not matter.
+	List(ctx context.Context, dir string) ([]string, error)
+}
+
+// Secret is a value with what the backend says about it.
+type Secret struct {
+	// Value is the content, byte for byte. Never log it.
+	Value []byte
+	// Version identifies the version that was returned, if the backend has
+	// versions ("3", an AWS version id).
+	Version string
+	// Created is when this version was created; zero if unknown.
+	Created time.Time
+	// MaxAge, when positive, bounds how long the value may be cached (a
+	// Vault lease, for example).
+	MaxAge time.Duration
+}
+
+// String keeps the value out of fmt output.
+func (s Secret) String() string {
+	return fmt.Sprintf("Secret{version=%q, %d bytes}", s.Version, len(s.Value))
+}
+
+// GoString keeps the value out of %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// LogValue keeps the value out of slog output.
+func (s Secret) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("version", s.Version), slog.Int("bytes", len(s.Value)))
+}

@@ -1,0 +1,189 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// DefaultTimeout bounds a backend call when the caller's context has no
+// earlier deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Resolver dispatches references to registered providers and applies #FIELD.
+// It is safe for concurrent use.
+type Resolver struct {
+	// Timeout bounds every Get and List (DefaultTimeout when zero). Set it
+	// before the first call.
+	Timeout time.Duration
+
+	mu        sync.RWMutex
+	providers map[string]Provider // guarded by mu
+}
+
+// New returns a Resolver with the given providers registered.
+func New(providers ...Provider) (*Resolver, error) {
+	r := &Resolver{}
+	for _, p := range providers {
+		if err := r.Register(p); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Register adds a provider under its Name. A duplicate name is an error.
+func (r *Resolver) Register(p Provider) error {
+	name := p.Name()
+	if err := checkProvider(name); err != nil {
+		return fmt.Errorf("register provider: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.providers[name]; dup {
+		return fmt.Errorf("register provider %q: already registered", name)
+	}
+	if r.providers == nil {
+		r.providers = make(map[string]Provider)
+	}
+	r.providers[name] = p
+	return nil
+}
+
+// Provider returns the provider registered under name.
+func (r *Resolver) Provider(name string) (Provider, error) {
+	r.mu.RLock()
+	p, ok := r.providers[name]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProvider, name)
+	}
+	return p, nil
+}
+
+// Names returns the registered provider names, sorted.
+func (r *Resolver) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.providers))
+	for n := range r.providers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (r *Resolver) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := r.Timeout
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Get resolves ref: the secret Key at Version in Provider, cut to Field.
+// When Version is set, a secret whose exact name is "Key@Version" wins over
+// Key at Version. Errors wrap the package's sentinels and name the reference,
+// never the value.
+func (r *Resolver) Get(ctx context.Context, ref Reference) (Secret, error) {
+	if err := ref.Validate(); err != nil {
+		return Secret{}, err
+	}
+	p, err := r.Provider(ref.Provider)
+	if err != nil {
+		return Secret{}, err
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+
+	var s Secret
+	found := false
+	if ref.Version != "" {
+		s, err = p.Get(ctx, ref.Key+"@"+ref.Version, "")
+		switch {
+		case err == nil:
+			found = true
+		case !errors.Is(err, ErrNotFound):
+			return Secret{}, wrap(ref, err)
+		}
+	}
+	if !found {
+		if s, err = p.Get(ctx, ref.Key, ref.Version); err != nil {
+			return Secret{}, wrap(ref, err)
+		}
+	}
+	if ref.Field == "" {
+		return s, nil
+	}
+	v, err := Field(s.Value, ref.Field)
+	if err != nil {
+		return Secret{}, wrap(ref, err)
+	}
+	s.Value = v
+	return s, nil
+}
+
+// List lists dir in the named provider (see Lister). A provider that cannot
+// list yields errors.ErrUnsupported.
+func (r *Resolver) List(ctx context.Context, provider, dir string) ([]string, error) {
+	p, err := r.Provider(provider)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := p.(Lister)
+	if !ok {
+		return nil, fmt.Errorf("list %s: %w", provider, errors.ErrUnsupported)
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+	names, err := l.List(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s:%s: %w", provider, dir, Unavailable(err))
+	}
+	return names, nil
+}
+
+func wrap(ref Reference, err error) error {
+	return fmt.Errorf("%s: %w", ref, Unavailable(err))
+}
+
+// Unavailable makes a deadline that expired inside a provider count as
+// ErrUnavailable, so that callers need to test one sentinel only. Other
+// errors are returned as they are.
+func Unavailable(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// Field returns the top-level field name of the JSON object in value: a
+// string raw, anything else as compact JSON. A value that is not a JSON
+// object, or has no such field, yields ErrNotFound.
+func Field(value []byte, name string) ([]byte, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(value, &obj); err != nil || obj == nil {
+		return nil, fmt.Errorf("%w: field %q: value is not a JSON object", ErrNotFound, name)
+	}
+	raw, ok := obj[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: no field %q", ErrNotFound, name)
+	}
+	if len(raw) > 0 && raw[0] == '"' {
+		var str string
+		if err := json.Unmarshal(raw, &str); err != nil {
+			return nil, fmt.Errorf("field %q: %w", name, err) // unreachable for valid JSON
+		}
+		return []byte(str), nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, fmt.Errorf("field %q: %w", name, err) // unreachable for valid JSON
+	}
+	return buf.Bytes(), nil
+}
