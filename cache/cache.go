@@ -235,12 +235,11 @@ func (c *Cache) get(ctx context.Context, k key, fetch func(context.Context) (any
 	// The shared call must not die with the first reader's cancellation,
 	// but it keeps that reader's deadline (the resolver always sets one).
 	ch := c.group.DoChan(string(rune(k.op))+"\x00"+k.provider+"\x00"+k.name+"\x00"+k.version, func() (any, error) {
-		callCtx := context.WithoutCancel(ctx)
 		deadline, ok := ctx.Deadline()
 		if !ok {
-			deadline = c.opts.Now().Add(resolver.DefaultTimeout)
+			deadline = time.Now().Add(resolver.DefaultTimeout)
 		}
-		callCtx, cancel := context.WithDeadline(callCtx, deadline)
+		callCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 		defer cancel()
 		// A flight that ended just before this one began may have stored
 		// a fresh answer already.

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+func runCapture(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(args, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func TestGet(t *testing.T) {
+	t.Setenv("SFS_TEST_PLAIN", "s3cret")
+	t.Setenv("SFS_TEST_JSON", `{"user":"bob","port":5432}`)
+	t.Setenv("VAULT_TOKEN", "must-not-show")
+	tests := []struct {
+		args     []string
+		want     string
+		wantCode int
+	}{
+		{[]string{"get", "env:SFS_TEST_PLAIN"}, "s3cret", exitOK},
+		{[]string{"get", "env:SFS_TEST_JSON#user"}, "bob", exitOK},
+		{[]string{"get", "env:SFS_TEST_JSON#port"}, "5432", exitOK},
+		{[]string{"get", "env:SFS_TEST_JSON#nope"}, "", exitNotFound},
+		{[]string{"get", "env:NOPE_NOT_SET"}, "", exitNotFound},
+		{[]string{"get", "env:VAULT_TOKEN"}, "", exitNotFound},
+		{[]string{"get", "--env-allow", "VAULT_TOKEN", "env:VAULT_TOKEN"}, "must-not-show", exitOK},
+		{[]string{"get", "--env-allow", "OTHER_*", "env:SFS_TEST_PLAIN"}, "", exitNotFound},
+		{[]string{"get", "env:"}, "", exitInvalidRef},
+		{[]string{"get", "nocolon"}, "", exitInvalidRef},
+		{[]string{"get", "aws2:x"}, "", exitInvalidRef},
+		{[]string{"get"}, "", exitUsage},
+		{[]string{"get", "--no-such-flag", "env:X"}, "", exitUsage},
+		{[]string{"get", "--providers", "nope", "env:X"}, "", exitUsage},
+		{[]string{"get", "--timeout", "0s", "env:X"}, "", exitUsage},
+		{[]string{"frobnicate"}, "", exitUsage},
+		{nil, "", exitUsage},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, _, err := runCapture(t, tt.args...)
+			if got := exitCode(err); got != tt.wantCode {
+				t.Fatalf("exit code = %d (%v), want %d", got, err, tt.wantCode)
+			}
+			if out != tt.want {
+				t.Errorf("stdout = %q, want %q", out, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "must-not-show") {
+				t.Errorf("error %q contains a secret value", err)
+			}
+		})
+	}
+}
+
+func TestLs(t *testing.T) {
+	t.Setenv("SFS_LS_B", "1")
+	t.Setenv("SFS_LS_A", "2")
+	out, _, err := runCapture(t, "ls", "--env-allow", "SFS_LS_*", "env:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "SFS_LS_A\nSFS_LS_B\n"; out != want {
+		t.Errorf("ls = %q, want %q", out, want)
+	}
+	if _, _, err := runCapture(t, "ls", "env"); exitCode(err) != exitInvalidRef {
+		t.Errorf("ls without colon: exit %d (%v), want %d", exitCode(err), err, exitInvalidRef)
+	}
+}
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("SFS_ENV_FLAG", "x")
+	t.Setenv("SECRETFS_ENV_ALLOW", "NOTHING_*")
+	if _, _, err := runCapture(t, "get", "env:SFS_ENV_FLAG"); !errors.Is(err, resolver.ErrNotFound) {
+		t.Errorf("SECRETFS_ENV_ALLOW ignored: err = %v, want not found", err)
+	}
+	// The command line wins over the environment.
+	if out, _, err := runCapture(t, "get", "--env-allow", "SFS_*", "env:SFS_ENV_FLAG"); err != nil || out != "x" {
+		t.Errorf("flag over env: %q, %v", out, err)
+	}
+	t.Setenv("SECRETFS_TIMEOUT", "soon")
+	if _, _, err := runCapture(t, "get", "env:SFS_ENV_FLAG"); exitCode(err) != exitUsage || !strings.Contains(err.Error(), "SECRETFS_TIMEOUT") {
+		t.Errorf("bad SECRETFS_TIMEOUT: %v, want a usage error naming it", err)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"mount", "--help"}, {"get", "--help"}, {"ls", "-h"}, {"version"}} {
+		out, _, err := runCapture(t, args...)
+		if err != nil || out == "" {
+			t.Errorf("%v: %q, %v; want output and no error", args, out, err)
+		}
+	}
+	out, _, _ := runCapture(t, "mount", "--help")
+	for _, flag := range []string{"--ttl", "--negative-ttl", "--max-stale", "--timeout", "--uid", "--gid", "--file-mode", "--dir-mode", "--allow-other", "--env-allow", "--providers", "--log-level"} {
+		if !strings.Contains(out, flag) {
+			t.Errorf("mount --help lacks %s", flag)
+		}
+	}
+}
+
+func TestMountFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := [][]string{
+		{"mount"},
+		{"mount", dir, "extra"},
+		{"mount", "--file-mode", "999", dir},
+		{"mount", "--dir-mode", "rwx", dir},
+		{"mount", "-o", "rw", dir},
+		{"mount", "-o", "reconnect", dir},
+		{"mount", "-o", "uid=abc", dir},
+		{"mount", "--ttl", "0s", dir},
+		{"mount", "--log-format", "xml", dir},
+		{"mount", "--log-level", "loud", dir},
+	}
+	for _, args := range tests {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			if _, _, err := runCapture(t, args...); exitCode(err) != exitUsage {
+				t.Errorf("exit %d (%v), want usage", exitCode(err), err)
+			}
+		})
+	}
+}
+
+func TestMountOptions(t *testing.T) {
+	m := &mountFlags{common: newCommon("mount"), fileMode: "0440", dirMode: "0550",
+		options: []string{"allow_other", "uid=1000", "gid=1001", "ro", "default_permissions"}}
+	cfg, mo, err := m.fsConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !mo.AllowOther || cfg.UID != 1000 || cfg.GID != 1001 || cfg.FileMode != 0o440 || cfg.DirMode != 0o550 {
+		t.Errorf("cfg = %+v, mo = %+v", cfg, mo)
+	}
+}

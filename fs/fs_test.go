@@ -1,0 +1,248 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// fakeResolver answers from maps; it stands in for resolver.Resolver.
+type fakeResolver struct {
+	values  map[string]resolver.Secret // by Reference.String()
+	lists   map[string][]string        // by "provider:dir"
+	listErr error
+	getErr  error
+	names   []string
+}
+
+func (f *fakeResolver) Get(ctx context.Context, ref resolver.Reference) (resolver.Secret, error) {
+	if f.getErr != nil {
+		return resolver.Secret{}, f.getErr
+	}
+	s, ok := f.values[ref.String()]
+	if !ok {
+		return resolver.Secret{}, fmt.Errorf("%s: %w", ref, resolver.ErrNotFound)
+	}
+	return s, nil
+}
+
+func (f *fakeResolver) List(ctx context.Context, provider, dir string) ([]string, error) {
+	if f.listErr != nil {
+		return nil, f.listErr
+	}
+	return f.lists[provider+":"+dir], nil
+}
+
+func (f *fakeResolver) Names() []string { return f.names }
+
+func newTestFS(r Resolver, cfg Config) *fsys {
+	return NewRoot(r, cfg).(*rootNode).fs
+}
+
+func TestToErrno(t *testing.T) {
+	tests := []struct {
+		err  error
+		want syscall.Errno
+	}{
+		{nil, 0},
+		{fmt.Errorf("x: %w", resolver.ErrNotFound), syscall.ENOENT},
+		{resolver.ErrUnknownProvider, syscall.ENOENT},
+		{resolver.ErrInvalidReference, syscall.ENOENT},
+		{fmt.Errorf("x: %w", resolver.ErrPermission), syscall.EACCES},
+		{fmt.Errorf("x: %w", resolver.ErrUnavailable), syscall.EIO},
+		{context.DeadlineExceeded, syscall.EIO},
+		{fmt.Errorf("wait: %w", context.Canceled), syscall.EINTR},
+		{errors.ErrUnsupported, syscall.ENOTSUP},
+		{errors.New("something else"), syscall.EIO},
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for _, tt := range tests {
+		if got := toErrno(log, "op", tt.err); got != tt.want {
+			t.Errorf("toErrno(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+	if !strings.Contains(logs.String(), "something else") || !strings.Contains(logs.String(), "backend unavailable") {
+		t.Errorf("unknown and unavailable errors were not logged: %s", logs.String())
+	}
+}
+
+func TestFileOpenReadGetattr(t *testing.T) {
+	created := time.Date(2025, 5, 6, 7, 8, 9, 0, time.UTC)
+	r := &fakeResolver{values: map[string]resolver.Secret{
+		"p:k": {Value: []byte("0123456789"), Created: created},
+	}}
+	var audit bytes.Buffer
+	f := newTestFS(r, Config{UID: 1000, GID: 2000, FileMode: 0o440, Audit: slog.New(slog.NewJSONHandler(&audit, nil))})
+	n := &fileNode{fs: f, ref: resolver.Reference{Provider: "p", Key: "k"}}
+	ctx := context.Background()
+
+	var ao fuse.AttrOut
+	if errno := n.Getattr(ctx, nil, &ao); errno != 0 {
+		t.Fatalf("Getattr: %v", errno)
+	}
+	if got, want := ao.Attr.Mode, uint32(syscall.S_IFREG|0o440); got != want {
+		t.Errorf("mode = %o, want %o", got, want)
+	}
+	if ao.Attr.Uid != 1000 || ao.Attr.Gid != 2000 {
+		t.Errorf("owner = %d:%d, want 1000:2000", ao.Attr.Uid, ao.Attr.Gid)
+	}
+	if ao.Attr.Size != 10 {
+		t.Errorf("size = %d, want 10", ao.Attr.Size)
+	}
+	if got := time.Unix(int64(ao.Attr.Mtime), 0).UTC(); !got.Equal(created) {
+		t.Errorf("mtime = %v, want %v", got, created)
+	}
+
+	fh, flags, errno := n.Open(ctx, syscall.O_RDONLY)
+	if errno != 0 {
+		t.Fatalf("Open: %v", errno)
+	}
+	if flags&fuse.FOPEN_DIRECT_IO == 0 {
+		t.Error("Open without FOPEN_DIRECT_IO: a changed value could be read from a stale page cache")
+	}
+	// The handle keeps the bytes it was opened with.
+	r.values["p:k"] = resolver.Secret{Value: []byte("changed")}
+	for _, tt := range []struct {
+		off  int64
+		size int
+		want string
+	}{{0, 4, "0123"}, {4, 100, "456789"}, {10, 4, ""}, {99, 4, ""}} {
+		res, errno := n.Read(ctx, fh, make([]byte, tt.size), tt.off)
+		if errno != 0 {
+			t.Fatalf("Read: %v", errno)
+		}
+		got, _ := res.Bytes(make([]byte, tt.size))
+		if string(got) != tt.want {
+			t.Errorf("Read(off %d, %d) = %q, want %q", tt.off, tt.size, got, tt.want)
+		}
+	}
+	if errno := n.Getattr(ctx, fh, &ao); errno != 0 || ao.Attr.Size != 10 {
+		t.Errorf("Getattr on the open handle: size %d, %v; want 10", ao.Attr.Size, errno)
+	}
+	if !strings.Contains(audit.String(), `"ref":"p:k"`) || strings.Contains(audit.String(), "0123") {
+		t.Errorf("audit record = %s; want the reference and never the value", audit.String())
+	}
+}
+
+func TestFileOpenErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		flags uint32
+		err   error
+		want  syscall.Errno
+	}{
+		{"write", syscall.O_WRONLY, nil, syscall.EROFS},
+		{"read-write", syscall.O_RDWR, nil, syscall.EROFS},
+		{"truncate", syscall.O_RDONLY | syscall.O_TRUNC, nil, syscall.EROFS},
+		{"append", syscall.O_WRONLY | syscall.O_APPEND, nil, syscall.EROFS},
+		{"gone", syscall.O_RDONLY, resolver.ErrNotFound, syscall.ENOENT},
+		{"denied", syscall.O_RDONLY, resolver.ErrPermission, syscall.EACCES},
+		{"down", syscall.O_RDONLY, resolver.ErrUnavailable, syscall.EIO},
+		{"interrupted", syscall.O_RDONLY, context.Canceled, syscall.EINTR},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &fakeResolver{getErr: tt.err, values: map[string]resolver.Secret{"p:k": {Value: []byte("v")}}}
+			n := &fileNode{fs: newTestFS(r, Config{}), ref: resolver.Reference{Provider: "p", Key: "k"}}
+			if _, _, errno := n.Open(context.Background(), tt.flags); errno != tt.want {
+				t.Errorf("Open = %v, want %v", errno, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	var ro readOnly
+	ctx := context.Background()
+	var eo fuse.EntryOut
+	errnos := map[string]syscall.Errno{
+		"setattr":     ro.Setattr(ctx, nil, nil, nil),
+		"mkdir":       func() syscall.Errno { _, e := ro.Mkdir(ctx, "d", 0o755, &eo); return e }(),
+		"create":      func() syscall.Errno { _, _, _, e := ro.Create(ctx, "f", 0, 0o644, &eo); return e }(),
+		"mknod":       func() syscall.Errno { _, e := ro.Mknod(ctx, "f", 0, 0, &eo); return e }(),
+		"unlink":      ro.Unlink(ctx, "f"),
+		"rmdir":       ro.Rmdir(ctx, "d"),
+		"rename":      ro.Rename(ctx, "a", nil, "b", 0),
+		"symlink":     func() syscall.Errno { _, e := ro.Symlink(ctx, "t", "l", &eo); return e }(),
+		"link":        func() syscall.Errno { _, e := ro.Link(ctx, nil, "l", &eo); return e }(),
+		"setxattr":    ro.Setxattr(ctx, "user.a", nil, 0),
+		"removexattr": ro.Removexattr(ctx, "user.a"),
+	}
+	for op, errno := range errnos {
+		if errno != syscall.EROFS {
+			t.Errorf("%s = %v, want EROFS", op, errno)
+		}
+	}
+}
+
+func readdir(t *testing.T, ds gofs.DirStream) map[string]uint32 {
+	t.Helper()
+	out := make(map[string]uint32)
+	for ds.HasNext() {
+		e, errno := ds.Next()
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		out[e.Name] = e.Mode
+	}
+	return out
+}
+
+func TestReaddir(t *testing.T) {
+	r := &fakeResolver{names: []string{"env", "test"}, lists: map[string][]string{
+		"test:":    {"a", "app", "app/", "dir/", "bad#name", "a"},
+		"test:dir": {"x"},
+	}}
+	f := newTestFS(r, Config{})
+	root := NewRoot(r, Config{}).(*rootNode)
+	ds, _ := root.Readdir(context.Background())
+	if got := readdir(t, ds); len(got) != 2 || got["env"] != syscall.S_IFDIR || got["test"] != syscall.S_IFDIR {
+		t.Errorf("root = %v, want env/ and test/", got)
+	}
+
+	d := &dirNode{fs: f, provider: "test"}
+	ds, errno := d.Readdir(context.Background())
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	want := map[string]uint32{"a": syscall.S_IFREG, "app": syscall.S_IFDIR, "app@": syscall.S_IFREG, "dir": syscall.S_IFDIR}
+	got := readdir(t, ds)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("readdir = %v, want %v", got, want)
+	}
+
+	r.listErr = resolver.ErrPermission
+	if _, errno := d.Readdir(context.Background()); errno != syscall.EACCES {
+		t.Errorf("readdir with listing denied = %v, want EACCES", errno)
+	}
+	r.listErr = errors.ErrUnsupported
+	ds, errno = d.Readdir(context.Background())
+	if errno != 0 || len(readdir(t, ds)) != 0 {
+		t.Errorf("readdir of a provider that cannot list: %v; want an empty directory", errno)
+	}
+}
+
+func TestDirAttr(t *testing.T) {
+	f := newTestFS(&fakeResolver{}, Config{UID: 7, GID: 8, DirMode: 0o550})
+	var ao fuse.AttrOut
+	(&dirNode{fs: f}).Getattr(context.Background(), nil, &ao)
+	if ao.Attr.Mode != syscall.S_IFDIR|0o550 || ao.Attr.Uid != 7 || ao.Attr.Gid != 8 {
+		t.Errorf("dir attr mode %o owner %d:%d, want %o 7:8", ao.Attr.Mode, ao.Attr.Uid, ao.Attr.Gid, syscall.S_IFDIR|0o550)
+	}
+	def := newTestFS(&fakeResolver{}, Config{})
+	if def.cfg.FileMode != 0o400 || def.cfg.DirMode != 0o500 {
+		t.Errorf("default modes %o %o, want 0400 0500", def.cfg.FileMode, def.cfg.DirMode)
+	}
+}
