@@ -219,22 +219,20 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 	// canList is false when the listing cannot tell what exists here.
 	canList := true
-	if plain {
-		names, err := n.fs.r.List(ctx, n.provider, n.dir)
-		switch {
-		case err == nil:
-			if slices.Contains(names, name+"/") {
-				return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
-			}
-		case errors.Is(err, errors.ErrUnsupported), errors.Is(err, resolver.ErrPermission):
-			canList = false
-		case errors.Is(err, context.Canceled):
-			return nil, syscall.EINTR
-		default:
-			// The listing is unavailable; the secret may still be readable
-			// (stale in the cache, or from a backend that recovered).
-			n.fs.log.Debug("listing failed during lookup", "op", op, "error", err)
+	names, err := n.fs.r.List(ctx, n.provider, n.dir)
+	switch {
+	case err == nil:
+		if slices.Contains(names, name+"/") {
+			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
 		}
+	case errors.Is(err, errors.ErrUnsupported), errors.Is(err, resolver.ErrPermission):
+		canList = false
+	case errors.Is(err, context.Canceled):
+		return nil, syscall.EINTR
+	default:
+		// The listing is unavailable; the secret may still be readable
+		// (stale in the cache, or from a backend that recovered).
+		n.fs.log.Debug("listing failed during lookup", "op", op, "error", err)
 	}
 
 	ref := resolver.Reference{Provider: n.provider, Key: n.key(rk.Key), Version: rk.Version, Field: rk.Field}

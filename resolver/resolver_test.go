@@ -14,7 +14,7 @@ import (
 
 // mapProvider serves a map; "slow" keys wait for the context.
 type mapProvider struct {
-	name  string
+	name     string
 	data     map[string]string // by key (which may contain "@")
 	versions map[string]string // by key@version, for a version asked for
 	calls    []string          // "key|version"

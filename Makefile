@@ -1,0 +1,57 @@
+# secretfs — `make test` is the one command CI runs (see .ci/run).
+GO        ?= go
+BIN       := $(CURDIR)/bin
+KUMO_BIN  := $(BIN)/kumo
+VAULT_BIN := $(BIN)/vault-dev
+MNT       ?= $(CURDIR)/mnt
+UNIT_PKGS := $(shell $(GO) list ./... | grep -v /integration)
+
+.PHONY: build run test test-unit test-integration backends lint bench fuzz clean
+
+build:
+	$(GO) build -o $(BIN)/secretfs ./cmd/secretfs
+
+# Mount with the env provider into ./mnt in the foreground; Ctrl-C unmounts.
+run: build
+	mkdir -p $(MNT)
+	$(BIN)/secretfs mount $(MNT)
+
+# Everything: format and vet, unit tests with -race, then the end-to-end
+# suite (real FUSE mounts, the kumo AWS emulator, a Vault dev server).
+test: lint test-unit test-integration
+
+test-unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+test-integration: backends
+	SECRETFS_KUMO_BIN=$(KUMO_BIN) SECRETFS_VAULT_BIN=$(VAULT_BIN) \
+		$(GO) test -race -count=1 -timeout 40m ./integration/...
+
+# The real backends the integration suite starts, each built in its own
+# module so that none of their dependencies enter secretfs's go.mod. The
+# first build on a machine is slow (minutes); later ones are cached.
+backends: $(BIN)
+	bash integration/backends/kumo/build.sh $(KUMO_BIN)
+	bash integration/backends/vault/build.sh $(VAULT_BIN)
+
+$(BIN):
+	mkdir -p $(BIN)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags secretfs_testing ./...
+
+# Benchmarks print figures; they assert nothing about speed.
+bench: backends
+	SECRETFS_KUMO_BIN=$(KUMO_BIN) SECRETFS_VAULT_BIN=$(VAULT_BIN) \
+		$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./integration/...
+
+# Fuzz the reference grammar; new interesting inputs stay in the corpus.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./resolver
+	cp $$($(GO) env GOCACHE)/fuzz/github.com/secretfs/secretfs/resolver/FuzzParse/* resolver/testdata/fuzz/FuzzParse/ 2>/dev/null || true
+
+clean:
+	rm -rf $(BIN)

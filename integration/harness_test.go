@@ -1,0 +1,270 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	// secretfsBin is the binary under test, built by TestMain.
+	secretfsBin string
+	// workDir holds the build and is where every test mount lives below
+	// (t.TempDir is below os.TempDir, so mounts are also found by prefix).
+	workDir string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			fmt.Fprintln(os.Stderr, "integration: /dev/fuse is missing; these tests mount for real")
+			return 1
+		}
+	}
+	var err error
+	workDir, err = os.MkdirTemp("", "secretfs-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(workDir)
+	secretfsBin = filepath.Join(workDir, "secretfs")
+	build := exec.Command("go", "build", "-tags", "secretfs_testing", "-o", secretfsBin, "github.com/secretfs/secretfs/cmd/secretfs")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: building secretfs:", err)
+		return 1
+	}
+
+	code := m.Run()
+	stopBackends()
+
+	if left := leftoverMounts(); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "integration: FAIL: FUSE mounts left behind: %q\n", left)
+		for _, mnt := range left {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+		return 1
+	}
+	return code
+}
+
+// leftoverMounts lists FUSE mounts of secretfs below the temp directory.
+func leftoverMounts() []string {
+	data, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return nil
+	}
+	var left []string
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[2] == "fuse.secretfs" && strings.HasPrefix(f[1], os.TempDir()) {
+			left = append(left, f[1])
+		}
+	}
+	return left
+}
+
+func isMounted(dir string) bool {
+	data, _ := os.ReadFile("/proc/mounts")
+	for line := range strings.Lines(string(data)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[1] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// daemon is a running `secretfs mount`.
+type daemon struct {
+	t      *testing.T
+	Dir    string
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	stderr bytes.Buffer // guarded by mu
+	exited chan struct{}
+	err    error // set before exited is closed
+}
+
+// Stderr returns what the daemon logged so far.
+func (d *daemon) Stderr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Path joins names below the mountpoint.
+func (d *daemon) Path(elem ...string) string {
+	return filepath.Join(append([]string{d.Dir}, elem...)...)
+}
+
+// mount starts `secretfs mount ARGS... DIR` on a fresh directory with the
+// extra environment env, waits for its ready line, and unmounts it (SIGTERM,
+// then a check that nothing is left) when the test ends.
+func mount(t *testing.T, env []string, args ...string) *daemon {
+	t.Helper()
+	return mountAt(t, t.TempDir(), env, args...)
+}
+
+func mountAt(t *testing.T, dir string, env []string, args ...string) *daemon {
+	t.Helper()
+	d := startDaemon(t, dir, env, args...)
+	t.Cleanup(func() { d.stop() })
+	return d
+}
+
+func startDaemon(t *testing.T, dir string, env []string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, Dir: dir, exited: make(chan struct{})}
+	full := append([]string{"mount", "--log-level", "debug"}, args...)
+	d.cmd = exec.Command(secretfsBin, append(full, dir)...)
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case ready <- sc.Text():
+			default:
+			}
+		}
+	}()
+	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
+	select {
+	case line := <-ready:
+		if !strings.Contains(line, "mounted "+dir) {
+			t.Fatalf("unexpected ready line %q", line)
+		}
+	case <-d.exited:
+		t.Fatalf("secretfs exited before it was ready: %v\n%s", d.err, d.Stderr())
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		t.Fatalf("secretfs not ready after 20s\n%s", d.Stderr())
+	}
+	if !isMounted(dir) {
+		t.Fatalf("ready line printed but %s is not in /proc/mounts", dir)
+	}
+	return d
+}
+
+// stop sends SIGTERM and checks the daemon exits 0 with nothing left
+// mounted. It retries a lazy unmount a bounded number of times if it must.
+func (d *daemon) stop() {
+	t := d.t
+	t.Helper()
+	select {
+	case <-d.exited:
+	default:
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+			if d.err != nil {
+				t.Errorf("secretfs exited with %v after SIGTERM\n%s", d.err, d.Stderr())
+			}
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+			t.Errorf("secretfs did not exit within 15s of SIGTERM\n%s", d.Stderr())
+		}
+	}
+	for i := 0; isMounted(d.Dir) && i < 20; i++ {
+		if err := syscall.Unmount(d.Dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// kill ends the daemon with SIGKILL, leaving a dead mount behind.
+func (d *daemon) kill() {
+	d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// secretfs runs the binary (get, ls, ...) and returns stdout, stderr and the
+// exit code.
+func secretfs(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, secretfsBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("secretfs %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// readDir returns the names in dir, sorted.
+func readDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("ReadDir(%s): %v", dir, err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// eventually polls cond every 20ms until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wantErrno checks that err is (or wraps) errno.
+func wantErrno(t *testing.T, what string, err error, errno syscall.Errno) {
+	t.Helper()
+	if !errors.Is(err, errno) {
+		t.Errorf("%s: error = %v, want %v", what, err, errno)
+	}
+}
