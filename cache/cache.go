@@ -169,11 +169,28 @@ func (c *Cache) Len() int {
 }
 
 // Wrap returns p behind the cache. The result implements resolver.Lister
-// exactly when p does.
+// and resolver.BatchGetter exactly when p does.
 func (c *Cache) Wrap(p resolver.Provider) resolver.Provider {
 	cp := &cachedProvider{c: c, p: p}
-	if l, ok := p.(resolver.Lister); ok {
-		return &cachedLister{cachedProvider: cp, l: l}
+	l, isLister := p.(resolver.Lister)
+	b, isBatcher := p.(resolver.BatchGetter)
+	switch {
+	case isLister && isBatcher:
+		return &struct {
+			*cachedProvider
+			*cachedLister
+			*cachedBatcher
+		}{cp, &cachedLister{cp, l}, &cachedBatcher{cp, b}}
+	case isLister:
+		return &struct {
+			*cachedProvider
+			*cachedLister
+		}{cp, &cachedLister{cp, l}}
+	case isBatcher:
+		return &struct {
+			*cachedProvider
+			*cachedBatcher
+		}{cp, &cachedBatcher{cp, b}}
 	}
 	return cp
 }
@@ -184,8 +201,13 @@ type cachedProvider struct {
 }
 
 type cachedLister struct {
-	*cachedProvider
-	l resolver.Lister
+	cp *cachedProvider
+	l  resolver.Lister
+}
+
+type cachedBatcher struct {
+	cp *cachedProvider
+	b  resolver.BatchGetter
 }
 
 func (cp *cachedProvider) Name() string { return cp.p.Name() }
@@ -200,12 +222,39 @@ func (cp *cachedProvider) Get(ctx context.Context, k, version string) (resolver.
 }
 
 func (cl *cachedLister) List(ctx context.Context, dir string) ([]string, error) {
-	v, err := cl.c.get(ctx, key{op: opList, provider: cl.p.Name(), name: dir},
+	v, err := cl.cp.c.get(ctx, key{op: opList, provider: cl.cp.p.Name(), name: dir},
 		func(ctx context.Context) (any, error) { return cl.l.List(ctx, dir) })
 	if err != nil {
 		return nil, err
 	}
 	return v.([]string), nil
+}
+
+// GetBatch asks the backend, in one batch, for the keys that are not fresh
+// in memory, and stores what it returns as if each had been read alone.
+func (cb *cachedBatcher) GetBatch(ctx context.Context, keys []string) (map[string]resolver.Secret, error) {
+	c, name := cb.cp.c, cb.cp.p.Name()
+	out := make(map[string]resolver.Secret, len(keys))
+	var missing []string
+	for _, k := range keys {
+		val, err, ok := c.fresh(key{op: opGet, provider: name, name: k})
+		switch {
+		case !ok:
+			missing = append(missing, k)
+		case err == nil:
+			out[k] = val.(resolver.Secret)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	c.calls.Add(1)
+	got, err := cb.b.GetBatch(ctx, missing)
+	for k, s := range got {
+		c.storeValue(key{op: opGet, provider: name, name: k}, s)
+		out[k] = s
+	}
+	return out, err
 }
 
 // get serves k from memory or through one shared call of fetch.
@@ -277,15 +326,7 @@ func (c *Cache) fill(ctx context.Context, k key, fetch func(context.Context) (an
 
 	switch {
 	case err == nil:
-		ttl := c.opts.TTL
-		staleFor := c.opts.MaxStale
-		if s, ok := val.(resolver.Secret); ok && s.MaxAge > 0 {
-			// A lease ends the value's life: never keep or serve it past that.
-			ttl = min(ttl, s.MaxAge)
-			staleFor = -1
-		}
-		exp := now.Add(c.jitter(ttl))
-		c.store(&entry{key: k, val: val, expires: exp, staleUntil: staleUntilOf(exp, staleFor)})
+		c.storeValue(k, val)
 		return val, nil
 
 	case errors.Is(err, resolver.ErrNotFound), errors.Is(err, resolver.ErrPermission):
@@ -311,6 +352,19 @@ func (c *Cache) fill(ctx context.Context, k key, fetch func(context.Context) (an
 		c.remove(k)
 		return nil, err
 	}
+}
+
+// storeValue stores a good answer, fresh for the (jittered) TTL.
+func (c *Cache) storeValue(k key, val any) {
+	ttl := c.opts.TTL
+	staleFor := c.opts.MaxStale
+	if s, ok := val.(resolver.Secret); ok && s.MaxAge > 0 {
+		// A lease ends the value's life: never keep or serve it past that.
+		ttl = min(ttl, s.MaxAge)
+		staleFor = -1
+	}
+	exp := c.opts.Now().Add(c.jitter(ttl))
+	c.store(&entry{key: k, val: val, expires: exp, staleUntil: staleUntilOf(exp, staleFor)})
 }
 
 func staleUntilOf(expires time.Time, staleFor time.Duration) time.Time {

@@ -34,8 +34,12 @@ type Config struct {
 type Resolver interface {
 	Get(ctx context.Context, ref resolver.Reference) (resolver.Secret, error)
 	List(ctx context.Context, provider, dir string) ([]string, error)
+	Prefetch(ctx context.Context, provider string, keys []string) error
 	Names() []string
 }
+
+// maxPrefetch bounds how many secrets one directory listing reads ahead.
+const maxPrefetch = 200
 
 // fsys is shared by all nodes of one mount.
 type fsys struct {
@@ -174,13 +178,15 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	seen := make(map[string]bool)
 	entries := make([]fuse.DirEntry, 0, len(names))
-	add := func(name string, mode uint32, kind byte) {
+	add := func(name string, mode uint32, kind byte) bool {
 		if seen[name] {
-			return
+			return false
 		}
 		seen[name] = true
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: ino(kind, n.provider+"/"+n.key(name))})
+		return true
 	}
+	var files []string
 	for _, name := range names {
 		d, isDir := strings.CutSuffix(name, "/")
 		if !listable(d) {
@@ -191,9 +197,20 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		case isDir:
 			add(d, syscall.S_IFDIR, 'd')
 		case dirs[name]:
-			add(name+"@", syscall.S_IFREG, 'f')
+			if add(name+"@", syscall.S_IFREG, 'f') && len(files) < maxPrefetch {
+				files = append(files, n.key(name))
+			}
 		default:
-			add(name, syscall.S_IFREG, 'f')
+			if add(name, syscall.S_IFREG, 'f') && len(files) < maxPrefetch {
+				files = append(files, n.key(name))
+			}
+		}
+	}
+	// `ls -l` or reading every file comes next, as a rule: read the
+	// values in batches where the provider can, rather than one by one.
+	if len(files) > 1 {
+		if err := n.fs.r.Prefetch(ctx, n.provider, files); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			n.fs.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
 		}
 	}
 	slices.SortFunc(entries, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })

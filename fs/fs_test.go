@@ -24,6 +24,8 @@ type fakeResolver struct {
 	listErr error
 	getErr  error
 	names   []string
+
+	prefetched []string
 }
 
 func (f *fakeResolver) Get(ctx context.Context, ref resolver.Reference) (resolver.Secret, error) {
@@ -45,6 +47,11 @@ func (f *fakeResolver) List(ctx context.Context, provider, dir string) ([]string
 }
 
 func (f *fakeResolver) Names() []string { return f.names }
+
+func (f *fakeResolver) Prefetch(ctx context.Context, provider string, keys []string) error {
+	f.prefetched = append(f.prefetched, keys...)
+	return nil
+}
 
 func newTestFS(r Resolver, cfg Config) *fsys {
 	return NewRoot(r, cfg).(*rootNode).fs
@@ -221,6 +228,10 @@ func TestReaddir(t *testing.T) {
 	got := readdir(t, ds)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("readdir = %v, want %v", got, want)
+	}
+
+	if want := []string{"a", "app"}; fmt.Sprint(r.prefetched) != fmt.Sprint(want) {
+		t.Errorf("prefetched %q, want the listed secrets %q", r.prefetched, want)
 	}
 
 	r.listErr = resolver.ErrPermission

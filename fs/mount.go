@@ -56,7 +56,10 @@ func Mount(dir string, r Resolver, cfg Config, mo MountOptions) (*Server, error)
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
 			DisableXAttrs:    true,
-			Debug:            mo.Debug,
+			// READDIRPLUS would look up (read) every secret of a directory
+			// that is only listed.
+			DisableReadDirPlus: true,
+			Debug:              mo.Debug,
 		},
 		NegativeTimeout: &negative,
 		UID:             cfg.UID,

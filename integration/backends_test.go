@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 var (
@@ -28,15 +31,40 @@ func stopBackends() {
 	stoppers = nil
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
+// pickPort returns a loopback port that was free a moment ago.
+func pickPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitHealthy polls url until it answers 200, the process ends (done is
+// closed) or 30s pass.
+func waitHealthy(url string, done <-chan struct{}) error {
+	deadline := time.Now().Add(30 * time.Second)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("exited during start-up")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not healthy after 30s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // backendBin returns the path in the environment variable name, and fails

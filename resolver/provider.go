@@ -28,6 +28,14 @@ type Lister interface {
 	List(ctx context.Context, dir string) ([]string, error)
 }
 
+// BatchGetter is the optional ability to read the current values of many
+// keys in few calls. Keys that are missing or failed are absent from the
+// result; a provider whose backend turns out not to support batches returns
+// errors.ErrUnsupported.
+type BatchGetter interface {
+	GetBatch(ctx context.Context, keys []string) (map[string]Secret, error)
+}
+
 // Secret is a value with what the backend says about it.
 type Secret struct {
 	// Value is the content, byte for byte. Never log it.

@@ -148,6 +148,26 @@ func (r *Resolver) List(ctx context.Context, provider, dir string) ([]string, er
 	return names, nil
 }
 
+// Prefetch reads the current values of keys in provider in a batch, where
+// the provider can (see BatchGetter), so that reads that follow are served
+// from a cache in front of it. It does nothing for other providers.
+func (r *Resolver) Prefetch(ctx context.Context, provider string, keys []string) error {
+	p, err := r.Provider(provider)
+	if err != nil {
+		return err
+	}
+	b, ok := p.(BatchGetter)
+	if !ok || len(keys) == 0 {
+		return nil
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+	if _, err := b.GetBatch(ctx, keys); err != nil {
+		return fmt.Errorf("prefetch %s: %w", provider, Unavailable(err))
+	}
+	return nil
+}
+
 func wrap(ref Reference, err error) error {
 	return fmt.Errorf("%s: %w", ref, Unavailable(err))
 }

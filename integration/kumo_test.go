@@ -1,0 +1,195 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+)
+
+// kumo is a running kumo AWS emulator (github.com/sivchari/kumo), a
+// separate process on loopback. It keeps everything in memory.
+type kumo struct {
+	Port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (k *kumo) Endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d", k.Port) }
+
+// Env is the environment that points secretfs (and any SDK) at this kumo
+// with throwaway credentials and no shared config from the machine.
+func (k *kumo) Env(t testing.TB) []string {
+	cfgDir := t.TempDir()
+	return []string{
+		"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + k.Endpoint(),
+		"AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=test-access-key",
+		"AWS_SECRET_ACCESS_KEY=test-secret-key",
+		"AWS_CONFIG_FILE=" + cfgDir + "/config",
+		"AWS_SHARED_CREDENTIALS_FILE=" + cfgDir + "/credentials",
+		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_PROFILE=",
+	}
+}
+
+// Client is an SDK client for test setup.
+func (k *kumo) Client() *sm.Client {
+	return sm.New(sm.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(k.Endpoint()),
+		Credentials:  credentials.NewStaticCredentialsProvider("test-access-key", "test-secret-key", ""),
+	})
+}
+
+// startKumo starts a kumo on a free port (or the given one, to restart on
+// the same address) and waits for /health.
+func startKumo(t testing.TB, port int) *kumo {
+	t.Helper()
+	k, err := launchKumo(backendBin(t, "SECRETFS_KUMO_BIN"), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func launchKumo(bin string, port int) (*kumo, error) {
+	if port == 0 {
+		var err error
+		if port, err = pickPort(); err != nil {
+			return nil, err
+		}
+	}
+	k := &kumo{Port: port, done: make(chan struct{})}
+	k.cmd = exec.Command(bin, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
+	k.cmd.Env = append(os.Environ(), "KUMO_LOG_LEVEL=warn")
+	k.cmd.Stderr = os.Stderr
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := k.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start kumo: %w", err)
+	}
+	go func() { k.cmd.Wait(); close(k.done) }()
+	if err := waitHealthy(k.Endpoint()+"/health", k.done); err != nil {
+		k.Stop()
+		return nil, fmt.Errorf("kumo: %w", err)
+	}
+	return k, nil
+}
+
+// Stop ends the emulator and waits for it.
+func (k *kumo) Stop() {
+	select {
+	case <-k.done:
+		return
+	default:
+	}
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.done:
+	case <-time.After(5 * time.Second):
+		k.cmd.Process.Kill()
+		<-k.done
+	}
+}
+
+var (
+	sharedKumoOnce sync.Once
+	sharedKumo     *kumo
+	sharedKumoErr  error
+)
+
+// awsFixture is the shared emulator with the data set of seedAWS in it.
+func awsFixture(t *testing.T) *kumo {
+	t.Helper()
+	bin := backendBin(t, "SECRETFS_KUMO_BIN")
+	sharedKumoOnce.Do(func() {
+		k, err := launchKumo(bin, 0)
+		if err != nil {
+			sharedKumoErr = err
+			return
+		}
+		atExit(k.Stop)
+		if err := seedAWS(k); err != nil {
+			sharedKumoErr = err
+			return
+		}
+		sharedKumo = k
+	})
+	if sharedKumoErr != nil {
+		t.Fatalf("shared kumo: %v", sharedKumoErr)
+	}
+	return sharedKumo
+}
+
+// The data set, created through the SDK.
+var (
+	awsJSON   = `{"username":"admin","password":"pa$$ w0rd","port":5432,"tags":["a","b"]}`
+	awsBinary = func() []byte {
+		b := make([]byte, 256)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}()
+	awsRotOld   = "rotated-old-value"
+	awsRotNew   = "rotated-new-value!"
+	awsVersions = map[string]string{} // name -> version id of the first value; filled by seedAWS
+)
+
+func bulkName(team, svc int) string { return fmt.Sprintf("bulk/team%d/svc%02d", team, svc) }
+
+func seedAWS(k *kumo) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := k.Client()
+	create := func(name string, str *string, bin []byte) string {
+		out, cerr := c.CreateSecret(ctx, &sm.CreateSecretInput{Name: aws.String(name), SecretString: str, SecretBinary: bin})
+		if cerr != nil && err == nil {
+			err = fmt.Errorf("CreateSecret %s: %w", name, cerr)
+		}
+		if out == nil {
+			return ""
+		}
+		return aws.ToString(out.VersionId)
+	}
+	for team := range 5 {
+		for svc := range 30 {
+			create(bulkName(team, svc), aws.String("value-"+bulkName(team, svc)), nil)
+		}
+	}
+	create("json/rds", aws.String(awsJSON), nil)
+	create("bin/allbytes", nil, awsBinary)
+	create("user@example.com", aws.String("at-sign-secret"), nil)
+	create("app", aws.String("app-itself"), nil)
+	create("app/db", aws.String("app-db"), nil)
+	awsVersions["rot/one"] = create("rot/one", aws.String(awsRotOld), nil)
+	if _, perr := c.PutSecretValue(ctx, &sm.PutSecretValueInput{SecretId: aws.String("rot/one"), SecretString: aws.String(awsRotNew)}); perr != nil {
+		return fmt.Errorf("PutSecretValue: %w", perr)
+	}
+	create("gone/deleted", aws.String("deleted-value"), nil)
+	if _, derr := c.DeleteSecret(ctx, &sm.DeleteSecretInput{SecretId: aws.String("gone/deleted"), RecoveryWindowInDays: aws.Int64(7)}); derr != nil {
+		return fmt.Errorf("DeleteSecret: %w", derr)
+	}
+	create("gone/kept", aws.String("kept"), nil)
+	create("rotate/live", aws.String("first"), nil)
+	return err
+}
+
+// awsMount mounts with the aws provider against k.
+func awsMount(t *testing.T, k *kumo, args ...string) *daemon {
+	return mount(t, k.Env(t), append([]string{"--providers", "aws"}, args...)...)
+}
+
+// apiCalls counts the AWS API calls a daemon logged, by operation.
+func apiCalls(d *daemon, op string) int {
+	return strings.Count(d.Stderr(), "operation="+op)
+}
