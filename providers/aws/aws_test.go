@@ -1,0 +1,130 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// The end-to-end tests run against a real emulator (integration/); these
+// cover decisions the emulator cannot show, such as AWS error codes it
+// never sends.
+
+func TestMapError(t *testing.T) {
+	tests := []struct {
+		err  error
+		want error // nil: none of the sentinels
+	}{
+		{&types.ResourceNotFoundException{}, resolver.ErrNotFound},
+		{&smithy.GenericAPIError{Code: "InvalidRequestException", Message: "You can't perform this operation on the secret because it was marked for deletion."}, resolver.ErrNotFound},
+		{&smithy.GenericAPIError{Code: "AccessDeniedException"}, resolver.ErrPermission},
+		{&smithy.GenericAPIError{Code: "ThrottlingException"}, resolver.ErrUnavailable},
+		{&types.InternalServiceError{}, resolver.ErrUnavailable},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, resolver.ErrUnavailable},
+		{context.DeadlineExceeded, resolver.ErrUnavailable},
+		{&types.DecryptionFailure{}, nil},
+		{&smithy.GenericAPIError{Code: "InvalidRequestException", Message: "something else"}, nil},
+	}
+	p := NewWithAPI(nil, Config{})
+	sentinels := []error{resolver.ErrNotFound, resolver.ErrPermission, resolver.ErrUnavailable}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%T %v", tt.err, tt.err), func(t *testing.T) {
+			got := p.mapError("GetSecretValue", "k", tt.err)
+			for _, s := range sentinels {
+				if errors.Is(got, s) != (s == tt.want) {
+					t.Errorf("mapError(%v) = %v; errors.Is(%v) = %v", tt.err, got, s, errors.Is(got, s))
+				}
+			}
+		})
+	}
+	if err := p.mapError("op", "k", context.Canceled); !errors.Is(err, context.Canceled) || errors.Is(err, resolver.ErrUnavailable) {
+		t.Errorf("canceled = %v, want context.Canceled only", err)
+	}
+}
+
+// fakeAPI records requests and serves a fixed set of names.
+type fakeAPI struct {
+	API
+	names []string
+	gets  []sm.GetSecretValueInput
+}
+
+func (f *fakeAPI) GetSecretValue(ctx context.Context, in *sm.GetSecretValueInput, _ ...func(*sm.Options)) (*sm.GetSecretValueOutput, error) {
+	f.gets = append(f.gets, *in)
+	return &sm.GetSecretValueOutput{SecretString: aws.String("v")}, nil
+}
+
+func (f *fakeAPI) ListSecrets(ctx context.Context, in *sm.ListSecretsInput, _ ...func(*sm.Options)) (*sm.ListSecretsOutput, error) {
+	out := &sm.ListSecretsOutput{}
+	for _, n := range f.names {
+		out.SecretList = append(out.SecretList, types.SecretListEntry{Name: aws.String(n)})
+	}
+	return out, nil
+}
+
+func TestVersionSelection(t *testing.T) {
+	tests := []struct {
+		version         string
+		stage, version2 string
+	}{
+		{"AWSPREVIOUS", "AWSPREVIOUS", ""},
+		{"my-label", "my-label", ""},
+		{"3f2504e0-4f89-11d3-9a0c-0305e82c3301", "", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"},
+		{"0123456789abcdef0123456789abcdef", "", "0123456789abcdef0123456789abcdef"},
+	}
+	for _, tt := range tests {
+		f := &fakeAPI{}
+		if _, err := NewWithAPI(f, Config{}).Get(context.Background(), "k", tt.version); err != nil {
+			t.Fatal(err)
+		}
+		in := f.gets[0]
+		if aws.ToString(in.VersionStage) != tt.stage || aws.ToString(in.VersionId) != tt.version2 {
+			t.Errorf("version %q: stage %q id %q; want %q %q", tt.version, aws.ToString(in.VersionStage), aws.ToString(in.VersionId), tt.stage, tt.version2)
+		}
+	}
+}
+
+func TestPrefixesAndListing(t *testing.T) {
+	f := &fakeAPI{names: []string{"prod/app/db", "prod/app/api", "prod/web", "dev/x", "top", "Prod/app/case", "/leading"}}
+	tests := []struct {
+		prefixes []string
+		dir      string
+		want     []string
+	}{
+		{nil, "", []string{"dev/", "prod/", "top", "Prod/"}},
+		{nil, "prod", []string{"app/", "web"}},
+		{nil, "prod/app", []string{"db", "api"}},
+		{[]string{"prod/app/"}, "", []string{"prod/"}},
+		{[]string{"prod/app/"}, "prod", []string{"app/"}},
+		{[]string{"prod/app/"}, "prod/app", []string{"db", "api"}},
+		{[]string{"prod/app/"}, "dev", nil},
+		{[]string{"dev/", "top"}, "", []string{"dev/", "top"}},
+	}
+	for _, tt := range tests {
+		p := NewWithAPI(f, Config{Prefixes: tt.prefixes})
+		got, err := p.List(context.Background(), tt.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		slices.Sort(tt.want)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("prefixes %q, List(%q) = %q, want %q", tt.prefixes, tt.dir, got, tt.want)
+		}
+	}
+	f.gets = nil
+	p := NewWithAPI(f, Config{Prefixes: []string{"prod/"}})
+	if _, err := p.Get(context.Background(), "dev/x", ""); !errors.Is(err, resolver.ErrNotFound) || len(f.gets) != 0 {
+		t.Errorf("outside the prefix: %v after %d API calls; want ErrNotFound after none", err, len(f.gets))
+	}
+}
