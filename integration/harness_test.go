@@ -92,7 +92,7 @@ func isMounted(dir string) bool {
 
 // daemon is a running `secretfs mount`.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	Dir    string
 	cmd    *exec.Cmd
 	mu     sync.Mutex
@@ -127,19 +127,19 @@ func (d *daemon) Path(elem ...string) string {
 // mount starts `secretfs mount ARGS... DIR` on a fresh directory with the
 // extra environment env, waits for its ready line, and unmounts it (SIGTERM,
 // then a check that nothing is left) when the test ends.
-func mount(t *testing.T, env []string, args ...string) *daemon {
+func mount(t testing.TB, env []string, args ...string) *daemon {
 	t.Helper()
 	return mountAt(t, t.TempDir(), env, args...)
 }
 
-func mountAt(t *testing.T, dir string, env []string, args ...string) *daemon {
+func mountAt(t testing.TB, dir string, env []string, args ...string) *daemon {
 	t.Helper()
 	d := startDaemon(t, dir, env, args...)
 	t.Cleanup(func() { d.stop() })
 	return d
 }
 
-func startDaemon(t *testing.T, dir string, env []string, args ...string) *daemon {
+func startDaemon(t testing.TB, dir string, env []string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, Dir: dir, exited: make(chan struct{})}
 	full := append([]string{"mount", "--log-level", "debug"}, args...)
@@ -216,7 +216,7 @@ func (d *daemon) kill() {
 
 // secretfs runs the binary (get, ls, ...) and returns stdout, stderr and the
 // exit code.
-func secretfs(t *testing.T, env []string, args ...string) (string, string, int) {
+func secretfs(t testing.TB, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -236,7 +236,7 @@ func secretfs(t *testing.T, env []string, args ...string) (string, string, int) 
 }
 
 // readDir returns the names in dir, sorted.
-func readDir(t *testing.T, dir string) []string {
+func readDir(t testing.TB, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {

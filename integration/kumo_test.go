@@ -108,7 +108,7 @@ var (
 )
 
 // awsFixture is the shared emulator with the data set of seedAWS in it.
-func awsFixture(t *testing.T) *kumo {
+func awsFixture(t testing.TB) *kumo {
 	t.Helper()
 	bin := backendBin(t, "SECRETFS_KUMO_BIN")
 	sharedKumoOnce.Do(func() {
@@ -185,7 +185,7 @@ func seedAWS(k *kumo) (err error) {
 }
 
 // awsMount mounts with the aws provider against k.
-func awsMount(t *testing.T, k *kumo, args ...string) *daemon {
+func awsMount(t testing.TB, k *kumo, args ...string) *daemon {
 	return mount(t, k.Env(t), append([]string{"--providers", "aws"}, args...)...)
 }
 
