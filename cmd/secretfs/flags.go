@@ -145,3 +145,12 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 	}
 	return out, nil
 }
+
+// closeAll stops what providers run in the background (token renewal).
+func closeAll(ps []resolver.Provider) {
+	for _, p := range ps {
+		if c, ok := p.(io.Closer); ok {
+			c.Close()
+		}
+	}
+}

@@ -25,22 +25,24 @@ const lsUsage = `Usage: secretfs ls [flags] PROVIDER:[DIR]
 Lists the entries directly below DIR, one a line; directories end in "/".
 `
 
-// newResolver opens the enabled providers behind a resolver, uncached.
-func (c *common) newResolver(ctx context.Context, stderr io.Writer) (*resolver.Resolver, error) {
+// newResolver opens the enabled providers behind a resolver, uncached. The
+// returned function closes them.
+func (c *common) newResolver(ctx context.Context, stderr io.Writer) (*resolver.Resolver, func(), error) {
 	log, err := c.logger(stderr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ps, err := c.open(ctx, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r, err := resolver.New(ps...)
 	if err != nil {
-		return nil, err
+		closeAll(ps)
+		return nil, nil, err
 	}
 	r.Timeout = c.timeout
-	return r, nil
+	return r, func() { closeAll(ps) }, nil
 }
 
 func runGet(args []string, stdout, stderr io.Writer) error {
@@ -57,10 +59,11 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, err := c.newResolver(ctx, stderr)
+	r, done, err := c.newResolver(ctx, stderr)
 	if err != nil {
 		return err
 	}
+	defer done()
 	s, err := r.Get(ctx, ref)
 	if err != nil {
 		return err
@@ -89,10 +92,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, err := c.newResolver(ctx, stderr)
+	r, done, err := c.newResolver(ctx, stderr)
 	if err != nil {
 		return err
 	}
+	defer done()
 	names, err := r.List(ctx, provider, dir)
 	if errors.Is(err, errors.ErrUnsupported) {
 		return fmt.Errorf("provider %s cannot list", provider)

@@ -88,6 +88,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer closeAll(ps)
 	maxStale := m.maxStale
 	if maxStale == 0 {
 		maxStale = -1 // the cache's "never"

@@ -1,0 +1,640 @@
+// Package vault is the provider of HashiCorp Vault secrets.
+//
+// A key is a path "MOUNT/PATH": "secret/myapp" is the secret myapp in the
+// KV mount secret/. For each mount the provider asks Vault, the way the
+// Vault CLI does (sys/internal/ui/mounts/PATH), which engine and which KV
+// version it is, and remembers the answer: KV v2 paths get data/ (reads) and
+// metadata/ (lists) added, and a version ("@3") selects a KV v2 version. A
+// secret's file content is its data as a JSON object with sorted keys; fields
+// ("#password") are cut from it by the resolver. Other engines are read with
+// a plain logical read and shown as the response's data; where the response
+// carries a lease, the value is not cached past it.
+//
+// Authentication is one of: a token (VAULT_TOKEN, a token file,
+// ~/.vault-token); AppRole (role id and secret id files); Kubernetes or JWT
+// (a role and a JWT file, read afresh at every login because projected
+// service account tokens rotate). A renewable token is renewed in the
+// background by the api's lifetime watcher. When a token can no longer be
+// renewed, or Vault says it is no longer valid, the provider logs in again
+// and retries the read once, so a reader does not see the gap. Tokens,
+// secret ids and JWTs never reach a log or an error.
+//
+// Errors: 404 (and Logical().Read's nil, nil) is resolver.ErrNotFound, so
+// is a deleted or destroyed KV v2 version; 403 is resolver.ErrPermission;
+// sealed, 5xx, 429, refused connections and timeouts are
+// resolver.ErrUnavailable.
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// Name is the provider's name in references.
+const Name = "vault"
+
+// Auth methods.
+const (
+	AuthToken      = "token"
+	AuthAppRole    = "approle"
+	AuthKubernetes = "kubernetes"
+	AuthJWT        = "jwt"
+)
+
+// DefaultKubernetesJWT is where Kubernetes mounts a pod's service account token.
+const DefaultKubernetesJWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// Config configures New. Address, TLS and namespace come from the standard
+// VAULT_* variables (api.DefaultConfig) unless set here.
+type Config struct {
+	Address                  string
+	Namespace                string
+	Auth                     string // token (default), approle, kubernetes, jwt
+	AuthMount                string // default: the method's name
+	TokenFile                string
+	RoleIDFile, SecretIDFile string
+	Role                     string
+	JWTFile                  string
+	// Mounts, when set, are the mounts listed at the top instead of asking
+	// Vault (for tokens that may not list mounts).
+	Mounts []string
+	Logger *slog.Logger
+}
+
+type mountInfo struct {
+	path string // "secret/"
+	kvV2 bool
+	isKV bool
+}
+
+// Provider reads Vault. It is safe for concurrent use.
+type Provider struct {
+	client *api.Client
+	cfg    Config
+	log    *slog.Logger
+
+	mountsMu sync.Mutex
+	mounts   map[string]mountInfo // guarded by mountsMu; by mount path ("secret/")
+
+	loginMu   sync.Mutex // serialises logins
+	lastLogin time.Time  // guarded by loginMu
+	stop      chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
+}
+
+// New connects and authenticates. ctx bounds the first login.
+func New(ctx context.Context, cfg Config) (*Provider, error) {
+	vc := api.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault: configuration: %w", vc.Error)
+	}
+	if cfg.Address != "" {
+		vc.Address = cfg.Address
+	}
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault: client: %w", err)
+	}
+	if cfg.Namespace != "" {
+		client.SetNamespace(cfg.Namespace)
+	}
+	if cfg.Auth == "" {
+		cfg.Auth = AuthToken
+	}
+	if cfg.AuthMount == "" {
+		cfg.AuthMount = cfg.Auth
+	}
+	if cfg.Auth == AuthKubernetes && cfg.JWTFile == "" {
+		cfg.JWTFile = DefaultKubernetesJWT
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Provider{client: client, cfg: cfg, log: log, mounts: make(map[string]mountInfo), stop: make(chan struct{})}
+	if err := p.checkAuthConfig(); err != nil {
+		return nil, err
+	}
+	if err := p.login(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Close stops token renewal.
+func (p *Provider) Close() error {
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.wg.Wait()
+	return nil
+}
+
+// Name implements resolver.Provider.
+func (p *Provider) Name() string { return Name }
+
+func (p *Provider) checkAuthConfig() error {
+	switch p.cfg.Auth {
+	case AuthToken:
+	case AuthAppRole:
+		if p.cfg.RoleIDFile == "" || p.cfg.SecretIDFile == "" {
+			return errors.New("vault: approle auth needs --vault-role-id-file and --vault-secret-id-file")
+		}
+	case AuthKubernetes, AuthJWT:
+		if p.cfg.Role == "" {
+			return fmt.Errorf("vault: %s auth needs --vault-role", p.cfg.Auth)
+		}
+		if p.cfg.JWTFile == "" {
+			return errors.New("vault: jwt auth needs --vault-jwt-file")
+		}
+	default:
+		return fmt.Errorf("vault: unknown auth method %q (want token, approle, kubernetes or jwt)", p.cfg.Auth)
+	}
+	return nil
+}
+
+// readCredential reads a file holding a credential, trimmed. The error
+// names the file, never its content.
+func readCredential(what, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("vault: read %s file: %w", what, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("vault: %s file %s is empty", what, path)
+	}
+	return s, nil
+}
+
+// login gets a token with the configured method, sets it on the client and
+// starts renewing it.
+func (p *Provider) login(ctx context.Context) error {
+	p.loginMu.Lock()
+	defer p.loginMu.Unlock()
+	secret, err := p.authenticate(ctx)
+	if err != nil {
+		return err
+	}
+	p.lastLogin = time.Now()
+	if secret != nil && secret.Auth != nil && secret.Auth.Renewable {
+		p.watch(secret)
+	}
+	return nil
+}
+
+// authenticate sets a fresh token and returns what Vault said of it (nil
+// for a token that cannot be looked up).
+func (p *Provider) authenticate(ctx context.Context) (*api.Secret, error) {
+	var body map[string]any
+	switch p.cfg.Auth {
+	case AuthToken:
+		tok, err := p.token()
+		if err != nil {
+			return nil, err
+		}
+		p.client.SetToken(tok)
+		self, err := p.client.Auth().Token().LookupSelfWithContext(ctx)
+		if err != nil {
+			return nil, p.mapError("token lookup", err)
+		}
+		ttl, _ := self.TokenTTL()
+		renewable, _ := self.TokenIsRenewable()
+		return &api.Secret{Auth: &api.SecretAuth{ClientToken: tok, Renewable: renewable && ttl > 0, LeaseDuration: int(ttl.Seconds())}}, nil
+	case AuthAppRole:
+		roleID, err := readCredential("role id", p.cfg.RoleIDFile)
+		if err != nil {
+			return nil, err
+		}
+		secretID, err := readCredential("secret id", p.cfg.SecretIDFile)
+		if err != nil {
+			return nil, err
+		}
+		body = map[string]any{"role_id": roleID, "secret_id": secretID}
+	case AuthKubernetes, AuthJWT:
+		jwt, err := readCredential("JWT", p.cfg.JWTFile)
+		if err != nil {
+			return nil, err
+		}
+		body = map[string]any{"role": p.cfg.Role, "jwt": jwt}
+	}
+	// Log in without any (possibly revoked) token.
+	lc, err := p.client.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	lc.ClearToken()
+	secret, err := lc.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(p.cfg.AuthMount, "/")+"/login", body)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %s login at auth/%s: %w", p.cfg.Auth, p.cfg.AuthMount, p.mapError("login", err))
+	}
+	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("vault: %s login returned no token", p.cfg.Auth)
+	}
+	p.client.SetToken(secret.Auth.ClientToken)
+	p.log.Info("vault: logged in", "method", p.cfg.Auth, "mount", p.cfg.AuthMount,
+		"ttl", time.Duration(secret.Auth.LeaseDuration)*time.Second, "renewable", secret.Auth.Renewable)
+	return secret, nil
+}
+
+// token finds the token for token auth: --vault-token-file, VAULT_TOKEN,
+// then ~/.vault-token.
+func (p *Provider) token() (string, error) {
+	if p.cfg.TokenFile != "" {
+		return readCredential("token", p.cfg.TokenFile)
+	}
+	if t := os.Getenv("VAULT_TOKEN"); t != "" {
+		return t, nil
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		if t, err := readCredential("token", filepath.Join(home, ".vault-token")); err == nil {
+			return t, nil
+		}
+	}
+	return "", errors.New("vault: no token: set VAULT_TOKEN, --vault-token-file or ~/.vault-token, or choose another --vault-auth")
+}
+
+// watch renews the token in the background; when it can be renewed no
+// longer, it logs in again (retrying with backoff until Close).
+func (p *Provider) watch(secret *api.Secret) {
+	w, err := p.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret})
+	if err != nil {
+		p.log.Warn("vault: cannot renew token", "error", err)
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		go w.Start()
+		defer w.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case r := <-w.RenewCh():
+				p.log.Debug("vault: token renewed", "ttl", time.Duration(r.Secret.Auth.LeaseDuration)*time.Second)
+			case err := <-w.DoneCh():
+				if err != nil {
+					p.log.Warn("vault: token renewal ended", "error", err)
+				} else {
+					p.log.Info("vault: token reached the end of its life; logging in again")
+				}
+				go p.relogin()
+				return
+			}
+		}
+	}()
+}
+
+// relogin logs in again until it succeeds or the provider is closed.
+func (p *Provider) relogin() {
+	backoff := time.Second
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := p.login(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		p.log.Warn("vault: login failed; retrying", "error", err, "in", backoff)
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// tokenInvalid reports whether Vault no longer accepts the current token
+// (revoked or expired), as opposed to a policy that denies a path.
+func (p *Provider) tokenInvalid(ctx context.Context) bool {
+	_, err := p.client.Auth().Token().LookupSelfWithContext(ctx)
+	var re *api.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
+}
+
+// retryAfterRelogin runs call; when it is denied because the token is no
+// longer valid, it logs in again (at most once every few seconds) and runs
+// call once more.
+func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) error {
+	err := call()
+	if !errors.Is(err, resolver.ErrPermission) || !p.tokenInvalid(ctx) {
+		return err
+	}
+	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" && os.Getenv("VAULT_TOKEN") != "" {
+		return err // nothing to log in with
+	}
+	p.loginMu.Lock()
+	recent := time.Since(p.lastLogin) < 2*time.Second
+	p.loginMu.Unlock()
+	if !recent {
+		p.log.Info("vault: token no longer valid; logging in again")
+		if lerr := p.login(ctx); lerr != nil {
+			return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
+		}
+	}
+	return call()
+}
+
+// mapError maps api errors to the resolver's sentinels.
+func (p *Provider) mapError(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("vault %s: %w", what, err)
+	}
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		switch {
+		case re.StatusCode == http.StatusNotFound:
+			return fmt.Errorf("vault %s: %w", what, resolver.ErrNotFound)
+		case re.StatusCode == http.StatusForbidden:
+			return fmt.Errorf("vault %s: %w", what, resolver.ErrPermission)
+		case re.StatusCode == http.StatusTooManyRequests, re.StatusCode == http.StatusPreconditionFailed, re.StatusCode >= 500:
+			return fmt.Errorf("vault %s: %w: HTTP %d", what, resolver.ErrUnavailable, re.StatusCode)
+		}
+		return fmt.Errorf("vault %s: HTTP %d: %s", what, re.StatusCode, strings.Join(re.Errors, "; "))
+	}
+	// No answer: connection refused, TLS, timeout.
+	return fmt.Errorf("vault %s: %w: %w", what, resolver.ErrUnavailable, err)
+}
+
+// mountOf returns the mount that holds path, asking Vault once per mount.
+func (p *Provider) mountOf(ctx context.Context, path string) (mountInfo, error) {
+	if m, ok := p.knownMount(path); ok {
+		return m, nil
+	}
+	var s *api.Secret
+	err := p.retryAfterRelogin(ctx, func() error {
+		var err error
+		s, err = p.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
+		return p.mapError("mount of "+path, err)
+	})
+	if err != nil {
+		return mountInfo{}, err
+	}
+	if s == nil || s.Data == nil {
+		return mountInfo{}, fmt.Errorf("vault %s: %w (no mount)", path, resolver.ErrNotFound)
+	}
+	m := infoOf(s.Data)
+	if m.path == "" {
+		return mountInfo{}, fmt.Errorf("vault %s: %w (no mount)", path, resolver.ErrNotFound)
+	}
+	p.mountsMu.Lock()
+	p.mounts[m.path] = m
+	p.mountsMu.Unlock()
+	return m, nil
+}
+
+func infoOf(d map[string]any) mountInfo {
+	m := mountInfo{}
+	m.path, _ = d["path"].(string)
+	typ, _ := d["type"].(string)
+	m.isKV = typ == "kv" || typ == "generic"
+	if opts, ok := d["options"].(map[string]any); ok {
+		v, _ := opts["version"].(string)
+		m.kvV2 = m.isKV && v == "2"
+	}
+	return m
+}
+
+func (p *Provider) knownMount(path string) (mountInfo, bool) {
+	p.mountsMu.Lock()
+	defer p.mountsMu.Unlock()
+	best := mountInfo{}
+	for mp, m := range p.mounts {
+		if strings.HasPrefix(path+"/", mp) && len(mp) > len(best.path) {
+			best = m
+		}
+	}
+	return best, best.path != ""
+}
+
+// Get implements resolver.Provider.
+func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
+	m, err := p.mountOf(ctx, key)
+	if err != nil {
+		return resolver.Secret{}, err
+	}
+	rest := strings.TrimPrefix(key, m.path)
+	if rest == "" || rest == key {
+		return resolver.Secret{}, fmt.Errorf("vault %s: %w (a mount, not a secret)", key, resolver.ErrNotFound)
+	}
+	var out resolver.Secret
+	err = p.retryAfterRelogin(ctx, func() error {
+		var err error
+		switch {
+		case m.kvV2:
+			out, err = p.readKV2(ctx, m, key, rest, version)
+		case version != "":
+			err = fmt.Errorf("vault %s@%s: %w (only KV v2 has versions)", key, version, resolver.ErrNotFound)
+		default:
+			out, err = p.readPlain(ctx, key, m.isKV)
+		}
+		return err
+	})
+	return out, err
+}
+
+func (p *Provider) readKV2(ctx context.Context, m mountInfo, key, rest, version string) (resolver.Secret, error) {
+	var q map[string][]string
+	if version != "" {
+		if n, err := strconv.Atoi(version); err != nil || n <= 0 {
+			return resolver.Secret{}, fmt.Errorf("vault %s@%s: %w (a KV v2 version is a positive number)", key, version, resolver.ErrNotFound)
+		}
+		q = map[string][]string{"version": {version}}
+	}
+	s, err := p.client.Logical().ReadWithDataWithContext(ctx, m.path+"data/"+rest, q)
+	if err != nil {
+		return resolver.Secret{}, p.mapError("read "+key, err)
+	}
+	if s == nil || s.Data == nil {
+		return resolver.Secret{}, fmt.Errorf("vault %s: %w", key, resolver.ErrNotFound)
+	}
+	data, _ := s.Data["data"].(map[string]any)
+	meta, _ := s.Data["metadata"].(map[string]any)
+	if data == nil { // a deleted or destroyed version
+		return resolver.Secret{}, fmt.Errorf("vault %s: %w (deleted or destroyed version)", key, resolver.ErrNotFound)
+	}
+	value, err := marshalSorted(data)
+	if err != nil {
+		return resolver.Secret{}, fmt.Errorf("vault %s: %w", key, err)
+	}
+	out := resolver.Secret{Value: value}
+	if meta != nil {
+		out.Version = fmt.Sprint(meta["version"])
+		if ct, ok := meta["created_time"].(string); ok {
+			out.Created, _ = time.Parse(time.RFC3339Nano, ct)
+		}
+	}
+	return out, nil
+}
+
+func (p *Provider) readPlain(ctx context.Context, key string, isKV bool) (resolver.Secret, error) {
+	s, err := p.client.Logical().ReadWithContext(ctx, key)
+	if err != nil {
+		return resolver.Secret{}, p.mapError("read "+key, err)
+	}
+	if s == nil || s.Data == nil {
+		return resolver.Secret{}, fmt.Errorf("vault %s: %w", key, resolver.ErrNotFound)
+	}
+	value, err := marshalSorted(s.Data)
+	if err != nil {
+		return resolver.Secret{}, fmt.Errorf("vault %s: %w", key, err)
+	}
+	out := resolver.Secret{Value: value}
+	if !isKV && s.LeaseDuration > 0 {
+		out.MaxAge = time.Duration(s.LeaseDuration) * time.Second
+	}
+	return out, nil
+}
+
+// marshalSorted encodes data as a compact JSON object with sorted keys
+// (encoding/json sorts map keys).
+func marshalSorted(data map[string]any) ([]byte, error) {
+	return json.Marshal(data)
+}
+
+// List implements resolver.Lister.
+func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
+	mounts, err := p.listMounts(ctx)
+	if dir == "" {
+		if err != nil {
+			return nil, err
+		}
+		return nextSegments(mounts, ""), nil
+	}
+	under := dir + "/"
+	// A directory above some mounts ("team/" above "team/kv/").
+	if err == nil {
+		inside := false
+		for _, m := range mounts {
+			if strings.HasPrefix(under, m) {
+				inside = true
+			}
+		}
+		if !inside {
+			return nextSegments(mounts, under), nil
+		}
+	}
+	m, merr := p.mountOf(ctx, dir)
+	if merr != nil {
+		return nil, merr
+	}
+	rest := strings.TrimPrefix(under, m.path)
+	path := m.path + rest
+	if m.kvV2 {
+		path = m.path + "metadata/" + rest
+	}
+	var s *api.Secret
+	err = p.retryAfterRelogin(ctx, func() error {
+		var err error
+		s, err = p.client.Logical().ListWithContext(ctx, path)
+		return p.mapError("list "+dir, err)
+	})
+	if errors.Is(err, resolver.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s == nil || s.Data == nil {
+		return nil, nil
+	}
+	keys, _ := s.Data["keys"].([]any)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if ks, ok := k.(string); ok {
+			out = append(out, ks)
+		}
+	}
+	return out, nil
+}
+
+// nextSegments returns, for the mount paths below under, their next path
+// segment as a directory entry.
+func nextSegments(mounts []string, under string) []string {
+	seen := make(map[string]bool)
+	var out []string
+	for _, m := range mounts {
+		if !strings.HasPrefix(m, under) {
+			continue
+		}
+		seg, _, _ := strings.Cut(strings.TrimPrefix(m, under), "/")
+		if seg != "" && !seen[seg] {
+			seen[seg] = true
+			out = append(out, seg+"/")
+		}
+	}
+	return out
+}
+
+// listMounts returns the KV mounts the token can see ("secret/"), from
+// --vault-mounts, sys/internal/ui/mounts or sys/mounts.
+func (p *Provider) listMounts(ctx context.Context) ([]string, error) {
+	if len(p.cfg.Mounts) > 0 {
+		out := make([]string, 0, len(p.cfg.Mounts))
+		for _, m := range p.cfg.Mounts {
+			out = append(out, strings.Trim(m, "/")+"/")
+		}
+		return out, nil
+	}
+	var raw map[string]any
+	err := p.retryAfterRelogin(ctx, func() error {
+		s, err := p.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts")
+		if err != nil {
+			return p.mapError("list mounts", err)
+		}
+		if s != nil && s.Data != nil {
+			raw, _ = s.Data["secret"].(map[string]any)
+		}
+		return nil
+	})
+	if errors.Is(err, resolver.ErrPermission) || (err == nil && raw == nil) {
+		s, serr := p.client.Logical().ReadWithContext(ctx, "sys/mounts")
+		if serr != nil {
+			return nil, p.mapError("list mounts", serr)
+		}
+		if s != nil {
+			raw = s.Data
+		}
+		err = nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	p.mountsMu.Lock()
+	defer p.mountsMu.Unlock()
+	for path, v := range raw {
+		d, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		d["path"] = path
+		m := infoOf(d)
+		if !m.isKV {
+			continue
+		}
+		p.mounts[m.path] = m
+		out = append(out, m.path)
+	}
+	sort.Strings(out)
+	return out, nil
+}
