@@ -301,8 +301,26 @@ func (c *Cache) get(ctx context.Context, k key, fetch func(context.Context) (any
 	case res := <-ch:
 		return res.Val, res.Err
 	case <-ctx.Done():
+		// Out of time: a value that may be served stale beats an error.
+		if val, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			c.stale.Add(1)
+			c.opts.Logger.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
+			return val, nil
+		}
 		return nil, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
 	}
+}
+
+// staleValue returns k's last good value if it may still be served stale.
+func (c *Cache) staleValue(k key) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[k]; ok {
+		if e := el.Value.(*entry); e.err == nil && !c.opts.Now().After(e.staleUntil) {
+			return e.val, true
+		}
+	}
+	return nil, false
 }
 
 // fresh returns k's answer if it is in memory and not expired.

@@ -261,8 +261,16 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		node := &fileNode{fs: n.fs, ref: ref}
 		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino('f', n.provider+"/"+n.key(name))}), 0
 	}
-	if errors.Is(err, resolver.ErrNotFound) && plain && !canList {
-		return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
+	if errors.Is(err, resolver.ErrNotFound) && plain {
+		if !canList {
+			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
+		}
+		// Not in this directory's listing and not a secret: it may still be
+		// a directory the listing leaves out (a Vault mount of another
+		// engine) or that appeared since the listing was cached.
+		if below, lerr := n.fs.r.List(ctx, n.provider, n.key(name)); lerr == nil && len(below) > 0 {
+			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
+		}
 	}
 	return nil, toErrno(n.fs.log, op, err)
 }

@@ -91,11 +91,10 @@ type Provider struct {
 	mountsMu sync.Mutex
 	mounts   map[string]mountInfo // guarded by mountsMu; by mount path ("secret/")
 
-	loginMu   sync.Mutex // serialises logins
-	lastLogin time.Time  // guarded by loginMu
-	stop      chan struct{}
-	stopOnce  sync.Once
-	wg        sync.WaitGroup
+	loginMu  sync.Mutex // serialises logins and token swaps
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // New connects and authenticates. ctx bounds the first login.
@@ -186,11 +185,14 @@ func readCredential(what, path string) (string, error) {
 func (p *Provider) login(ctx context.Context) error {
 	p.loginMu.Lock()
 	defer p.loginMu.Unlock()
+	return p.loginLocked(ctx)
+}
+
+func (p *Provider) loginLocked(ctx context.Context) error {
 	secret, err := p.authenticate(ctx)
 	if err != nil {
 		return err
 	}
-	p.lastLogin = time.Now()
 	if secret != nil && secret.Auth != nil && secret.Auth.Renewable {
 		p.watch(secret)
 	}
@@ -329,25 +331,26 @@ func (p *Provider) tokenInvalid(ctx context.Context) bool {
 }
 
 // retryAfterRelogin runs call; when it is denied because the token is no
-// longer valid, it logs in again (at most once every few seconds) and runs
-// call once more.
+// longer valid (revoked, expired), it logs in again, unless another reader
+// already did, and runs call once more.
 func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) error {
+	used := p.client.Token()
 	err := call()
 	if !errors.Is(err, resolver.ErrPermission) || !p.tokenInvalid(ctx) {
 		return err
 	}
-	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" && os.Getenv("VAULT_TOKEN") != "" {
-		return err // nothing to log in with
+	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" {
+		return err // a token from the environment cannot be renewed by logging in
 	}
 	p.loginMu.Lock()
-	recent := time.Since(p.lastLogin) < 2*time.Second
-	p.loginMu.Unlock()
-	if !recent {
+	if p.client.Token() == used {
 		p.log.Info("vault: token no longer valid; logging in again")
-		if lerr := p.login(ctx); lerr != nil {
+		if lerr := p.loginLocked(ctx); lerr != nil {
+			p.loginMu.Unlock()
 			return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
 		}
 	}
+	p.loginMu.Unlock()
 	return call()
 }
 
@@ -386,6 +389,9 @@ func (p *Provider) mountOf(ctx context.Context, path string) (mountInfo, error) 
 		s, err = p.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
 		return p.mapError("mount of "+path, err)
 	})
+	if errors.Is(err, resolver.ErrPermission) && p.noSuchMount(ctx, path) {
+		return mountInfo{}, fmt.Errorf("vault %s: %w (no mount)", path, resolver.ErrNotFound)
+	}
 	if err != nil {
 		return mountInfo{}, err
 	}
@@ -400,6 +406,23 @@ func (p *Provider) mountOf(ctx context.Context, path string) (mountInfo, error) 
 	p.mounts[m.path] = m
 	p.mountsMu.Unlock()
 	return m, nil
+}
+
+// noSuchMount reports whether no mount holds path, as far as a token that
+// may read sys/mounts can tell. Vault answers 403 for a path under no mount
+// at all; a token that can see every mount turns that into not-found, while
+// for other tokens it stays permission denied (Vault does not say more).
+func (p *Provider) noSuchMount(ctx context.Context, path string) bool {
+	s, err := p.client.Logical().ReadWithContext(ctx, "sys/mounts")
+	if err != nil || s == nil {
+		return false
+	}
+	for mp := range s.Data {
+		if strings.HasPrefix(path+"/", mp) {
+			return false
+		}
+	}
+	return true
 }
 
 func infoOf(d map[string]any) mountInfo {
@@ -523,14 +546,8 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	under := dir + "/"
 	// A directory above some mounts ("team/" above "team/kv/").
 	if err == nil {
-		inside := false
-		for _, m := range mounts {
-			if strings.HasPrefix(under, m) {
-				inside = true
-			}
-		}
-		if !inside {
-			return nextSegments(mounts, under), nil
+		if above := nextSegments(mounts, under); len(above) > 0 {
+			return above, nil
 		}
 	}
 	m, merr := p.mountOf(ctx, dir)
