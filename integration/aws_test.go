@@ -47,6 +47,16 @@ func TestAWSValues(t *testing.T) {
 			t.Errorf("stat %s: size %d, %v; want %d", tt.path, st.Size, err, len(tt.want))
 		}
 	}
+	// mtime is the version's CreatedDate.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := k.Client().GetSecretValue(ctx, &sm.GetSecretValueInput{SecretId: aws.String("rot/one"), VersionStage: aws.String("AWSPREVIOUS")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(d.Path("aws/rot/one@AWSPREVIOUS")); err != nil || !st.ModTime().Equal(out.CreatedDate.Truncate(time.Second)) && !st.ModTime().Equal(*out.CreatedDate) {
+		t.Errorf("mtime = %v, %v; want CreatedDate %v", st.ModTime(), err, out.CreatedDate)
+	}
 	for _, p := range []string{"aws/nope", "aws/gone/deleted", "aws/json/rds#missing", "aws/bin/allbytes#f",
 		"aws/rot/one@NOSUCHSTAGE", "aws/rot/one@01234567-89ab-cdef-0123-456789abcdef", "aws/bulk/team9/svc00"} {
 		_, err := os.ReadFile(d.Path(p))

@@ -120,6 +120,17 @@ func TestVaultAppRoleAndPolicy(t *testing.T) {
 	}
 }
 
+func TestVaultMountsFlag(t *testing.T) {
+	v := vaultShared(t)
+	d := vaultMount(t, v, "", append(approleArgs(t), "--vault-mounts", "secret")...)
+	if got := readDir(t, d.Path("vault")); !slices.Equal(got, []string{"secret"}) {
+		t.Errorf("ls vault with --vault-mounts secret = %q, want [secret]", got)
+	}
+	if got, err := os.ReadFile(d.Path("vault/secret/team/app/db#password")); err != nil || string(got) != "db-pw" {
+		t.Errorf("read: %q, %v", got, err)
+	}
+}
+
 func TestVaultReloginAfterRevocation(t *testing.T) {
 	v := vaultShared(t)
 	d := vaultMount(t, v, "", append(approleArgs(t), "--ttl", "200ms")...)

@@ -91,10 +91,11 @@ type Provider struct {
 	mountsMu sync.Mutex
 	mounts   map[string]mountInfo // guarded by mountsMu; by mount path ("secret/")
 
-	loginMu  sync.Mutex // serialises logins and token swaps
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	loginMu   sync.Mutex // serialises logins and token swaps
+	stopWatch func()     // guarded by loginMu; stops the current token watcher
+	stop      chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
 }
 
 // New connects and authenticates. ctx bounds the first login.
@@ -131,7 +132,14 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 		return nil, err
 	}
 	if err := p.login(ctx); err != nil {
-		return nil, err
+		if !errors.Is(err, resolver.ErrUnavailable) {
+			return nil, err
+		}
+		// Vault is down or sealed: serve what can be served (reads fail
+		// with EIO) and keep trying to log in, as Vault Agent does.
+		log.Warn("vault: unavailable at start; logging in in the background", "error", err)
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.relogin() }()
 	}
 	return p, nil
 }
@@ -271,13 +279,20 @@ func (p *Provider) token() (string, error) {
 }
 
 // watch renews the token in the background; when it can be renewed no
-// longer, it logs in again (retrying with backoff until Close).
+// longer, it logs in again (retrying with backoff until Close). One watcher
+// runs at a time: a new login stops the previous one. Call with loginMu held.
 func (p *Provider) watch(secret *api.Secret) {
+	if p.stopWatch != nil {
+		p.stopWatch()
+		p.stopWatch = nil
+	}
 	w, err := p.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret})
 	if err != nil {
 		p.log.Warn("vault: cannot renew token", "error", err)
 		return
 	}
+	quit := make(chan struct{})
+	p.stopWatch = func() { close(quit) }
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -287,15 +302,22 @@ func (p *Provider) watch(secret *api.Secret) {
 			select {
 			case <-p.stop:
 				return
+			case <-quit:
+				return
 			case r := <-w.RenewCh():
 				p.log.Debug("vault: token renewed", "ttl", time.Duration(r.Secret.Auth.LeaseDuration)*time.Second)
 			case err := <-w.DoneCh():
+				select {
+				case <-quit: // replaced by a newer login meanwhile
+					return
+				default:
+				}
 				if err != nil {
 					p.log.Warn("vault: token renewal ended", "error", err)
 				} else {
 					p.log.Info("vault: token reached the end of its life; logging in again")
 				}
-				go p.relogin()
+				p.relogin()
 				return
 			}
 		}
