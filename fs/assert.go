@@ -15,6 +15,7 @@ var (
 	_ gofs.NodeGetattrer = (*fileNode)(nil)
 	_ gofs.NodeOpener    = (*fileNode)(nil)
 	_ gofs.NodeReader    = (*fileNode)(nil)
+	_ gofs.NodeFlusher   = (*fileNode)(nil)
 
 	_ gofs.NodeSetattrer     = readOnly{}
 	_ gofs.NodeCreater       = readOnly{}

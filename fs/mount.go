@@ -15,7 +15,8 @@ import (
 // MountOptions are the kernel-facing choices of a mount.
 type MountOptions struct {
 	// AllowOther lets users other than the mounting one in. It always comes
-	// with default_permissions, so the kernel enforces owner and mode.
+	// with default_permissions, so the kernel enforces owner and mode. (A
+	// mount without it admits only the mounting user.)
 	AllowOther bool
 	// Debug logs every FUSE request (names, never contents) to stderr.
 	Debug bool

@@ -21,13 +21,21 @@ import (
 
 const secret30 = "abcdefghijklmnopqrstuvwxyz0123" // 30 bytes
 
-// readOnce is one open+read+close of a small file.
+// readOnce is one open+read+close of a small file. Like os.Open, it
+// retries EINTR: the Go runtime's preemption signals interrupt FUSE
+// requests that wait for a backend, and secretfs answers those with EINTR.
 func readOnce(path string, buf []byte) error {
 	fd, err := syscall.Open(path, syscall.O_RDONLY, 0)
+	for err == syscall.EINTR {
+		fd, err = syscall.Open(path, syscall.O_RDONLY, 0)
+	}
 	if err != nil {
 		return err
 	}
 	_, err = syscall.Read(fd, buf)
+	for err == syscall.EINTR {
+		_, err = syscall.Read(fd, buf)
+	}
 	if cerr := syscall.Close(fd); err == nil {
 		err = cerr
 	}

@@ -149,7 +149,7 @@ func (m *mountFlags) fsConfig() (fs.Config, fs.MountOptions, error) {
 		case name == "allow_other" && !hasVal:
 			mo.AllowOther = true
 		case name == "default_permissions" && !hasVal, name == "ro" && !hasVal:
-			// always on: the kernel checks modes and refuses writes
+			// ro: always; default_permissions: comes with allow_other
 		case name == "debug" && !hasVal:
 			mo.Debug = true
 		case name == "uid" || name == "gid":
