@@ -22,8 +22,9 @@
 // Listing walks ListSecrets (every page, with a name filter; the prefix is
 // checked on the client side too, since the filter is case-insensitive).
 // Reading many secrets at once (GetBatch) uses BatchGetSecretValue, twenty
-// names a call; where the service does not support it, GetBatch says
-// errors.ErrUnsupported once and for all and callers read one by one.
+// names a call; where the service does not support it (or IAM does not
+// allow it), GetBatch says errors.ErrUnsupported once and for all and
+// callers read one by one.
 package aws
 
 import (
@@ -315,9 +316,10 @@ func (p *Provider) GetBatch(ctx context.Context, keys []string) (map[string]reso
 				var apiErr smithy.APIError
 				if errors.As(err, &apiErr) {
 					switch apiErr.ErrorCode() {
-					case "InvalidAction", "UnknownOperationException", "UnsupportedOperation", "NotImplemented", "InvalidRequestException":
+					case "InvalidAction", "UnknownOperationException", "UnsupportedOperation", "NotImplemented",
+						"InvalidRequestException", "AccessDeniedException":
 						p.noBatch.Store(true)
-						p.log.Info("aws: BatchGetSecretValue unsupported here; reading secrets one by one", "code", apiErr.ErrorCode())
+						p.log.Info("aws: BatchGetSecretValue unavailable here; reading secrets one by one", "code", apiErr.ErrorCode())
 						return nil, fmt.Errorf("aws BatchGetSecretValue: %w", errors.ErrUnsupported)
 					}
 				}

@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -91,8 +92,9 @@ type Provider struct {
 	mountsMu sync.Mutex
 	mounts   map[string]mountInfo // guarded by mountsMu; by mount path ("secret/")
 
-	loginMu   sync.Mutex // serialises logins and token swaps
-	stopWatch func()     // guarded by loginMu; stops the current token watcher
+	logins    singleflight.Group // collapses concurrent logins into one
+	watchMu   sync.Mutex
+	stopWatch func() // guarded by watchMu; stops the current token watcher
 	stop      chan struct{}
 	stopOnce  sync.Once
 	wg        sync.WaitGroup
@@ -191,20 +193,17 @@ func readCredential(what, path string) (string, error) {
 // login gets a token with the configured method, sets it on the client and
 // starts renewing it.
 func (p *Provider) login(ctx context.Context) error {
-	p.loginMu.Lock()
-	defer p.loginMu.Unlock()
-	return p.loginLocked(ctx)
-}
-
-func (p *Provider) loginLocked(ctx context.Context) error {
-	secret, err := p.authenticate(ctx)
-	if err != nil {
-		return err
-	}
-	if secret != nil && secret.Auth != nil && secret.Auth.Renewable {
-		p.watch(secret)
-	}
-	return nil
+	_, err, _ := p.logins.Do("login", func() (any, error) {
+		secret, err := p.authenticate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if secret != nil && secret.Auth != nil && secret.Auth.Renewable {
+			p.watch(secret)
+		}
+		return nil, nil
+	})
+	return err
 }
 
 // authenticate sets a fresh token and returns what Vault said of it (nil
@@ -280,19 +279,20 @@ func (p *Provider) token() (string, error) {
 
 // watch renews the token in the background; when it can be renewed no
 // longer, it logs in again (retrying with backoff until Close). One watcher
-// runs at a time: a new login stops the previous one. Call with loginMu held.
+// runs at a time: a new login stops the previous one.
 func (p *Provider) watch(secret *api.Secret) {
-	if p.stopWatch != nil {
-		p.stopWatch()
-		p.stopWatch = nil
-	}
 	w, err := p.client.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: secret})
 	if err != nil {
 		p.log.Warn("vault: cannot renew token", "error", err)
 		return
 	}
 	quit := make(chan struct{})
+	p.watchMu.Lock()
+	if p.stopWatch != nil {
+		p.stopWatch()
+	}
 	p.stopWatch = func() { close(quit) }
+	p.watchMu.Unlock()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -364,15 +364,12 @@ func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) err
 	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" {
 		return err // a token from the environment cannot be renewed by logging in
 	}
-	p.loginMu.Lock()
-	if p.client.Token() == used {
+	if p.client.Token() == used { // nobody has logged in again since
 		p.log.Info("vault: token no longer valid; logging in again")
-		if lerr := p.loginLocked(ctx); lerr != nil {
-			p.loginMu.Unlock()
+		if lerr := p.login(ctx); lerr != nil {
 			return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
 		}
 	}
-	p.loginMu.Unlock()
 	return call()
 }
 
