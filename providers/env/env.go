@@ -64,14 +64,14 @@ func (p *Provider) Name() string { return Name }
 // Get implements resolver.Provider. Variables have no versions.
 func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
 	if version != "" {
-		return resolver.Secret{}, fmt.Errorf("env %s@%s: %w: environment variables have no versions", key, version, resolver.ErrNotFound)
+		return resolver.Secret{}, fmt.Errorf("%w: environment variables have no versions", resolver.ErrNotFound)
 	}
 	if !p.visible(key) {
-		return resolver.Secret{}, fmt.Errorf("env %s: %w", key, resolver.ErrNotFound)
+		return resolver.Secret{}, resolver.ErrNotFound
 	}
 	v, ok := p.lookup(key)
 	if !ok {
-		return resolver.Secret{}, fmt.Errorf("env %s: %w", key, resolver.ErrNotFound)
+		return resolver.Secret{}, resolver.ErrNotFound
 	}
 	return resolver.Secret{Value: []byte(v)}, nil
 }
