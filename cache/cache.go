@@ -15,10 +15,12 @@
 //     key share that one call (singleflight); a reader whose context ends
 //     stops waiting, while the call goes on for the others under its own
 //     deadline.
-//   - stale: when that refresh fails with resolver.ErrUnavailable, the last
-//     good value is served for up to MaxStale past its expiry, the failure is
-//     logged, and the backend is not asked again for ErrorBackoff, so that
-//     readers do not each wait out a timeout while a backend is down.
+//   - stale: when that refresh fails with resolver.ErrUnavailable (or does
+//     not answer before the reader's deadline), the last good value is
+//     served for up to MaxStale past its expiry and the failure is logged.
+//     From then on readers get the stale value at once, and the backend is
+//     asked again in the background every ErrorBackoff until it answers, so
+//     that no reader waits out a timeout on a backend known to be down.
 //
 // Not-found and permission-denied answers are cached too, for NegativeTTL,
 // and they replace a cached value: a value the backend now refuses is not
@@ -270,20 +272,47 @@ func (c *Cache) get(ctx context.Context, k key, fetch func(context.Context) (any
 			c.mu.Unlock()
 			c.hits.Add(1)
 			return val, err
-		case e.err == nil && now.Before(e.retryAfter) && !now.After(e.staleUntil):
+		case e.err == nil && !e.retryAfter.IsZero() && !now.After(e.staleUntil):
+			// The backend failed the last refresh: serve the last good
+			// value at once and, once the back-off has passed, try again
+			// in the background, so no reader waits on a backend that is
+			// known to be down.
 			c.lru.MoveToFront(el)
 			val := e.val
+			retry := !now.Before(e.retryAfter)
+			if retry {
+				e.retryAfter = now.Add(c.opts.ErrorBackoff)
+			}
 			c.mu.Unlock()
 			c.stale.Add(1)
+			if retry {
+				c.flight(ctx, k, fetch)
+			}
 			return val, nil
 		}
 	}
 	c.mu.Unlock()
 	c.misses.Add(1)
 
-	// The shared call must not die with the first reader's cancellation,
-	// but it keeps that reader's deadline (the resolver always sets one).
-	ch := c.group.DoChan(string(rune(k.op))+"\x00"+k.provider+"\x00"+k.name+"\x00"+k.version, func() (any, error) {
+	select {
+	case res := <-c.flight(ctx, k, fetch):
+		return res.Val, res.Err
+	case <-ctx.Done():
+		// Out of time: a value that may be served stale beats an error.
+		if val, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			c.stale.Add(1)
+			c.opts.Logger.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
+			return val, nil
+		}
+		return nil, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
+	}
+}
+
+// flight starts (or joins) the one backend call for k. The call does not
+// die with the first reader's cancellation, but it keeps that reader's
+// deadline (the resolver always sets one).
+func (c *Cache) flight(ctx context.Context, k key, fetch func(context.Context) (any, error)) <-chan singleflight.Result {
+	return c.group.DoChan(string(rune(k.op))+"\x00"+k.provider+"\x00"+k.name+"\x00"+k.version, func() (any, error) {
 		deadline, ok := ctx.Deadline()
 		if !ok {
 			deadline = time.Now().Add(resolver.DefaultTimeout)
@@ -297,18 +326,6 @@ func (c *Cache) get(ctx context.Context, k key, fetch func(context.Context) (any
 		}
 		return c.fill(callCtx, k, fetch)
 	})
-	select {
-	case res := <-ch:
-		return res.Val, res.Err
-	case <-ctx.Done():
-		// Out of time: a value that may be served stale beats an error.
-		if val, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			c.stale.Add(1)
-			c.opts.Logger.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
-			return val, nil
-		}
-		return nil, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
-	}
 }
 
 // staleValue returns k's last good value if it may still be served stale.
@@ -352,19 +369,27 @@ func (c *Cache) fill(ctx context.Context, k key, fetch func(context.Context) (an
 		return nil, err
 
 	case errors.Is(err, resolver.ErrUnavailable):
+		var (
+			val        any
+			expiredFor time.Duration
+			stale      bool
+		)
 		c.mu.Lock()
-		defer c.mu.Unlock()
 		if el, ok := c.entries[k]; ok {
 			e := el.Value.(*entry)
 			if e.err == nil && !now.After(e.staleUntil) {
 				e.retryAfter = now.Add(c.opts.ErrorBackoff)
-				c.stale.Add(1)
-				c.opts.Logger.Warn("backend unavailable; serving the last good value",
-					"secret", k.String(), "expired_for", now.Sub(e.expires).Round(time.Millisecond), "error", err)
-				return e.val, nil
+				val, expiredFor, stale = e.val, now.Sub(e.expires), true
 			}
 		}
-		return nil, err
+		c.mu.Unlock()
+		if !stale {
+			return nil, err
+		}
+		c.stale.Add(1)
+		c.opts.Logger.Warn("backend unavailable; serving the last good value",
+			"secret", k.String(), "expired_for", expiredFor.Round(time.Millisecond), "error", err)
+		return val, nil
 
 	default:
 		c.remove(k)

@@ -24,7 +24,10 @@ type Config struct {
 	// DirTimeout is how long the kernel may cache directory entries and
 	// attributes; files are never cached by the kernel. Default 1s.
 	DirTimeout time.Duration
-	Logger     *slog.Logger
+	// Timeout bounds a whole lookup, which may ask the backend more than
+	// once (the listing, the secret); default resolver.DefaultTimeout.
+	Timeout time.Duration
+	Logger  *slog.Logger
 	// Audit, when set, gets one record for every open of a secret: who
 	// (uid, gid, pid), what (the reference) and the outcome. Never a value.
 	Audit *slog.Logger
@@ -59,6 +62,9 @@ func NewRoot(r Resolver, cfg Config) gofs.InodeEmbedder {
 	}
 	if cfg.DirTimeout == 0 {
 		cfg.DirTimeout = time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = resolver.DefaultTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -227,6 +233,8 @@ func listable(name string) bool {
 // this directory (cached) tells directories; anything else is read as a
 // secret.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx, cancel := context.WithTimeout(ctx, n.fs.cfg.Timeout)
+	defer cancel()
 	op := "lookup " + n.provider + ":" + n.key(name)
 	rk, err := resolver.ParseKey(name)
 	if err != nil {
@@ -261,10 +269,13 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		node := &fileNode{fs: n.fs, ref: ref}
 		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino('f', n.provider+"/"+n.key(name))}), 0
 	}
+	// Where the token may not list this directory, a name it may not read
+	// either can be a directory it may read below (a Vault policy on
+	// "secret/data/team/app" only): take it as a directory.
+	if plain && !canList && (errors.Is(err, resolver.ErrNotFound) || errors.Is(err, resolver.ErrPermission)) {
+		return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
+	}
 	if errors.Is(err, resolver.ErrNotFound) && plain {
-		if !canList {
-			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
-		}
 		// Not in this directory's listing and not a secret: it may still be
 		// a directory the listing leaves out (a Vault mount of another
 		// engine) or that appeared since the listing was cached.
@@ -272,7 +283,9 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
 		}
 	}
-	return nil, toErrno(n.fs.log, op, err)
+	errno := toErrno(n.fs.log, op, err)
+	n.fs.audit(ctx, "lookup", ref, errno) // a failed read never reaches open
+	return nil, errno
 }
 
 // fileNode is one secret (with its version and field).
@@ -317,10 +330,15 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (n *fileNode) audit(ctx context.Context, what string, errno syscall.Errno) {
-	if n.fs.cfg.Audit == nil {
+	n.fs.audit(ctx, what, n.ref, errno)
+}
+
+// audit writes one record of an attempt to read ref: who, what, outcome.
+func (f *fsys) audit(ctx context.Context, what string, ref resolver.Reference, errno syscall.Errno) {
+	if f.cfg.Audit == nil {
 		return
 	}
-	attrs := []any{"ref", n.ref.String()}
+	attrs := []any{"ref", ref.String()}
 	if c, ok := fuse.FromContext(ctx); ok {
 		attrs = append(attrs, "uid", c.Uid, "gid", c.Gid, "pid", c.Pid)
 	}
@@ -329,7 +347,7 @@ func (n *fileNode) audit(ctx context.Context, what string, errno syscall.Errno) 
 	} else {
 		attrs = append(attrs, "result", errno.Error())
 	}
-	n.fs.cfg.Audit.Info(what, attrs...)
+	f.cfg.Audit.Info(what, attrs...)
 }
 
 // Flush says ENOSYS once: the kernel then stops sending FLUSH on close for

@@ -90,7 +90,7 @@ func TestHangingBackendGivesEIOWithinTimeout(t *testing.T) {
 	_, err := os.ReadFile(d.Path("test", "hang", "forever"))
 	elapsed := time.Since(start)
 	wantErrno(t, "read of a hanging key", err, syscall.EIO)
-	if elapsed > 8*time.Second { // a hang detector, not a benchmark: 1s timeout
+	if elapsed > 4*time.Second { // a hang detector, not a benchmark: 1s timeout for the whole lookup
 		t.Errorf("read returned after %v with a 1s --timeout", elapsed)
 	}
 	if got, err := os.ReadFile(d.Path("test", "ok")); err != nil || string(got) != "fine" {

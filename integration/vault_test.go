@@ -111,12 +111,38 @@ func TestVaultAppRoleAndPolicy(t *testing.T) {
 	if got, err := os.ReadFile(d.Path("vault/secret/myapp#user")); err != nil || string(got) != "app" {
 		t.Errorf("allowed read: %q, %v", got, err)
 	}
-	_, err := os.ReadFile(d.Path("vault/kv1/plain"))
-	wantErrno(t, "denied read", err, syscall.EACCES)
+	_, err := os.ReadFile(d.Path("vault/secret/denied-leaf"))
+	wantErrno(t, "denied read in a listable directory", err, syscall.EACCES)
 	_, err = os.ReadDir(d.Path("vault/kv1"))
 	wantErrno(t, "denied list", err, syscall.EACCES)
+	_, err = os.ReadFile(d.Path("vault/kv1/plain"))
+	wantErrno(t, "read in a denied mount", err, syscall.EACCES)
 	if logs := d.Stderr(); strings.Contains(logs, vaultFix.secretID) || strings.Contains(logs, vaultFix.roleID) {
 		t.Error("the AppRole credentials reached the log")
+	}
+}
+
+func TestVaultLeastPrivilegePolicy(t *testing.T) {
+	v := vaultShared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := v.Client().Logical().WriteWithContext(ctx, "auth/token/create", map[string]any{
+		"policies": []string{"secretfs-narrow"}, "no_default_policy": false, "ttl": "1h",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := vaultMount(t, v, s.Auth.ClientToken)
+	// No list anywhere, no read of secret/team or secret/team/app: the
+	// path is still reachable.
+	if got, err := os.ReadFile(d.Path("vault/secret/team/app/db#password")); err != nil || string(got) != "db-pw" {
+		t.Errorf("read with a one-secret policy: %q, %v", got, err)
+	}
+	_, err = os.ReadDir(d.Path("vault/secret/team"))
+	wantErrno(t, "list without the list capability", err, syscall.EACCES)
+	out, _, code := secretfs(t, v.Env(t, s.Auth.ClientToken), "get", "--providers", "vault", "vault:secret/team/app/db#password")
+	if code != 0 || out != "db-pw" {
+		t.Errorf("get with a one-secret policy: %q, exit %d", out, code)
 	}
 }
 

@@ -138,7 +138,13 @@ func vaultShared(t testing.TB) *vaultServer {
 
 const appPolicy = `
 path "secret/*" { capabilities = ["read", "list"] }
+path "secret/data/denied-leaf" { capabilities = ["deny"] }
 path "kv1/*" { capabilities = ["deny"] }
+`
+
+// narrowPolicy grants one secret and nothing else, not even a listing.
+const narrowPolicy = `
+path "secret/data/team/app/db" { capabilities = ["read"] }
 `
 
 // seedVault creates the data set through the API, as an operator would.
@@ -187,6 +193,7 @@ func seedVault(v *vaultServer) error {
 	w("cubbyhole/note", map[string]any{"text": "in the cubbyhole"})
 
 	w("sys/policies/acl/secretfs-app", map[string]any{"policy": appPolicy})
+	w("sys/policies/acl/secretfs-narrow", map[string]any{"policy": narrowPolicy})
 	w("sys/auth/approle", map[string]any{"type": "approle"})
 	w("auth/approle/role/secretfs", map[string]any{"token_policies": []string{"secretfs-app"}, "token_ttl": "1h"})
 	if s, err := c.Logical().ReadWithContext(ctx, "auth/approle/role/secretfs/role-id"); err == nil && s != nil {

@@ -104,11 +104,13 @@ func (r *Resolver) Get(ctx context.Context, ref Reference) (Secret, error) {
 	var s Secret
 	found := false
 	if ref.Version != "" {
+		// A policy that grants one secret only (not "KEY@VERSION") denies
+		// the exact name: that is no answer either, so go on to the version.
 		s, err = p.Get(ctx, ref.Key+"@"+ref.Version, "")
 		switch {
 		case err == nil:
 			found = true
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrPermission):
 			return Secret{}, wrap(ref, err)
 		}
 	}

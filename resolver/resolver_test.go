@@ -17,6 +17,7 @@ type mapProvider struct {
 	name     string
 	data     map[string]string // by key (which may contain "@")
 	versions map[string]string // by key@version, for a version asked for
+	deny     map[string]bool   // keys that are denied
 	calls    []string          // "key|version"
 }
 
@@ -24,6 +25,9 @@ func (m *mapProvider) Name() string { return m.name }
 
 func (m *mapProvider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
 	m.calls = append(m.calls, key+"|"+version)
+	if m.deny[key] {
+		return resolver.Secret{}, fmt.Errorf("%w: policy", resolver.ErrPermission)
+	}
 	switch key {
 	case "slow":
 		<-ctx.Done()
@@ -109,6 +113,19 @@ func TestResolverVersionFallsBackAfterExactName(t *testing.T) {
 	// First the exact name "c@v2" (a key), then key "c" at version "v2".
 	if want := []string{"c@v2|", "c|v2"}; !slices.Equal(p.calls, want) {
 		t.Errorf("calls = %q, want %q", p.calls, want)
+	}
+}
+
+func TestExactNameDeniedStillReadsVersion(t *testing.T) {
+	// A policy that grants "app" only denies the exact name "app@v1".
+	p := &mapProvider{name: "m", versions: map[string]string{"app@v1": "old"}, deny: map[string]bool{"app@v1": true}}
+	r, _ := resolver.New(p)
+	s, err := r.Get(context.Background(), resolver.Reference{Provider: "m", Key: "app", Version: "v1"})
+	if err != nil || string(s.Value) != "old" {
+		t.Fatalf("Get(m:app@v1) = %q, %v; want the version", s.Value, err)
+	}
+	if want := []string{"app@v1|", "app|v1"}; !slices.Equal(p.calls, want) {
+		t.Errorf("calls = %q, want %q (the exact name, then the version)", p.calls, want)
 	}
 }
 

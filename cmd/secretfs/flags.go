@@ -36,7 +36,7 @@ var backends = []backend{
 
 func envFlags(fs *pflag.FlagSet) opener {
 	allow := fs.StringSlice("env-allow", []string{"*"},
-		"glob of environment variables the env provider shows (repeatable); VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and SECRETFS_* only when named exactly")
+		"glob of environment variables the env provider shows (repeatable); VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN and SECRETFS_* only when named exactly")
 	return func(context.Context, *slog.Logger) (resolver.Provider, error) {
 		p, err := env.New(*allow)
 		if err != nil {

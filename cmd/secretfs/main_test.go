@@ -45,15 +45,15 @@ func TestGet(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			out, _, err := runCapture(t, tt.args...)
+			out, stderr, err := runCapture(t, tt.args...)
 			if got := exitCode(err); got != tt.wantCode {
 				t.Fatalf("exit code = %d (%v), want %d", got, err, tt.wantCode)
 			}
 			if out != tt.want {
 				t.Errorf("stdout = %q, want %q", out, tt.want)
 			}
-			if err != nil && strings.Contains(err.Error(), "must-not-show") {
-				t.Errorf("error %q contains a secret value", err)
+			if err != nil && strings.Contains(err.Error()+stderr, "must-not-show") {
+				t.Errorf("error %q or stderr %q contains a secret value", err, stderr)
 			}
 		})
 	}

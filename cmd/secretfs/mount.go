@@ -73,6 +73,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = log
+	cfg.Timeout = m.timeout
 	if m.auditLog != "" {
 		w, closeAudit, err := openAudit(m.auditLog, stderr)
 		if err != nil {

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -205,25 +206,51 @@ func (p *Provider) mapError(op, key string, err error) error {
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) {
 		// No answer from the service: connection refused, timeout, retries
-		// exhausted.
-		return fmt.Errorf("aws %s %s: %w: %w", op, key, resolver.ErrUnavailable, err)
+		// exhausted, or no credentials. The SDK's text is not repeated: a
+		// credential process's output, keys included, can be part of it.
+		return fmt.Errorf("aws %s %s: %w: %w", op, key, resolver.ErrUnavailable, redact(err))
 	}
 	code := apiErr.ErrorCode()
 	switch code {
-	case "ResourceNotFoundException":
-		return fmt.Errorf("aws %s: %w", key, resolver.ErrNotFound)
+	case "ResourceNotFoundException", "ValidationException", "InvalidParameterException":
+		return fmt.Errorf("aws %s: %w (%s)", key, resolver.ErrNotFound, code)
 	case "InvalidRequestException":
 		if strings.Contains(strings.ToLower(apiErr.ErrorMessage()), "deletion") {
 			return fmt.Errorf("aws %s: %w (scheduled for deletion)", key, resolver.ErrNotFound)
 		}
-	case "AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException":
+	case "AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "DecryptionFailure":
+		// DecryptionFailure: as a rule, KMS refusing this principal the key.
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrPermission, code)
 	case "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "InternalServiceError",
-		"InternalFailure", "ServiceUnavailable", "RequestTimeout":
+		"InternalFailure", "ServiceUnavailable", "RequestTimeout",
+		"ExpiredTokenException", "InvalidSignatureException": // credentials being refreshed, clock skew
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrUnavailable, code)
 	}
 	p.log.Error("aws service error", "operation", op, "secret", key, "code", code)
 	return fmt.Errorf("aws %s %s: service error %s", op, key, code)
+}
+
+// redacted keeps an error's identity (errors.Is and As still see it) but
+// says only what kind of failure it was.
+type redacted struct{ err error }
+
+func redact(err error) error { return redacted{err} }
+
+func (r redacted) Unwrap() error { return r.err }
+
+func (r redacted) Error() string {
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.Is(r.err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.As(r.err, &oe):
+		return oe.Op + " " + oe.Net + ": " + oe.Err.Error() // e.g. "dial tcp: connect: connection refused"
+	case errors.As(r.err, &ne) && ne.Timeout():
+		return "network timeout"
+	default:
+		return "request failed before an answer from the service (credentials or network)"
+	}
 }
 
 // List implements resolver.Lister.
@@ -317,10 +344,10 @@ func (p *Provider) GetBatch(ctx context.Context, keys []string) (map[string]reso
 				if errors.As(err, &apiErr) {
 					switch apiErr.ErrorCode() {
 					case "InvalidAction", "UnknownOperationException", "UnsupportedOperation", "NotImplemented",
-						"InvalidRequestException", "AccessDeniedException":
+						"AccessDeniedException":
 						p.noBatch.Store(true)
 						p.log.Info("aws: BatchGetSecretValue unavailable here; reading secrets one by one", "code", apiErr.ErrorCode())
-						return nil, fmt.Errorf("aws BatchGetSecretValue: %w", errors.ErrUnsupported)
+						return out, fmt.Errorf("aws BatchGetSecretValue: %w", errors.ErrUnsupported)
 					}
 				}
 				return out, p.mapError("BatchGetSecretValue", strings.Join(chunk, ","), err)

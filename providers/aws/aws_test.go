@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -32,7 +33,10 @@ func TestMapError(t *testing.T) {
 		{&types.InternalServiceError{}, resolver.ErrUnavailable},
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, resolver.ErrUnavailable},
 		{context.DeadlineExceeded, resolver.ErrUnavailable},
-		{&types.DecryptionFailure{}, nil},
+		{&types.DecryptionFailure{}, resolver.ErrPermission},
+		{&smithy.GenericAPIError{Code: "ExpiredTokenException"}, resolver.ErrUnavailable},
+		{&smithy.GenericAPIError{Code: "ValidationException"}, resolver.ErrNotFound},
+		{&smithy.GenericAPIError{Code: "KMSInvalidStateException"}, nil},
 		{&smithy.GenericAPIError{Code: "InvalidRequestException", Message: "something else"}, nil},
 	}
 	p := NewWithAPI(nil, Config{})
@@ -70,6 +74,22 @@ func (f *fakeAPI) ListSecrets(ctx context.Context, in *sm.ListSecretsInput, _ ..
 		out.SecretList = append(out.SecretList, types.SecretListEntry{Name: aws.String(n)})
 	}
 	return out, nil
+}
+
+func TestNonServiceErrorsAreRedacted(t *testing.T) {
+	// A credential process's unparsable output ends up in the SDK's error.
+	leak := fmt.Errorf("credential process: invalid output: %q", `{"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG"}`)
+	err := NewWithAPI(nil, Config{}).mapError("GetSecretValue", "k", leak)
+	if strings.Contains(err.Error(), "wJalrXUtnFEMI") {
+		t.Errorf("error text %q contains the credential", err)
+	}
+	if !errors.Is(err, resolver.ErrUnavailable) || !errors.Is(err, leak) {
+		t.Errorf("redacted error lost its identity: %v", err)
+	}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	if got := NewWithAPI(nil, Config{}).mapError("op", "k", refused).Error(); !strings.Contains(got, "connection refused") {
+		t.Errorf("connection refused lost its explanation: %q", got)
+	}
 }
 
 func TestVersionSelection(t *testing.T) {

@@ -2,7 +2,8 @@
 //
 // Which variables are visible is decided by glob patterns (path.Match
 // syntax, "*" by default). Variables that hold secretfs's own credentials
-// (VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and every SECRETFS_*)
+// (VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_SECRET_KEY,
+// AWS_CONTAINER_AUTHORIZATION_TOKEN and every SECRETFS_*)
 // stay hidden unless a pattern names one exactly: a broad "*" never exposes
 // the keys to the other backends.
 package env
@@ -94,7 +95,8 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 // reserved reports whether k holds secretfs's own credentials.
 func reserved(k string) bool {
 	switch k {
-	case "VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN":
+	case "VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+		"AWS_SECRET_KEY", "AWS_CONTAINER_AUTHORIZATION_TOKEN": // aliases the AWS SDK reads too
 		return true
 	}
 	return strings.HasPrefix(k, "SECRETFS_")

@@ -14,6 +14,7 @@ func TestAllowDeny(t *testing.T) {
 		"API_KEY": "k", "DB_PASS": "p", "HOME": "/root",
 		"VAULT_TOKEN": "s.tok", "AWS_SECRET_ACCESS_KEY": "aws", "AWS_SESSION_TOKEN": "sess",
 		"SECRETFS_TTL": "1m", "VAULT_ADDR": "http://x",
+		"AWS_SECRET_KEY": "alias", "AWS_CONTAINER_AUTHORIZATION_TOKEN": "bearer",
 	}
 	tests := []struct {
 		name    string

@@ -78,9 +78,10 @@ type Config struct {
 }
 
 type mountInfo struct {
-	path string // "secret/"
-	kvV2 bool
-	isKV bool
+	path    string // "secret/"
+	kvV2    bool
+	isKV    bool
+	checked time.Time // when Vault said so; trusted for mountTTL
 }
 
 // Provider reads Vault. It is safe for concurrent use.
@@ -92,13 +93,24 @@ type Provider struct {
 	mountsMu sync.Mutex
 	mounts   map[string]mountInfo // guarded by mountsMu; by mount path ("secret/")
 
-	logins    singleflight.Group // collapses concurrent logins into one
-	watchMu   sync.Mutex
-	stopWatch func() // guarded by watchMu; stops the current token watcher
-	stop      chan struct{}
-	stopOnce  sync.Once
-	wg        sync.WaitGroup
+	logins singleflight.Group // collapses concurrent logins into one
+	// ctx is canceled by Close; logins and renewals run under it, not
+	// under a reader's context, so that no reader's cancellation ends them.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	bgMu      sync.Mutex
+	stopWatch func()         // guarded by bgMu; stops the current token watcher
+	closed    bool           // guarded by bgMu; set by Close: no new background work
+	wg        sync.WaitGroup // background goroutines; Add only under bgMu while !closed
 }
+
+// loginTimeout bounds a login that no reader waits for.
+const loginTimeout = 30 * time.Second
+
+// mountTTL is how long what Vault said of a mount (engine, KV version) is
+// trusted before it is asked again.
+const mountTTL = 5 * time.Minute
 
 // New connects and authenticates. ctx bounds the first login.
 func New(ctx context.Context, cfg Config) (*Provider, error) {
@@ -129,26 +141,50 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Provider{client: client, cfg: cfg, log: log, mounts: make(map[string]mountInfo), stop: make(chan struct{})}
+	p := &Provider{client: client, cfg: cfg, log: log, mounts: make(map[string]mountInfo)}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if err := p.checkAuthConfig(); err != nil {
+		p.cancel()
 		return nil, err
 	}
 	if err := p.login(ctx); err != nil {
 		if !errors.Is(err, resolver.ErrUnavailable) {
+			p.Close()
 			return nil, err
 		}
 		// Vault is down or sealed: serve what can be served (reads fail
 		// with EIO) and keep trying to log in, as Vault Agent does.
 		log.Warn("vault: unavailable at start; logging in in the background", "error", err)
-		p.wg.Add(1)
-		go func() { defer p.wg.Done(); p.relogin() }()
+		p.background(p.relogin)
 	}
 	return p, nil
 }
 
-// Close stops token renewal.
+// background runs f in a goroutine that Close waits for, unless the
+// provider is closed already.
+func (p *Provider) background(f func()) {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.closed {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+}
+
+// Close stops token renewal and background logins, and waits for them.
 func (p *Provider) Close() error {
-	p.stopOnce.Do(func() { close(p.stop) })
+	p.bgMu.Lock()
+	p.closed = true
+	if p.stopWatch != nil {
+		p.stopWatch()
+		p.stopWatch = nil
+	}
+	p.bgMu.Unlock()
+	p.cancel()
 	p.wg.Wait()
 	return nil
 }
@@ -192,9 +228,19 @@ func readCredential(what, path string) (string, error) {
 
 // login gets a token with the configured method, sets it on the client and
 // starts renewing it.
+//
+// Concurrent callers share one login. It runs under the provider's context
+// (so Close ends it) with the first caller's deadline; each caller stops
+// waiting when its own context ends.
 func (p *Provider) login(ctx context.Context) error {
-	_, err, _ := p.logins.Do("login", func() (any, error) {
-		secret, err := p.authenticate(ctx)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(loginTimeout)
+	}
+	ch := p.logins.DoChan("login", func() (any, error) {
+		lctx, cancel := context.WithDeadline(p.ctx, deadline)
+		defer cancel()
+		secret, err := p.authenticate(lctx)
 		if err != nil {
 			return nil, err
 		}
@@ -203,7 +249,12 @@ func (p *Provider) login(ctx context.Context) error {
 		}
 		return nil, nil
 	})
-	return err
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return fmt.Errorf("vault login: %w", resolver.Unavailable(ctx.Err()))
+	}
 }
 
 // authenticate sets a fresh token and returns what Vault said of it (nil
@@ -287,20 +338,18 @@ func (p *Provider) watch(secret *api.Secret) {
 		return
 	}
 	quit := make(chan struct{})
-	p.watchMu.Lock()
+	p.bgMu.Lock()
 	if p.stopWatch != nil {
 		p.stopWatch()
 	}
-	p.stopWatch = func() { close(quit) }
-	p.watchMu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
+	p.stopWatch = sync.OnceFunc(func() { close(quit) })
+	p.bgMu.Unlock()
+	p.background(func() {
 		go w.Start()
 		defer w.Stop()
 		for {
 			select {
-			case <-p.stop:
+			case <-p.ctx.Done():
 				return
 			case <-quit:
 				return
@@ -321,22 +370,22 @@ func (p *Provider) watch(secret *api.Secret) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // relogin logs in again until it succeeds or the provider is closed.
 func (p *Provider) relogin() {
 	backoff := time.Second
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(p.ctx, loginTimeout)
 		err := p.login(ctx)
 		cancel()
-		if err == nil {
+		if err == nil || p.ctx.Err() != nil {
 			return
 		}
 		p.log.Warn("vault: login failed; retrying", "error", err, "in", backoff)
 		select {
-		case <-p.stop:
+		case <-p.ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
@@ -358,17 +407,21 @@ func (p *Provider) tokenInvalid(ctx context.Context) bool {
 func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) error {
 	used := p.client.Token()
 	err := call()
-	if !errors.Is(err, resolver.ErrPermission) || !p.tokenInvalid(ctx) {
+	if !errors.Is(err, resolver.ErrPermission) {
 		return err
 	}
-	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" {
-		return err // a token from the environment cannot be renewed by logging in
+	if p.client.Token() != used { // someone logged in again meanwhile
+		return call()
 	}
-	if p.client.Token() == used { // nobody has logged in again since
-		p.log.Info("vault: token no longer valid; logging in again")
-		if lerr := p.login(ctx); lerr != nil {
-			return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
-		}
+	if !p.tokenInvalid(ctx) {
+		return err // a policy denies it
+	}
+	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" {
+		return err // a token from the environment cannot be replaced by logging in
+	}
+	p.log.Info("vault: token no longer valid; logging in again")
+	if lerr := p.login(ctx); lerr != nil {
+		return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
 	}
 	return call()
 }
@@ -388,6 +441,8 @@ func (p *Provider) mapError(what string, err error) error {
 			return fmt.Errorf("vault %s: %w", what, resolver.ErrNotFound)
 		case re.StatusCode == http.StatusForbidden:
 			return fmt.Errorf("vault %s: %w", what, resolver.ErrPermission)
+		case re.StatusCode == http.StatusMethodNotAllowed: // LIST on an engine without it
+			return fmt.Errorf("vault %s: %w", what, errors.ErrUnsupported)
 		case re.StatusCode == http.StatusTooManyRequests, re.StatusCode == http.StatusPreconditionFailed, re.StatusCode >= 500:
 			return fmt.Errorf("vault %s: %w: HTTP %d", what, resolver.ErrUnavailable, re.StatusCode)
 		}
@@ -445,7 +500,7 @@ func (p *Provider) noSuchMount(ctx context.Context, path string) bool {
 }
 
 func infoOf(d map[string]any) mountInfo {
-	m := mountInfo{}
+	m := mountInfo{checked: time.Now()}
 	m.path, _ = d["path"].(string)
 	typ, _ := d["type"].(string)
 	m.isKV = typ == "kv" || typ == "generic"
@@ -460,8 +515,9 @@ func (p *Provider) knownMount(path string) (mountInfo, bool) {
 	p.mountsMu.Lock()
 	defer p.mountsMu.Unlock()
 	best := mountInfo{}
+	now := time.Now()
 	for mp, m := range p.mounts {
-		if strings.HasPrefix(path+"/", mp) && len(mp) > len(best.path) {
+		if strings.HasPrefix(path+"/", mp) && len(mp) > len(best.path) && now.Sub(m.checked) < mountTTL {
 			best = m
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -35,6 +36,7 @@ func TestMapError(t *testing.T) {
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, resolver.ErrUnavailable},
 		{fmt.Errorf("Get: %w", context.DeadlineExceeded), resolver.ErrUnavailable},
 		{&api.ResponseError{StatusCode: 400, Errors: []string{"bad"}}, nil},
+		{&api.ResponseError{StatusCode: 405}, nil}, // errors.ErrUnsupported
 	}
 	sentinels := []error{resolver.ErrNotFound, resolver.ErrPermission, resolver.ErrUnavailable}
 	for _, tt := range tests {
@@ -79,7 +81,9 @@ func TestInfoOf(t *testing.T) {
 		{map[string]any{"path": "cubbyhole/", "type": "cubbyhole", "options": nil}, mountInfo{path: "cubbyhole/"}},
 	}
 	for _, tt := range tests {
-		if got := infoOf(tt.data); got != tt.want {
+		got := infoOf(tt.data)
+		got.checked = time.Time{}
+		if got != tt.want {
 			t.Errorf("infoOf(%v) = %+v, want %+v", tt.data, got, tt.want)
 		}
 	}
@@ -112,5 +116,15 @@ func TestCredentialErrorsNeverShowContent(t *testing.T) {
 	}
 	if _, err := readCredential("secret id", filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing file: no error")
+	}
+	// Surrounding white space is not part of a credential, and an error
+	// about an unreadable one (here a directory) never shows file contents.
+	os.WriteFile(p, []byte("  s.topsecret-but-padded  \n\n"), 0o600)
+	got, err := readCredential("secret id", p)
+	if err != nil || got != "s.topsecret-but-padded" {
+		t.Errorf("readCredential = %q, %v", got, err)
+	}
+	if _, err := readCredential("secret id", dir); err == nil || strings.Contains(err.Error(), "topsecret") {
+		t.Errorf("unreadable credential: %v", err)
 	}
 }
