@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,6 +41,52 @@ func pickPort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// process is a backend server started by the suite.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+// startProcess starts cmd (killed with the test binary, should that die
+// first) and waits until healthURL answers 200.
+func startProcess(name string, cmd *exec.Cmd, healthURL string) (*process, error) {
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { cmd.Wait(); close(p.done) }()
+	if err := waitHealthy(healthURL, p.done); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return p, nil
+}
+
+// Stop ends the process (SIGTERM, then SIGKILL after 10s) and waits for it.
+func (p *process) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// portOr returns port, or a free one when it is 0.
+func portOr(port int) (int, error) {
+	if port != 0 {
+		return port, nil
+	}
+	return pickPort()
 }
 
 // waitHealthy polls url until it answers 200, the process ends (done is

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,9 +18,8 @@ import (
 // kumo is a running kumo AWS emulator (github.com/sivchari/kumo), a
 // separate process on loopback. It keeps everything in memory.
 type kumo struct {
+	*process
 	Port int
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 func (k *kumo) Endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d", k.Port) }
@@ -63,42 +61,18 @@ func startKumo(t testing.TB, port int) *kumo {
 }
 
 func launchKumo(bin string, port int) (*kumo, error) {
-	if port == 0 {
-		var err error
-		if port, err = pickPort(); err != nil {
-			return nil, err
-		}
+	port, err := portOr(port)
+	if err != nil {
+		return nil, err
 	}
-	k := &kumo{Port: port, done: make(chan struct{})}
-	k.cmd = exec.Command(bin, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
-	k.cmd.Env = append(os.Environ(), "KUMO_LOG_LEVEL=warn")
-	k.cmd.Stderr = os.Stderr
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := k.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start kumo: %w", err)
+	cmd := exec.Command(bin, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
+	cmd.Env = append(os.Environ(), "KUMO_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	p, err := startProcess("kumo", cmd, fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	if err != nil {
+		return nil, err
 	}
-	go func() { k.cmd.Wait(); close(k.done) }()
-	if err := waitHealthy(k.Endpoint()+"/health", k.done); err != nil {
-		k.Stop()
-		return nil, fmt.Errorf("kumo: %w", err)
-	}
-	return k, nil
-}
-
-// Stop ends the emulator and waits for it.
-func (k *kumo) Stop() {
-	select {
-	case <-k.done:
-		return
-	default:
-	}
-	k.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-k.done:
-	case <-time.After(5 * time.Second):
-		k.cmd.Process.Kill()
-		<-k.done
-	}
+	return &kumo{process: p, Port: port}, nil
 }
 
 var (

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,9 +24,8 @@ import (
 // integration/backends/vault) running as a separate process on loopback,
 // with the root token "root". It keeps everything in memory.
 type vaultServer struct {
+	*process
 	Port int
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 func (v *vaultServer) Addr() string { return fmt.Sprintf("http://127.0.0.1:%d", v.Port) }
@@ -51,30 +49,24 @@ func (v *vaultServer) Client() *api.Client {
 }
 
 func launchVault(bin string, port int) (*vaultServer, error) {
-	if port == 0 {
-		var err error
-		if port, err = pickPort(); err != nil {
-			return nil, err
-		}
+	port, err := portOr(port)
+	if err != nil {
+		return nil, err
 	}
-	v := &vaultServer{Port: port, done: make(chan struct{})}
 	home, err := os.MkdirTemp("", "vault-home-")
 	if err != nil {
 		return nil, err
 	}
-	v.cmd = exec.Command(bin, "server", "-dev", "-dev-root-token-id=root",
+	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id=root",
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-dev-no-store-token")
-	v.cmd.Env = append(os.Environ(), "HOME="+home, "VAULT_ADDR=", "VAULT_TOKEN=")
-	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := v.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start vault: %w", err)
+	cmd.Env = append(os.Environ(), "HOME="+home, "VAULT_ADDR=", "VAULT_TOKEN=")
+	p, err := startProcess("vault", cmd, fmt.Sprintf("http://127.0.0.1:%d/v1/sys/health", port))
+	if err != nil {
+		os.RemoveAll(home)
+		return nil, err
 	}
-	go func() { v.cmd.Wait(); os.RemoveAll(home); close(v.done) }()
-	if err := waitHealthy(v.Addr()+"/v1/sys/health", v.done); err != nil {
-		v.Stop()
-		return nil, fmt.Errorf("vault: %w", err)
-	}
-	return v, nil
+	go func() { <-p.done; os.RemoveAll(home) }()
+	return &vaultServer{process: p, Port: port}, nil
 }
 
 func startVault(t testing.TB, port int) *vaultServer {
@@ -84,22 +76,6 @@ func startVault(t testing.TB, port int) *vaultServer {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// Stop ends the server and waits for it.
-func (v *vaultServer) Stop() {
-	select {
-	case <-v.done:
-		return
-	default:
-	}
-	v.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-v.done:
-	case <-time.After(10 * time.Second):
-		v.cmd.Process.Kill()
-		<-v.done
-	}
 }
 
 var (

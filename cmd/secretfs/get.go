@@ -25,24 +25,26 @@ const lsUsage = `Usage: secretfs ls [flags] PROVIDER:[DIR]
 Lists the entries directly below DIR, one a line; directories end in "/".
 `
 
-// newResolver opens the enabled providers behind a resolver, uncached. The
-// returned function closes them.
-func (c *common) newResolver(ctx context.Context, stderr io.Writer) (*resolver.Resolver, func(), error) {
+// withResolver opens the enabled providers behind a resolver, uncached,
+// runs f with a context that SIGINT and SIGTERM cancel, and closes them.
+func (c *common) withResolver(stderr io.Writer, f func(context.Context, *resolver.Resolver) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	log, err := c.logger(stderr)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	ps, err := c.open(ctx, log)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
+	defer closeAll(ps)
 	r, err := resolver.New(ps...)
 	if err != nil {
-		closeAll(ps)
-		return nil, nil, err
+		return err
 	}
 	r.Timeout = c.timeout
-	return r, func() { closeAll(ps) }, nil
+	return f(ctx, r)
 }
 
 func runGet(args []string, stdout, stderr io.Writer) error {
@@ -57,19 +59,14 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	r, done, err := c.newResolver(ctx, stderr)
-	if err != nil {
+	return c.withResolver(stderr, func(ctx context.Context, r *resolver.Resolver) error {
+		s, err := r.Get(ctx, ref)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(s.Value)
 		return err
-	}
-	defer done()
-	s, err := r.Get(ctx, ref)
-	if err != nil {
-		return err
-	}
-	_, err = stdout.Write(s.Value)
-	return err
+	})
 }
 
 func runLs(args []string, stdout, stderr io.Writer) error {
@@ -90,27 +87,22 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	r, done, err := c.newResolver(ctx, stderr)
-	if err != nil {
-		return err
-	}
-	defer done()
-	names, err := r.List(ctx, provider, dir)
-	if errors.Is(err, errors.ErrUnsupported) {
-		return fmt.Errorf("provider %s cannot list", provider)
-	}
-	if err != nil {
-		return err
-	}
-	slices.Sort(names)
-	for _, n := range slices.Compact(names) {
-		if _, err := fmt.Fprintln(stdout, n); err != nil {
+	return c.withResolver(stderr, func(ctx context.Context, r *resolver.Resolver) error {
+		names, err := r.List(ctx, provider, dir)
+		if errors.Is(err, errors.ErrUnsupported) {
+			return fmt.Errorf("provider %s cannot list", provider)
+		}
+		if err != nil {
 			return err
 		}
-	}
-	return nil
+		slices.Sort(names)
+		for _, n := range slices.Compact(names) {
+			if _, err := fmt.Fprintln(stdout, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // helpOK turns the --help "error" into success.
