@@ -60,7 +60,11 @@ func Mount(dir string, r Resolver, cfg Config, mo MountOptions) (*Server, error)
 			// READDIRPLUS would look up (read) every secret of a directory
 			// that is only listed.
 			DisableReadDirPlus: true,
-			Debug:              mo.Debug,
+			// Reads bypass the page cache (FOPEN_DIRECT_IO); this lets
+			// programs that mmap a secret do so anyway, where the kernel
+			// can (Linux 6.6 and later).
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
+			Debug:             mo.Debug,
 		},
 		NegativeTimeout: &negative,
 		UID:             cfg.UID,

@@ -213,3 +213,20 @@ func TestNoSecretInLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestMmap(t *testing.T) {
+	d := envMount(t)
+	f, err := os.Open(d.Path("env", "SFS_IT_API_KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := syscall.Mmap(int(f.Fd()), 0, len("hunter2-api-key"), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap of a secret: %v", err)
+	}
+	defer syscall.Munmap(m)
+	if string(m) != "hunter2-api-key" {
+		t.Errorf("mmap read %q", m)
+	}
+}
