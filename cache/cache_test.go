@@ -481,3 +481,53 @@ func TestWrapKeepsListing(t *testing.T) {
 		t.Errorf("Name() = %q, want the wrapped provider's", got)
 	}
 }
+
+// batchBackend can read many keys in one call.
+type batchBackend struct {
+	backend
+	batches [][]string
+}
+
+func (b *batchBackend) GetBatch(ctx context.Context, keys []string) (map[string]resolver.Secret, error) {
+	b.batches = append(b.batches, keys)
+	out := make(map[string]resolver.Secret)
+	for _, k := range keys {
+		if k != "missing" {
+			out[k] = resolver.Secret{Value: []byte("batch:" + k)}
+		}
+	}
+	return out, nil
+}
+
+func TestGetBatchFillsTheCache(t *testing.T) {
+	c := newCache(newClock(), cache.Options{})
+	bb := &batchBackend{backend: backend{value: "single"}}
+	p := c.Wrap(bb)
+	get(t, p, "a") // already fresh: not asked for again
+	bg, ok := p.(resolver.BatchGetter)
+	if !ok {
+		t.Fatal("wrapped batch getter does not implement BatchGetter")
+	}
+	got, err := bg.GetBatch(context.Background(), []string{"a", "b", "c", "missing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bb.batches) != 1 || fmt.Sprint(bb.batches[0]) != "[b c missing]" {
+		t.Errorf("batches = %q, want one for [b c missing]", bb.batches)
+	}
+	if string(got["a"].Value) != "single:a@" || string(got["b"].Value) != "batch:b" {
+		t.Errorf("GetBatch = %v", got)
+	}
+	before := bb.calls.Load()
+	for _, k := range []string{"b", "c"} {
+		if v, err := get(t, p, k); err != nil || v != "batch:"+k {
+			t.Errorf("Get(%s) after the batch = %q, %v", k, v, err)
+		}
+	}
+	if n := bb.calls.Load() - before; n != 0 {
+		t.Errorf("reads after the batch made %d single calls, want 0", n)
+	}
+	if _, ok := c.Wrap(&listingBackend{}).(resolver.BatchGetter); ok {
+		t.Error("a wrapped provider without GetBatch implements BatchGetter")
+	}
+}
