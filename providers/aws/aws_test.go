@@ -148,3 +148,53 @@ func TestPrefixesAndListing(t *testing.T) {
 		t.Errorf("outside the prefix: %v after %d API calls; want ErrNotFound after none", err, len(f.gets))
 	}
 }
+
+// batchAPI answers BatchGetSecretValue, or refuses it like kumo does.
+type batchAPI struct {
+	fakeAPI
+	unsupported bool
+	batches     [][]string
+}
+
+func (b *batchAPI) BatchGetSecretValue(ctx context.Context, in *sm.BatchGetSecretValueInput, _ ...func(*sm.Options)) (*sm.BatchGetSecretValueOutput, error) {
+	if b.unsupported {
+		return nil, &smithy.GenericAPIError{Code: "InvalidAction"}
+	}
+	b.batches = append(b.batches, in.SecretIdList)
+	out := &sm.BatchGetSecretValueOutput{}
+	for _, id := range in.SecretIdList {
+		out.SecretValues = append(out.SecretValues, types.SecretValueEntry{Name: aws.String(id), SecretString: aws.String("v-" + id)})
+	}
+	return out, nil
+}
+
+func TestGetBatch(t *testing.T) {
+	var keys []string
+	for i := range 45 {
+		keys = append(keys, fmt.Sprintf("prod/k%02d", i))
+	}
+	keys = append(keys, "dev/outside")
+	b := &batchAPI{}
+	p := NewWithAPI(b, Config{Prefixes: []string{"prod/"}})
+	got, err := p.GetBatch(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.batches) != 3 || len(b.batches[0]) != 20 || len(b.batches[2]) != 5 {
+		t.Errorf("batch sizes: %d calls %v; want 20, 20, 5", len(b.batches), b.batches)
+	}
+	if len(got) != 45 || string(got["prod/k07"].Value) != "v-prod/k07" {
+		t.Errorf("got %d values, prod/k07 = %q", len(got), got["prod/k07"].Value)
+	}
+	if _, ok := got["dev/outside"]; ok {
+		t.Error("a name outside the prefixes was requested")
+	}
+
+	u := &batchAPI{unsupported: true}
+	p = NewWithAPI(u, Config{})
+	for range 2 {
+		if _, err := p.GetBatch(context.Background(), keys); !errors.Is(err, errors.ErrUnsupported) {
+			t.Fatalf("unsupported batch: %v, want ErrUnsupported", err)
+		}
+	}
+}
