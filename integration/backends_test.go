@@ -33,6 +33,24 @@ func stopBackends() {
 	stoppers = nil
 }
 
+// sharedBackend is a backend started once for the whole suite, on first use.
+type sharedBackend[T any] struct {
+	once sync.Once
+	val  T
+	err  error
+}
+
+// get starts the backend the first time and fails every test that needs it
+// if that did not work.
+func (s *sharedBackend[T]) get(t testing.TB, start func() (T, error)) T {
+	t.Helper()
+	s.once.Do(func() { s.val, s.err = start() })
+	if s.err != nil {
+		t.Fatalf("shared backend: %v", s.err)
+	}
+	return s.val
+}
+
 // pickPort returns a loopback port that was free a moment ago.
 func pickPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -181,25 +181,31 @@ func startDaemon(t testing.TB, dir string, env []string, args ...string) *daemon
 	return d
 }
 
-// stop sends SIGTERM and checks the daemon exits 0 with nothing left
+// terminate sends SIGTERM and waits up to 15s for the daemon to exit. It
+// returns the exit error, or an error if the daemon had to be killed.
+func (d *daemon) terminate() error {
+	select {
+	case <-d.exited:
+		return d.err
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		return d.err
+	case <-time.After(15 * time.Second):
+		d.kill()
+		return errors.New("no exit within 15s of SIGTERM; killed")
+	}
+}
+
+// stop terminates the daemon and checks it exits 0 with nothing left
 // mounted. It retries a lazy unmount a bounded number of times if it must.
 func (d *daemon) stop() {
 	t := d.t
 	t.Helper()
-	select {
-	case <-d.exited:
-	default:
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-			if d.err != nil {
-				t.Errorf("secretfs exited with %v after SIGTERM\n%s", d.err, d.Stderr())
-			}
-		case <-time.After(15 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.exited
-			t.Errorf("secretfs did not exit within 15s of SIGTERM\n%s", d.Stderr())
-		}
+	if err := d.terminate(); err != nil {
+		t.Errorf("secretfs after SIGTERM: %v\n%s", err, d.Stderr())
 	}
 	for i := 0; isMounted(d.Dir) && i < 20; i++ {
 		if err := syscall.Unmount(d.Dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {

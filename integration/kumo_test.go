@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,33 +74,20 @@ func launchKumo(bin string, port int) (*kumo, error) {
 	return &kumo{process: p, Port: port}, nil
 }
 
-var (
-	sharedKumoOnce sync.Once
-	sharedKumo     *kumo
-	sharedKumoErr  error
-)
+var sharedKumo sharedBackend[*kumo]
 
 // awsFixture is the shared emulator with the data set of seedAWS in it.
 func awsFixture(t testing.TB) *kumo {
 	t.Helper()
 	bin := backendBin(t, "SECRETFS_KUMO_BIN")
-	sharedKumoOnce.Do(func() {
+	return sharedKumo.get(t, func() (*kumo, error) {
 		k, err := launchKumo(bin, 0)
 		if err != nil {
-			sharedKumoErr = err
-			return
+			return nil, err
 		}
 		atExit(k.Stop)
-		if err := seedAWS(k); err != nil {
-			sharedKumoErr = err
-			return
-		}
-		sharedKumo = k
+		return k, seedAWS(k)
 	})
-	if sharedKumoErr != nil {
-		t.Fatalf("shared kumo: %v", sharedKumoErr)
-	}
-	return sharedKumo
 }
 
 // The data set, created through the SDK.

@@ -191,15 +191,8 @@ func TestSIGTERMUnmounts(t *testing.T) {
 	b := newTestBackend(t, map[string]string{"k": "v"})
 	dir := t.TempDir()
 	d := startDaemon(t, dir, nil, "--providers", "test", "--test-dir", b.Dir)
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(15 * time.Second):
-		d.kill()
-		t.Fatal("no exit within 15s of SIGTERM")
-	}
-	if d.err != nil {
-		t.Errorf("exit after SIGTERM: %v, want 0", d.err)
+	if err := d.terminate(); err != nil {
+		t.Errorf("exit after SIGTERM: %v, want 0", err)
 	}
 	if isMounted(dir) {
 		t.Error("mount left behind after SIGTERM")
@@ -215,15 +208,8 @@ func TestSIGTERMWhileBusyUnmountsLazily(t *testing.T) {
 		d.kill()
 		t.Fatal(err)
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(15 * time.Second):
-		d.kill()
-		t.Fatal("no exit within 15s of SIGTERM while busy")
-	}
-	if d.err != nil {
-		t.Errorf("exit after SIGTERM while busy: %v, want 0", d.err)
+	if err := d.terminate(); err != nil {
+		t.Errorf("exit after SIGTERM while busy: %v, want 0", err)
 	}
 	if isMounted(dir) {
 		t.Error("busy mount still in the namespace after SIGTERM (want a lazy unmount)")

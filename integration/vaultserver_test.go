@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -79,10 +78,8 @@ func startVault(t testing.TB, port int) *vaultServer {
 }
 
 var (
-	sharedVaultOnce sync.Once
-	sharedVault     *vaultServer
-	sharedVaultErr  error
-	vaultFix        vaultFixture
+	sharedVault sharedBackend[*vaultServer]
+	vaultFix    vaultFixture
 )
 
 // vaultFixture is what seedVault created that tests need.
@@ -95,21 +92,14 @@ type vaultFixture struct {
 func vaultShared(t testing.TB) *vaultServer {
 	t.Helper()
 	bin := backendBin(t, "SECRETFS_VAULT_BIN")
-	sharedVaultOnce.Do(func() {
+	return sharedVault.get(t, func() (*vaultServer, error) {
 		v, err := launchVault(bin, 0)
 		if err != nil {
-			sharedVaultErr = err
-			return
+			return nil, err
 		}
 		atExit(v.Stop)
-		if sharedVaultErr = seedVault(v); sharedVaultErr == nil {
-			sharedVault = v
-		}
+		return v, seedVault(v)
 	})
-	if sharedVaultErr != nil {
-		t.Fatalf("shared vault: %v", sharedVaultErr)
-	}
-	return sharedVault
 }
 
 const appPolicy = `
