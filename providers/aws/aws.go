@@ -36,7 +36,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,8 +79,6 @@ type Provider struct {
 	log      *slog.Logger
 	noBatch  atomic.Bool // set once the service said it has no BatchGetSecretValue
 
-	callsMu sync.Mutex
-	calls   map[string]int // guarded by callsMu; API calls by operation
 }
 
 // New builds a client from the SDK's default configuration chain.
@@ -122,32 +119,18 @@ func newProvider(api API, cfg Config) *Provider {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Provider{api: api, prefixes: cfg.Prefixes, log: log, calls: make(map[string]int)}
+	return &Provider{api: api, prefixes: cfg.Prefixes, log: log}
 }
 
-// countCalls is SDK middleware: it counts every API call and logs it at
-// debug level (operation only; a request's payload is never logged).
+// countCalls is SDK middleware: it logs every API call at debug level
+// (operation only; a request's payload is never logged), which is how the
+// tests count calls.
 func (p *Provider) countCalls(stack *smithymw.Stack) error {
 	return stack.Initialize.Add(smithymw.InitializeMiddlewareFunc("secretfsCountCalls",
 		func(ctx context.Context, in smithymw.InitializeInput, next smithymw.InitializeHandler) (smithymw.InitializeOutput, smithymw.Metadata, error) {
-			op := middleware.GetOperationName(ctx)
-			p.callsMu.Lock()
-			p.calls[op]++
-			p.callsMu.Unlock()
-			p.log.Debug("aws api call", "operation", op)
+			p.log.Debug("aws api call", "operation", middleware.GetOperationName(ctx))
 			return next.HandleInitialize(ctx, in)
 		}), smithymw.After)
-}
-
-// Calls returns how many API calls were made, by operation.
-func (p *Provider) Calls() map[string]int {
-	p.callsMu.Lock()
-	defer p.callsMu.Unlock()
-	out := make(map[string]int, len(p.calls))
-	for k, v := range p.calls {
-		out[k] = v
-	}
-	return out
 }
 
 // Name implements resolver.Provider.
