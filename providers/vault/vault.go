@@ -611,18 +611,22 @@ func marshalSorted(data map[string]any) ([]byte, error) {
 
 // List implements resolver.Lister.
 func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
-	mounts, err := p.listMounts(ctx)
 	if dir == "" {
+		mounts, err := p.listMounts(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return nextSegments(mounts, ""), nil
 	}
 	under := dir + "/"
-	// A directory above some mounts ("team/" above "team/kv/").
-	if err == nil {
-		if above := nextSegments(mounts, under); len(above) > 0 {
-			return above, nil
+	// A directory above some mounts ("team/" above "team/kv/"). Inside a
+	// mount already known there is none (Vault does not nest mounts), so
+	// the mounts need not be asked for again.
+	if _, inside := p.knownMount(dir); !inside {
+		if mounts, err := p.listMounts(ctx); err == nil {
+			if above := nextSegments(mounts, under); len(above) > 0 {
+				return above, nil
+			}
 		}
 	}
 	m, merr := p.mountOf(ctx, dir)
@@ -635,7 +639,7 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 		path = m.path + "metadata/" + rest
 	}
 	var s *api.Secret
-	err = p.retryAfterRelogin(ctx, func() error {
+	err := p.retryAfterRelogin(ctx, func() error {
 		var err error
 		s, err = p.client.Logical().ListWithContext(ctx, path)
 		return p.mapError("list "+dir, err)
