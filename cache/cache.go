@@ -126,6 +126,12 @@ type entry struct {
 	retryAfter time.Time // while stale: do not ask the backend before this
 }
 
+// servableStale reports whether e holds a good value that may still be
+// served past its expiry at now.
+func (e *entry) servableStale(now time.Time) bool {
+	return e.err == nil && !now.After(e.staleUntil)
+}
+
 // New returns a Cache with opts, defaults filled in.
 func New(opts Options) *Cache {
 	if opts.TTL <= 0 {
@@ -272,7 +278,7 @@ func (c *Cache) get(ctx context.Context, k key, fetch func(context.Context) (any
 			c.mu.Unlock()
 			c.hits.Add(1)
 			return val, err
-		case e.err == nil && !e.retryAfter.IsZero() && !now.After(e.staleUntil):
+		case !e.retryAfter.IsZero() && e.servableStale(now):
 			// The backend failed the last refresh: serve the last good
 			// value at once and, once the back-off has passed, try again
 			// in the background, so no reader waits on a backend that is
@@ -333,7 +339,7 @@ func (c *Cache) staleValue(k key) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.entries[k]; ok {
-		if e := el.Value.(*entry); e.err == nil && !c.opts.Now().After(e.staleUntil) {
+		if e := el.Value.(*entry); e.servableStale(c.opts.Now()) {
 			return e.val, true
 		}
 	}
@@ -377,7 +383,7 @@ func (c *Cache) fill(ctx context.Context, k key, fetch func(context.Context) (an
 		c.mu.Lock()
 		if el, ok := c.entries[k]; ok {
 			e := el.Value.(*entry)
-			if e.err == nil && !now.After(e.staleUntil) {
+			if e.servableStale(now) {
 				e.retryAfter = now.Add(c.opts.ErrorBackoff)
 				val, expiredFor, stale = e.val, now.Sub(e.expires), true
 			}
