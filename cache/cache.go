@@ -1,42 +1,67 @@
-// Package cache keeps secret values in memory in front of providers.
+// Package cache is secretfs's engine: it keeps secret values and listings
+// in memory in front of a resolver and decides, in one place, when a
+// backend is asked.
 //
-// A Cache wraps each resolver.Provider in a decorator of the same shape, so
-// the resolver and the filesystem do not know whether they talk to a backend
-// or to memory. All wrapped providers share one bounded store (least recently
-// used entries go first) and one set of counters.
+// The filesystem asks the Cache; the Cache asks the resolver (which owns
+// the grammar, the dispatch to providers, #FIELD and the kinds of error).
+// One value is kept per (provider, key, version): every #FIELD of a secret
+// is cut from it, so they cost one backend call together.
 //
 // The life of an entry:
 //
 //   - fresh: for TTL after it was fetched (TTL minus up to Jitter of it, so
 //     that keys fetched together do not expire together; shorter when the
-//     backend says the value must not live longer, e.g. a Vault lease). Reads
-//     are served from memory.
+//     backend says the value must not live longer, e.g. a Vault lease).
+//     Reads are served from memory.
+//   - refresh ahead: an entry that was read while fresh is fetched again in
+//     the background once three quarters of its freshness have passed, so
+//     that a key in use never makes a reader wait on a healthy backend. A
+//     key nobody reads is not refreshed: idle keys cost no backend calls, a
+//     hot key one call per TTL.
 //   - expired: the next read asks the backend again. Concurrent reads of one
-//     key share that one call (singleflight); a reader whose context ends
-//     stops waiting, while the call goes on for the others under its own
-//     deadline.
-//   - stale: when that refresh fails with resolver.ErrUnavailable (or does
-//     not answer before the reader's deadline), the last good value is
-//     served for up to MaxStale past its expiry and the failure is logged.
-//     From then on readers get the stale value at once, and the backend is
-//     asked again in the background every ErrorBackoff until it answers, so
-//     that no reader waits out a timeout on a backend known to be down.
+//     key share that one call (singleflight).
+//   - stale: while the backend is unavailable, the last good value is served
+//     for up to MaxStale past its expiry.
 //
-// Not-found and permission-denied answers are cached too, for NegativeTTL,
-// and they replace a cached value: a value the backend now refuses is not
-// served stale. Other errors are not cached, and drop the entry.
+// Deadlines: every backend call runs under its own budget (Timeout), never
+// under the context of the reader who started it. A reader's context only
+// bounds how long that reader waits; one whose deadline passes gets the
+// last good value when there is one, else ErrUnavailable.
 //
-// The value is cached once per (provider, key, version); resolver.Resolver
-// cuts #FIELD from it, so every field of one secret costs one backend call.
+// Backend health is kept per provider, not per key. The first call that
+// finds a provider unavailable marks it down: from then on every cached
+// value and listing of that provider is served stale at once, and one
+// background probe, with exponential back-off, repeats that call until the
+// provider answers. Any answer (a value, not found, denied) marks the
+// provider up again. Only the reader who discovers an outage waits.
+//
+// What is kept, by kind of answer (see resolver.KindOf):
+//
+//   - a value: fresh for TTL; replaces whatever was there.
+//   - not found, permission denied: a real answer about the secret, kept for
+//     NegativeTTL; it replaces a value (a deleted or revoked secret is not
+//     served stale). Negative answers live in their own bounded store and
+//     never evict a value, so a flood of missing names cannot flush the
+//     cache.
+//   - unavailable, unknown: says nothing about the secret, so a good value
+//     is kept and served stale. A failed listing with nothing to serve is
+//     remembered for ErrorTTL, so that it does not fail every lookup.
+//
+// When a key's value changes (a new version, another value, a deletion) the
+// Cache updates its state first and then calls the functions given to
+// OnChange, so the filesystem can tell the kernel. Values never appear in
+// logs, errors or counters.
 package cache
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,28 +71,64 @@ import (
 	"github.com/secretfs/secretfs/resolver"
 )
 
-// Defaults for Options fields left zero.
+// Defaults for Options fields left zero (MaxStale has none: zero means
+// never serve stale).
 const (
-	DefaultTTL          = 5 * time.Minute
-	DefaultNegativeTTL  = 30 * time.Second
-	DefaultMaxStale     = time.Hour
-	DefaultMaxEntries   = 10000
-	DefaultJitter       = 0.1
-	DefaultErrorBackoff = 5 * time.Second
+	DefaultTTL         = 5 * time.Minute
+	DefaultNegativeTTL = 30 * time.Second
+	DefaultMaxStale    = time.Hour
+	DefaultMaxEntries  = 10000
+	DefaultJitter      = 0.1
+	DefaultErrorTTL    = 5 * time.Second
+	DefaultProbeMin    = time.Second
+	DefaultProbeMax    = 30 * time.Second
 )
 
-// Options configures a Cache. Zero fields take the defaults above, except
-// MaxStale, where a negative value means "never serve stale" (the CLI maps
-// --max-stale=0 to that).
+// Source is what the Cache needs of resolver.Resolver.
+type Source interface {
+	// Fetch reads the whole value of ref (ref.Field is ignored).
+	Fetch(ctx context.Context, ref resolver.Reference) (resolver.Secret, error)
+	List(ctx context.Context, provider, dir string) ([]string, error)
+	GetBatch(ctx context.Context, provider string, keys []string) (map[string]resolver.Secret, error)
+	Names() []string
+}
+
+// Clock is the time the Cache runs on; tests give it a fake one.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine after d.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc.
+type Timer interface{ Stop() bool }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                            { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Options configures a Cache. Zero fields take the defaults above.
 type Options struct {
-	TTL          time.Duration
-	NegativeTTL  time.Duration
-	MaxStale     time.Duration
-	MaxEntries   int
-	Jitter       float64       // fraction of the TTL, 0..1
-	ErrorBackoff time.Duration // how long a failed refresh is not retried
-	// Now is the clock; tests inject a fake one so they never sleep.
-	Now func() time.Time
+	TTL         time.Duration
+	NegativeTTL time.Duration
+	// MaxStale is how long past expiry a value may be served while its
+	// backend is unavailable; zero: never.
+	MaxStale time.Duration
+	// MaxEntries bounds the values and listings held; MaxNegative the
+	// not-found and denied answers (default: MaxEntries), apart.
+	MaxEntries  int
+	MaxNegative int
+	Jitter      float64 // fraction of the TTL, 0..1
+	// Timeout is the budget of one backend call (resolver.DefaultTimeout).
+	Timeout time.Duration
+	// ErrorTTL is how long a failed listing with nothing to serve is
+	// remembered.
+	ErrorTTL time.Duration
+	// ProbeMin and ProbeMax bound the back-off of the probe that finds out
+	// when a provider that is down is back.
+	ProbeMin, ProbeMax time.Duration
+	Clock              Clock
 	// Rand returns a number in [0,1) for jitter; tests may fix it.
 	Rand   func() float64
 	Logger *slog.Logger
@@ -75,23 +136,51 @@ type Options struct {
 
 // Stats counts what the cache did. Values never appear here.
 type Stats struct {
-	Hits   uint64 // served fresh from memory (including cached not-found)
-	Misses uint64 // not fresh in memory: the reader waited for a backend call
-	Stale  uint64 // served past expiry because the backend was unavailable
-	Calls  uint64 // calls made to providers
+	Hits      uint64 // served fresh from memory (including cached not-found)
+	Misses    uint64 // not fresh in memory: the reader waited for a backend call
+	Stale     uint64 // served past expiry because the backend was unavailable
+	Calls     uint64 // calls made to providers
+	Refreshes uint64 // of those, refreshes ahead of expiry
 }
 
-// Cache is a bounded TTL cache shared by the providers it wraps. It is safe
-// for concurrent use.
+// Change says that what a key reads as has changed: a new value, or the
+// value is gone (Deleted).
+type Change struct {
+	Ref     resolver.Reference // Provider, Key, Version; no Field
+	Deleted bool
+}
+
+// Value is a secret as the cache serves it.
+type Value struct {
+	resolver.Secret
+	// FreshFor is how long the value stays fresh from now; zero when it is
+	// served stale.
+	FreshFor time.Duration
+}
+
+// Cache is the engine. It is safe for concurrent use.
 type Cache struct {
+	src   Source
 	opts  Options
+	log   *slog.Logger
 	group singleflight.Group
+	// ctx ends with Close; backend calls and probes run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	lru     *list.List            // guarded by mu; of *entry, most recently used first
-	entries map[key]*list.Element // guarded by mu
+	mu        sync.Mutex
+	entries   map[key]*entry     // guarded by mu
+	values    *list.List         // guarded by mu; *entry holding a value or listing, most recently used first
+	negatives *list.List         // guarded by mu; *entry holding a negative answer or a failed listing
+	health    map[string]*health // guarded by mu; by provider
+	onChange  []func(Change)     // guarded by mu
 
-	hits, misses, stale, calls atomic.Uint64
+	hits, misses, stale, calls, refreshes atomic.Uint64
+
+	bgMu   sync.Mutex
+	bgIdle sync.Cond // on bgMu; broadcast when bgN drops to zero
+	bgN    int       // guarded by bgMu; background tasks running
+	closed bool      // guarded by bgMu; no new background tasks
 }
 
 type op uint8
@@ -108,52 +197,89 @@ type key struct {
 	version  string
 }
 
+func (k key) ref() resolver.Reference {
+	return resolver.Reference{Provider: k.provider, Key: k.name, Version: k.version}
+}
+
 func (k key) String() string {
 	if k.op == opList {
 		return "list " + k.provider + ":" + k.name + "/"
 	}
-	return resolver.Reference{Provider: k.provider, Key: k.name, Version: k.version}.String()
+	return k.ref().String()
 }
 
-// entry is one cached answer. Its fields are guarded by Cache.mu once the
-// entry is in the store.
+func (k key) flight() string {
+	return string(rune('0'+k.op)) + "\x00" + k.provider + "\x00" + k.name + "\x00" + k.version
+}
+
+// entry is one cached answer. Once in the store, its fields are guarded by
+// Cache.mu.
 type entry struct {
 	key        key
-	val        any   // resolver.Secret or []string
-	err        error // non-nil for a cached not-found
+	val        any   // resolver.Secret or *Listing; nil for a negative answer
+	err        error // the negative answer or the remembered failure
+	fetched    time.Time
 	expires    time.Time
-	staleUntil time.Time // last instant the value may be served stale
-	retryAfter time.Time // while stale: do not ask the backend before this
+	refreshAt  time.Time // from then on a read starts a refresh ahead
+	staleUntil time.Time // last instant the value may be served stale; zero: never
+	used       bool      // read since it was fetched
+	refreshing bool      // a refresh ahead is under way
+	timer      Timer     // the refresh-ahead timer, if any
+	el         *list.Element
 }
+
+func (e *entry) negative() bool { return e.val == nil }
 
 // servableStale reports whether e holds a good value that may still be
 // served past its expiry at now.
 func (e *entry) servableStale(now time.Time) bool {
-	return e.err == nil && !now.After(e.staleUntil)
+	return !e.negative() && !e.staleUntil.IsZero() && !now.After(e.staleUntil)
 }
 
-// New returns a Cache with opts, defaults filled in.
-func New(opts Options) *Cache {
+// health is what is known of one provider.
+type health struct {
+	down    bool
+	since   time.Time
+	backoff time.Duration
+	probe   func(context.Context) error // repeats the call that found the outage
+	timer   Timer
+}
+
+// New returns a Cache in front of src with opts, defaults filled in. Close
+// it to stop background work.
+func New(src Source, opts Options) *Cache {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultTTL
 	}
 	if opts.NegativeTTL <= 0 {
 		opts.NegativeTTL = DefaultNegativeTTL
 	}
-	if opts.MaxStale == 0 {
-		opts.MaxStale = DefaultMaxStale
+	if opts.MaxStale < 0 {
+		opts.MaxStale = 0
 	}
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = DefaultMaxEntries
 	}
+	if opts.MaxNegative <= 0 {
+		opts.MaxNegative = opts.MaxEntries
+	}
 	if opts.Jitter <= 0 || opts.Jitter > 1 {
 		opts.Jitter = DefaultJitter
 	}
-	if opts.ErrorBackoff <= 0 {
-		opts.ErrorBackoff = DefaultErrorBackoff
+	if opts.Timeout <= 0 {
+		opts.Timeout = resolver.DefaultTimeout
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.ErrorTTL <= 0 {
+		opts.ErrorTTL = DefaultErrorTTL
+	}
+	if opts.ProbeMin <= 0 {
+		opts.ProbeMin = DefaultProbeMin
+	}
+	if opts.ProbeMax < opts.ProbeMin {
+		opts.ProbeMax = max(DefaultProbeMax, opts.ProbeMin)
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
 	}
 	if opts.Rand == nil {
 		opts.Rand = rand.Float64
@@ -161,266 +287,428 @@ func New(opts Options) *Cache {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Cache{opts: opts, lru: list.New(), entries: make(map[key]*list.Element)}
+	c := &Cache{
+		src: src, opts: opts, log: opts.Logger,
+		entries: make(map[key]*entry), values: list.New(), negatives: list.New(),
+		health: make(map[string]*health),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.bgIdle.L = &c.bgMu
+	return c
 }
+
+// background runs f in a goroutine that Close waits for, unless the cache
+// is closed.
+func (c *Cache) background(f func()) {
+	c.bgMu.Lock()
+	if c.closed {
+		c.bgMu.Unlock()
+		return
+	}
+	c.bgN++
+	c.bgMu.Unlock()
+	go func() {
+		defer func() {
+			c.bgMu.Lock()
+			c.bgN--
+			if c.bgN == 0 {
+				c.bgIdle.Broadcast()
+			}
+			c.bgMu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// waitIdle waits until no background task runs.
+func (c *Cache) waitIdle() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	for c.bgN > 0 {
+		c.bgIdle.Wait()
+	}
+}
+
+// Close stops refreshes and probes, ends the backend calls under way and
+// waits for them.
+func (c *Cache) Close() {
+	c.bgMu.Lock()
+	c.closed = true
+	c.bgMu.Unlock()
+	c.cancel()
+	c.mu.Lock()
+	for _, e := range c.entries {
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+	}
+	for _, h := range c.health {
+		if h.timer != nil {
+			h.timer.Stop()
+		}
+	}
+	c.mu.Unlock()
+	c.waitIdle()
+}
+
+// OnChange registers f to be called, from the goroutine that learned of
+// it and after the cache's state is updated, for every change of a key's
+// value. f must not block.
+func (c *Cache) OnChange(f func(Change)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onChange = append(c.onChange, f)
+}
+
+// Names returns the enabled providers.
+func (c *Cache) Names() []string { return c.src.Names() }
 
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
-	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(), Calls: c.calls.Load()}
+	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(),
+		Calls: c.calls.Load(), Refreshes: c.refreshes.Load()}
 }
 
-// Len returns the number of entries held.
-func (c *Cache) Len() int {
+// Len returns the number of values and listings held, and of negative
+// answers held.
+func (c *Cache) Len() (values, negatives int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len()
+	return c.values.Len(), c.negatives.Len()
 }
 
-// Wrap returns p behind the cache. The result implements resolver.Lister
-// and resolver.BatchGetter exactly when p does.
-func (c *Cache) Wrap(p resolver.Provider) resolver.Provider {
-	cp := &cachedProvider{c: c, p: p}
-	l, isLister := p.(resolver.Lister)
-	b, isBatcher := p.(resolver.BatchGetter)
-	switch {
-	case isLister && isBatcher:
-		return &struct {
-			*cachedProvider
-			*cachedLister
-			*cachedBatcher
-		}{cp, &cachedLister{cp, l}, &cachedBatcher{cp, b}}
-	case isLister:
-		return &struct {
-			*cachedProvider
-			*cachedLister
-		}{cp, &cachedLister{cp, l}}
-	case isBatcher:
-		return &struct {
-			*cachedProvider
-			*cachedBatcher
-		}{cp, &cachedBatcher{cp, b}}
+// Down reports whether provider is marked down.
+func (c *Cache) Down(provider string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health[provider]
+	return h != nil && h.down
+}
+
+// Get returns ref's value, cut to ref.Field. ctx bounds only this reader's
+// wait.
+func (c *Cache) Get(ctx context.Context, ref resolver.Reference) (Value, error) {
+	if err := ref.Validate(); err != nil {
+		return Value{}, err
 	}
-	return cp
-}
-
-type cachedProvider struct {
-	c *Cache
-	p resolver.Provider
-}
-
-type cachedLister struct {
-	cp *cachedProvider
-	l  resolver.Lister
-}
-
-type cachedBatcher struct {
-	cp *cachedProvider
-	b  resolver.BatchGetter
-}
-
-func (cp *cachedProvider) Name() string { return cp.p.Name() }
-
-func (cp *cachedProvider) Get(ctx context.Context, k, version string) (resolver.Secret, error) {
-	v, err := cp.c.get(ctx, key{op: opGet, provider: cp.p.Name(), name: k, version: version},
-		func(ctx context.Context) (any, error) { return cp.p.Get(ctx, k, version) })
+	val, freshFor, err := c.get(ctx, key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version})
 	if err != nil {
-		return resolver.Secret{}, err
+		return Value{}, err
 	}
-	return v.(resolver.Secret), nil
-}
-
-func (cl *cachedLister) List(ctx context.Context, dir string) ([]string, error) {
-	v, err := cl.cp.c.get(ctx, key{op: opList, provider: cl.cp.p.Name(), name: dir},
-		func(ctx context.Context) (any, error) { return cl.l.List(ctx, dir) })
+	s, err := resolver.Cut(ref, val.(resolver.Secret))
 	if err != nil {
-		return nil, err
+		return Value{}, err
 	}
-	return v.([]string), nil
+	return Value{Secret: s, FreshFor: freshFor}, nil
 }
 
-// GetBatch asks the backend, in one batch, for the keys that are not fresh
-// in memory, and stores what it returns as if each had been read alone.
-func (cb *cachedBatcher) GetBatch(ctx context.Context, keys []string) (map[string]resolver.Secret, error) {
-	c, name := cb.cp.c, cb.cp.p.Name()
-	out := make(map[string]resolver.Secret, len(keys))
+// List returns the listing of dir in provider (see resolver.Lister) and how
+// long it stays fresh.
+func (c *Cache) List(ctx context.Context, provider, dir string) (*Listing, time.Duration, error) {
+	val, freshFor, err := c.get(ctx, key{op: opList, provider: provider, name: dir})
+	if err != nil {
+		return nil, 0, err
+	}
+	return val.(*Listing), freshFor, nil
+}
+
+// fetch asks the source for k, under ctx.
+func (c *Cache) fetch(ctx context.Context, k key) (any, error) {
+	if k.op == opList {
+		names, err := c.src.List(ctx, k.provider, k.name)
+		if err != nil {
+			return nil, err
+		}
+		return NewListing(names), nil
+	}
+	return c.src.Fetch(ctx, k.ref())
+}
+
+// Prefetch reads the current values of keys in provider that are not fresh
+// in memory, in a batch where the provider can (resolver.BatchGetter), and
+// stores them as if each had been read alone. It does nothing for a
+// provider that cannot batch. ctx bounds the wait; the call has its budget.
+func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) error {
+	now := c.opts.Clock.Now()
 	var missing []string
-	for _, k := range keys {
-		val, err, ok := c.fresh(key{op: opGet, provider: name, name: k})
-		switch {
-		case !ok:
-			missing = append(missing, k)
-		case err == nil:
-			out[k] = val.(resolver.Secret)
+	c.mu.Lock()
+	for _, name := range keys {
+		e := c.entries[key{op: opGet, provider: provider, name: name}]
+		if e == nil || !now.Before(e.expires) {
+			missing = append(missing, name)
 		}
 	}
+	c.mu.Unlock()
 	if len(missing) == 0 {
-		return out, nil
+		return nil
 	}
-	c.calls.Add(1)
-	got, err := cb.b.GetBatch(ctx, missing)
-	for k, s := range got {
-		c.storeValue(key{op: opGet, provider: name, name: k}, s)
-		out[k] = s
+	done := make(chan error, 1)
+	c.background(func() {
+		callCtx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+		defer cancel()
+		got, err := c.src.GetBatch(callCtx, provider, missing)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			c.calls.Add(1)
+		}
+		for name, s := range got {
+			c.storeValue(key{op: opGet, provider: provider, name: name}, s)
+		}
+		done <- err
+	})
+	select {
+	case err := <-done:
+		if errors.Is(err, errors.ErrUnsupported) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return out, err
 }
 
 // get serves k from memory or through one shared call of fetch.
-func (c *Cache) get(ctx context.Context, k key, fetch func(context.Context) (any, error)) (any, error) {
-	now := c.opts.Now()
+func (c *Cache) get(ctx context.Context, k key) (any, time.Duration, error) {
+	now := c.opts.Clock.Now()
 	c.mu.Lock()
-	if el, ok := c.entries[k]; ok {
-		e := el.Value.(*entry)
+	if e, ok := c.entries[k]; ok {
 		switch {
 		case now.Before(e.expires):
-			c.lru.MoveToFront(el)
-			val, err := e.val, e.err
+			c.touch(e)
+			e.used = true
+			refresh := !e.negative() && !now.Before(e.refreshAt) && c.startRefresh(e)
+			val, err, freshFor := e.val, e.err, e.expires.Sub(now)
 			c.mu.Unlock()
 			c.hits.Add(1)
-			return val, err
-		case !e.retryAfter.IsZero() && e.servableStale(now):
-			// The backend failed the last refresh: serve the last good
-			// value at once and, once the back-off has passed, try again
-			// in the background, so no reader waits on a backend that is
-			// known to be down.
-			c.lru.MoveToFront(el)
-			val := e.val
-			retry := !now.Before(e.retryAfter)
-			if retry {
-				e.retryAfter = now.Add(c.opts.ErrorBackoff)
+			if refresh {
+				c.refresh(k)
 			}
+			if err != nil {
+				return nil, 0, err
+			}
+			return val, freshFor, nil
+		case e.servableStale(now) && c.isDown(k.provider):
+			// The provider is known to be down: serve the last good value
+			// at once; its probe finds out when it is back.
+			c.touch(e)
+			val := e.val
 			c.mu.Unlock()
 			c.stale.Add(1)
-			if retry {
-				c.flight(ctx, k, fetch)
-			}
-			return val, nil
+			return val, 0, nil
 		}
 	}
 	c.mu.Unlock()
 	c.misses.Add(1)
 
 	select {
-	case res := <-c.flight(ctx, k, fetch):
-		return res.Val, res.Err
+	case res := <-c.flight(k, false):
+		if res.Err != nil {
+			return nil, 0, res.Err
+		}
+		r := res.Val.(result)
+		return r.val, r.freshFor, nil
 	case <-ctx.Done():
 		// Out of time: a value that may be served stale beats an error.
 		if val, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			c.stale.Add(1)
-			c.opts.Logger.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
-			return val, nil
+			c.log.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
+			return val, 0, nil
 		}
-		return nil, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
+		return nil, 0, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
 	}
 }
 
-// flight starts (or joins) the one backend call for k. The call does not
-// die with the first reader's cancellation, but it keeps that reader's
-// deadline (the resolver always sets one).
-func (c *Cache) flight(ctx context.Context, k key, fetch func(context.Context) (any, error)) <-chan singleflight.Result {
-	return c.group.DoChan(string(rune(k.op))+"\x00"+k.provider+"\x00"+k.name+"\x00"+k.version, func() (any, error) {
-		deadline, ok := ctx.Deadline()
-		if !ok {
-			deadline = time.Now().Add(resolver.DefaultTimeout)
+// result is what a flight hands its readers.
+type result struct {
+	val      any
+	freshFor time.Duration
+}
+
+// flight starts (or joins) the one backend call for k. The call runs under
+// its own budget; no reader's cancellation or deadline reaches it. A
+// refresh (force) asks the backend even though the entry is fresh.
+func (c *Cache) flight(k key, force bool) <-chan singleflight.Result {
+	name := k.flight()
+	if force {
+		name += "\x00refresh"
+	}
+	return c.group.DoChan(name, func() (any, error) {
+		if !force {
+			// A flight that ended just before this one began may have
+			// stored a fresh answer already.
+			if val, freshFor, err, ok := c.fresh(k); ok {
+				if err != nil {
+					return nil, err
+				}
+				return result{val, freshFor}, nil
+			}
 		}
-		callCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
 		defer cancel()
-		// A flight that ended just before this one began may have stored
-		// a fresh answer already.
-		if val, err, ok := c.fresh(k); ok {
-			return val, err
-		}
-		return c.fill(callCtx, k, fetch)
+		return c.fill(ctx, k)
 	})
+}
+
+// refresh fetches k again in the background, ahead of its expiry.
+func (c *Cache) refresh(k key) {
+	c.refreshes.Add(1)
+	c.background(func() {
+		<-c.flight(k, true)
+		c.mu.Lock()
+		if e, ok := c.entries[k]; ok {
+			e.refreshing = false
+		}
+		c.mu.Unlock()
+	})
+}
+
+// startRefresh marks e as being refreshed unless it is already, or its
+// provider is down (the probe comes first). Called with mu held.
+func (c *Cache) startRefresh(e *entry) bool {
+	if e.refreshing || c.isDown(e.key.provider) {
+		return false
+	}
+	e.refreshing = true
+	return true
 }
 
 // staleValue returns k's last good value if it may still be served stale.
 func (c *Cache) staleValue(k key) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[k]; ok {
-		if e := el.Value.(*entry); e.servableStale(c.opts.Now()) {
-			return e.val, true
-		}
+	if e, ok := c.entries[k]; ok && e.servableStale(c.opts.Clock.Now()) {
+		return e.val, true
 	}
 	return nil, false
 }
 
 // fresh returns k's answer if it is in memory and not expired.
-func (c *Cache) fresh(k key) (val any, err error, ok bool) {
+func (c *Cache) fresh(k key) (val any, freshFor time.Duration, err error, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, found := c.entries[k]; found {
-		if e := el.Value.(*entry); c.opts.Now().Before(e.expires) {
-			return e.val, e.err, true
-		}
+	now := c.opts.Clock.Now()
+	if e, found := c.entries[k]; found && now.Before(e.expires) {
+		return e.val, e.expires.Sub(now), e.err, true
 	}
-	return nil, nil, false
+	return nil, 0, nil, false
 }
 
-// fill calls the backend once and stores what it says.
-func (c *Cache) fill(ctx context.Context, k key, fetch func(context.Context) (any, error)) (any, error) {
+// fill calls the backend once and decides, by the kind of answer, what is
+// kept and what the readers get.
+func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 	c.calls.Add(1)
-	val, err := fetch(ctx)
-	err = resolver.Unavailable(err)
-	now := c.opts.Now()
+	c.log.Debug("backend call", "op", k.String())
+	val, err := c.fetch(ctx, k)
+	now := c.opts.Clock.Now()
 
-	switch {
-	case err == nil:
-		c.storeValue(k, val)
-		return val, nil
+	switch kind := resolver.KindOf(err); kind {
+	case resolver.KindOK:
+		c.markUp(k.provider)
+		freshFor := c.storeValue(k, val)
+		return result{val, freshFor}, nil
 
-	case errors.Is(err, resolver.ErrNotFound), errors.Is(err, resolver.ErrPermission):
-		c.store(&entry{key: k, err: err, expires: now.Add(c.jitter(c.opts.NegativeTTL))})
+	case resolver.KindNotFound, resolver.KindPermission:
+		c.markUp(k.provider)
+		c.storeNegative(k, err, c.opts.NegativeTTL)
 		return nil, err
 
-	case errors.Is(err, resolver.ErrUnavailable):
-		var (
-			val        any
-			expiredFor time.Duration
-			stale      bool
-		)
+	case resolver.KindUnavailable, resolver.KindUnknown:
+		if kind == resolver.KindUnavailable {
+			c.markDown(k.provider, func(ctx context.Context) error { _, err := c.fetch(ctx, k); return err })
+		} else {
+			c.log.Error("unexpected backend error; keeping what is cached", "op", k.String(), "error", err)
+		}
 		c.mu.Lock()
-		if el, ok := c.entries[k]; ok {
-			e := el.Value.(*entry)
-			if e.servableStale(now) {
-				e.retryAfter = now.Add(c.opts.ErrorBackoff)
-				val, expiredFor, stale = e.val, now.Sub(e.expires), true
-			}
+		e, ok := c.entries[k]
+		stale := ok && e.servableStale(now)
+		var expiredFor time.Duration
+		if stale {
+			val, expiredFor = e.val, now.Sub(e.expires)
 		}
 		c.mu.Unlock()
-		if !stale {
-			return nil, err
+		if stale {
+			c.stale.Add(1)
+			c.log.Warn("backend unavailable; serving the last good value",
+				"secret", k.String(), "expired_for", max(expiredFor, 0).Round(time.Millisecond), "error", err)
+			return result{val, 0}, nil
 		}
-		c.stale.Add(1)
-		c.opts.Logger.Warn("backend unavailable; serving the last good value",
-			"secret", k.String(), "expired_for", expiredFor.Round(time.Millisecond), "error", err)
-		return val, nil
+		if k.op == opList {
+			c.storeNegative(k, err, c.opts.ErrorTTL)
+		}
+		return nil, err
 
-	default:
-		c.remove(k)
+	default: // invalid, unsupported, canceled: nothing learned about the key
 		return nil, err
 	}
 }
 
-// storeValue stores a good answer, fresh for the (jittered) TTL.
-func (c *Cache) storeValue(k key, val any) {
+// storeValue stores a good answer, fresh for the (jittered) TTL, arms its
+// refresh ahead and reports a change. It returns how long it is fresh.
+func (c *Cache) storeValue(k key, val any) time.Duration {
 	ttl := c.opts.TTL
 	staleFor := c.opts.MaxStale
 	if s, ok := val.(resolver.Secret); ok && s.MaxAge > 0 {
 		// A lease ends the value's life: never keep or serve it past that.
 		ttl = min(ttl, s.MaxAge)
-		staleFor = -1
+		staleFor = 0
 	}
-	exp := c.opts.Now().Add(c.jitter(ttl))
-	c.store(&entry{key: k, val: val, expires: exp, staleUntil: staleUntilOf(exp, staleFor)})
+	ttl = c.jitter(ttl)
+	now := c.opts.Clock.Now()
+	e := &entry{key: k, val: val, fetched: now, expires: now.Add(ttl), refreshAt: now.Add(ttl * 3 / 4)}
+	if staleFor > 0 {
+		e.staleUntil = e.expires.Add(staleFor)
+	}
+	e.timer = c.opts.Clock.AfterFunc(ttl*3/4, func() { c.refreshDue(e) })
+
+	c.mu.Lock()
+	old := c.entries[k]
+	changed := k.op == opGet && old != nil && !sameValue(old.val, val)
+	c.put(e)
+	subs := c.onChange
+	c.mu.Unlock()
+	if changed {
+		c.notify(subs, Change{Ref: k.ref()})
+	}
+	return ttl
 }
 
-func staleUntilOf(expires time.Time, staleFor time.Duration) time.Time {
-	if staleFor < 0 {
-		return time.Time{} // never
+// storeNegative stores a negative answer (or a remembered failure) for d.
+func (c *Cache) storeNegative(k key, err error, d time.Duration) {
+	now := c.opts.Clock.Now()
+	e := &entry{key: k, err: err, fetched: now, expires: now.Add(c.jitter(d))}
+	c.mu.Lock()
+	old := c.entries[k]
+	deleted := k.op == opGet && old != nil && !old.negative()
+	c.put(e)
+	subs := c.onChange
+	c.mu.Unlock()
+	if deleted {
+		c.notify(subs, Change{Ref: k.ref(), Deleted: true})
 	}
-	return expires.Add(staleFor)
+}
+
+func (c *Cache) notify(subs []func(Change), ch Change) {
+	for _, f := range subs {
+		f(ch)
+	}
+}
+
+func sameValue(a, b any) bool {
+	sa, ok1 := a.(resolver.Secret)
+	sb, ok2 := b.(resolver.Secret)
+	return ok1 && ok2 && sa.Version == sb.Version && bytes.Equal(sa.Value, sb.Value)
+}
+
+// refreshDue runs when three quarters of e's freshness have passed: if e
+// was read meanwhile, it is fetched again in the background.
+func (c *Cache) refreshDue(e *entry) {
+	c.mu.Lock()
+	current := c.entries[e.key] == e
+	start := current && e.used && c.startRefresh(e)
+	c.mu.Unlock()
+	if !start {
+		return
+	}
+	c.refresh(e.key)
 }
 
 // jitter shortens d by up to Jitter of it.
@@ -428,27 +716,138 @@ func (c *Cache) jitter(d time.Duration) time.Duration {
 	return d - time.Duration(c.opts.Jitter*c.opts.Rand()*float64(d))
 }
 
-func (c *Cache) store(e *entry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.entries[e.key]; ok {
-		el.Value = e
-		c.lru.MoveToFront(el)
-		return
+// put stores e, replacing the entry for its key, and evicts the least
+// recently used entries of its store past the store's bound. Called with mu
+// held.
+func (c *Cache) put(e *entry) {
+	if old, ok := c.entries[e.key]; ok {
+		c.drop(old)
 	}
-	c.entries[e.key] = c.lru.PushFront(e)
-	for c.lru.Len() > c.opts.MaxEntries {
-		old := c.lru.Back()
-		c.lru.Remove(old)
-		delete(c.entries, old.Value.(*entry).key)
+	store, limit := c.values, c.opts.MaxEntries
+	if e.negative() {
+		store, limit = c.negatives, c.opts.MaxNegative
+	}
+	e.el = store.PushFront(e)
+	c.entries[e.key] = e
+	for store.Len() > limit {
+		c.drop(store.Back().Value.(*entry))
 	}
 }
 
-func (c *Cache) remove(k key) {
+// drop removes e from the store. Called with mu held.
+func (c *Cache) drop(e *entry) {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	if e.negative() {
+		c.negatives.Remove(e.el)
+	} else {
+		c.values.Remove(e.el)
+	}
+	if c.entries[e.key] == e {
+		delete(c.entries, e.key)
+	}
+}
+
+// touch marks e as most recently used. Called with mu held.
+func (c *Cache) touch(e *entry) {
+	if e.negative() {
+		c.negatives.MoveToFront(e.el)
+	} else {
+		c.values.MoveToFront(e.el)
+	}
+}
+
+func (c *Cache) isDown(provider string) bool {
+	h := c.health[provider]
+	return h != nil && h.down
+}
+
+// markDown marks provider down, unless it is already, and arms its probe:
+// probe repeats the call that found the outage.
+func (c *Cache) markDown(provider string, probe func(context.Context) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[k]; ok {
-		c.lru.Remove(el)
-		delete(c.entries, k)
+	h := c.health[provider]
+	if h == nil {
+		h = &health{}
+		c.health[provider] = h
 	}
+	if h.down {
+		return
+	}
+	h.down, h.since, h.backoff, h.probe = true, c.opts.Clock.Now(), c.opts.ProbeMin, probe
+	c.log.Warn("provider unavailable; serving cached values stale until it answers", "provider", provider)
+	h.timer = c.opts.Clock.AfterFunc(h.backoff, func() { c.background(func() { c.runProbe(provider, h) }) })
+}
+
+// markUp marks provider up and stops its probe.
+func (c *Cache) markUp(provider string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health[provider]
+	if h == nil || !h.down {
+		return
+	}
+	h.down = false
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	c.log.Info("provider answers again", "provider", provider, "down_for", c.opts.Clock.Now().Sub(h.since).Round(time.Millisecond))
+}
+
+// runProbe repeats the call that found provider down; while it still
+// fails as unavailable, it is tried again after twice the wait.
+func (c *Cache) runProbe(provider string, h *health) {
+	c.mu.Lock()
+	if c.health[provider] != h || !h.down || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	probe := h.probe
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+	c.calls.Add(1)
+	err := probe(ctx)
+	cancel()
+	if k := resolver.KindOf(err); k != resolver.KindUnavailable && k != resolver.KindCanceled {
+		c.markUp(provider)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !h.down || c.ctx.Err() != nil {
+		return
+	}
+	h.backoff = min(2*h.backoff, c.opts.ProbeMax)
+	h.timer = c.opts.Clock.AfterFunc(h.backoff, func() { c.background(func() { c.runProbe(provider, h) }) })
+}
+
+// Listing is one directory's entries as a provider listed them (see
+// resolver.Lister): "name" for a secret, "name/" for a directory. It is
+// immutable and answers membership without a scan.
+type Listing struct {
+	names []string
+	set   map[string]struct{}
+}
+
+// NewListing returns the listing of names (duplicates are dropped).
+func NewListing(names []string) *Listing {
+	l := &Listing{names: slices.Clone(names), set: make(map[string]struct{}, len(names))}
+	slices.Sort(l.names)
+	l.names = slices.Compact(l.names)
+	for _, n := range l.names {
+		l.set[n] = struct{}{}
+	}
+	return l
+}
+
+// Names returns the entries, sorted. The caller must not change them.
+func (l *Listing) Names() []string { return l.names }
+
+// Has reports whether entry ("name" or "name/") is listed.
+func (l *Listing) Has(entry string) bool {
+	_, ok := l.set[entry]
+	return ok
 }

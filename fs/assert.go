@@ -28,6 +28,4 @@ var (
 	_ gofs.NodeLinker        = readOnly{}
 	_ gofs.NodeSetxattrer    = readOnly{}
 	_ gofs.NodeRemovexattrer = readOnly{}
-
-	_ gofs.FileHandle = (*handle)(nil)
 )

@@ -1,32 +1,28 @@
 package fs
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"syscall"
 
 	"github.com/secretfs/secretfs/resolver"
 )
 
-// toErrno maps an error from the resolver to what the kernel is told. What
-// is not a plain answer about a secret (backend down, unknown failures) is
-// logged; no error here carries a value.
+// toErrno maps an error to what the kernel is told, by its kind (see
+// resolver.KindOf). What is not a plain answer about a secret (backend
+// down, unknown failures) is logged; no error here carries a value.
 func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
-	switch {
-	case err == nil:
+	switch resolver.KindOf(err) {
+	case resolver.KindOK:
 		return 0
-	case errors.Is(err, resolver.ErrNotFound),
-		errors.Is(err, resolver.ErrUnknownProvider),
-		errors.Is(err, resolver.ErrInvalidReference):
+	case resolver.KindNotFound, resolver.KindInvalid:
 		return syscall.ENOENT
-	case errors.Is(err, resolver.ErrPermission):
+	case resolver.KindPermission:
 		return syscall.EACCES
-	case errors.Is(err, context.Canceled):
+	case resolver.KindCanceled:
 		return syscall.EINTR
-	case errors.Is(err, errors.ErrUnsupported):
+	case resolver.KindUnsupported:
 		return syscall.ENOTSUP
-	case errors.Is(err, resolver.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case resolver.KindUnavailable:
 		log.Warn("backend unavailable", "op", op, "error", err)
 		return syscall.EIO
 	default:

@@ -1,18 +1,19 @@
 package fs
 
 import (
+	"bytes"
 	"context"
-	"errors"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/resolver"
 )
 
@@ -21,24 +22,27 @@ type Config struct {
 	UID, GID uint32
 	FileMode uint32 // permission bits of files; default 0400
 	DirMode  uint32 // permission bits of directories; default 0500
-	// DirTimeout is how long the kernel may cache directory entries and
-	// attributes; files are never cached by the kernel. Default 1s.
+	// DirTimeout is how long the kernel may keep directory entries and
+	// attributes. Default 1s. Files are kept for half of their value's
+	// remaining freshness instead.
 	DirTimeout time.Duration
-	// Timeout bounds a whole lookup, which may ask the backend more than
-	// once (the listing, the secret); default resolver.DefaultTimeout.
+	// Timeout bounds how long a lookup waits for a listing, and apart from
+	// that for a value; default resolver.DefaultTimeout.
 	Timeout time.Duration
 	Logger  *slog.Logger
 	// Audit, when set, gets one record for every open of a secret: who
 	// (uid, gid, pid), what (the reference) and the outcome. Never a value.
+	// It also puts the mount in audit mode: every open reaches the daemon.
 	Audit *slog.Logger
 }
 
-// Resolver is what the filesystem needs of resolver.Resolver.
-type Resolver interface {
-	Get(ctx context.Context, ref resolver.Reference) (resolver.Secret, error)
-	List(ctx context.Context, provider, dir string) ([]string, error)
+// Engine is what the filesystem needs of the cache.
+type Engine interface {
+	Get(ctx context.Context, ref resolver.Reference) (cache.Value, error)
+	List(ctx context.Context, provider, dir string) (*cache.Listing, time.Duration, error)
 	Prefetch(ctx context.Context, provider string, keys []string) error
 	Names() []string
+	OnChange(f func(cache.Change))
 }
 
 // maxPrefetch bounds how many secrets one directory listing reads ahead.
@@ -46,14 +50,19 @@ const maxPrefetch = 200
 
 // fsys is shared by all nodes of one mount.
 type fsys struct {
-	r       Resolver
-	cfg     Config
-	log     *slog.Logger
-	started time.Time
+	engine   Engine
+	cfg      Config
+	log      *slog.Logger
+	started  time.Time
+	notifier *notifier
 }
 
 // NewRoot returns the root node of a secretfs tree.
-func NewRoot(r Resolver, cfg Config) gofs.InodeEmbedder {
+func NewRoot(e Engine, cfg Config) gofs.InodeEmbedder {
+	return &rootNode{sys: newFsys(e, cfg)}
+}
+
+func newFsys(e Engine, cfg Config) *fsys {
 	if cfg.FileMode == 0 {
 		cfg.FileMode = 0o400
 	}
@@ -69,22 +78,13 @@ func NewRoot(r Resolver, cfg Config) gofs.InodeEmbedder {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	f := &fsys{r: r, cfg: cfg, log: cfg.Logger, started: time.Now()}
-	return &rootNode{fs: f}
+	f := &fsys{engine: e, cfg: cfg, log: cfg.Logger, started: time.Now(), notifier: newNotifier(cfg.Logger)}
+	e.OnChange(f.notifier.changed)
+	return f
 }
 
-// ino derives a stable inode number from a node's kind and path, so that
-// go-fuse reuses the inode of a name looked up again.
-func ino(kind byte, path string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte{kind})
-	h.Write([]byte(path))
-	n := h.Sum64()
-	if n <= 1 { // 1 is the root
-		n += 2
-	}
-	return n
-}
+// auditMode reports whether every open must reach the daemon.
+func (f *fsys) auditMode() bool { return f.cfg.Audit != nil }
 
 func (f *fsys) dirAttr(out *fuse.Attr) {
 	out.Mode = syscall.S_IFDIR | f.cfg.DirMode
@@ -106,41 +106,71 @@ func (f *fsys) fileAttr(s resolver.Secret, out *fuse.Attr) {
 	out.SetTimes(nil, &mtime, &mtime)
 }
 
-func (f *fsys) newDir(ctx context.Context, parent *gofs.Inode, provider, dir string, out *fuse.EntryOut) *gofs.Inode {
+// dirInode returns the directory node for name below parent: the one the
+// tree has, or a new one.
+func (f *fsys) dirInode(ctx context.Context, parent *gofs.Inode, name, provider, dir string, out *fuse.EntryOut) *gofs.Inode {
 	f.dirAttr(&out.Attr)
 	out.SetEntryTimeout(f.cfg.DirTimeout)
 	out.SetAttrTimeout(f.cfg.DirTimeout)
-	node := &dirNode{fs: f, provider: provider, dir: dir}
-	return parent.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino('d', provider+"/"+dir)})
+	if ch := parent.GetChild(name); ch != nil {
+		if d, ok := ch.Operations().(*dirNode); ok && d.provider == provider && d.dir == dir {
+			return ch
+		}
+	}
+	return parent.NewInode(ctx, &dirNode{sys: f, provider: provider, dir: dir}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+}
+
+// list waits at most cfg.Timeout for the listing of dir.
+func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	l, _, err := f.engine.List(ctx, provider, dir)
+	return l, err
+}
+
+// get waits at most cfg.Timeout for the value of ref.
+func (f *fsys) get(ctx context.Context, ref resolver.Reference) (cache.Value, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	return f.engine.Get(ctx, ref)
 }
 
 // rootNode lists the enabled providers.
 type rootNode struct {
 	gofs.Inode
 	readOnly
-	fs *fsys
+	sys *fsys
 }
 
 func (n *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fs.dirAttr(&out.Attr)
-	out.SetTimeout(n.fs.cfg.DirTimeout)
+	n.sys.dirAttr(&out.Attr)
+	out.SetTimeout(n.sys.cfg.DirTimeout)
 	return 0
 }
 
 func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	names := n.fs.r.Names()
+	names := n.sys.engine.Names()
 	entries := make([]fuse.DirEntry, 0, len(names))
 	for _, p := range names {
-		entries = append(entries, fuse.DirEntry{Name: p, Mode: syscall.S_IFDIR, Ino: ino('d', p+"/")})
+		entries = append(entries, fuse.DirEntry{Name: p, Mode: syscall.S_IFDIR, Ino: childIno(n.EmbeddedInode(), p)})
 	}
 	return gofs.NewListDirStream(entries), 0
 }
 
 func (n *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if !slices.Contains(n.fs.r.Names(), name) {
+	if !slices.Contains(n.sys.engine.Names(), name) {
 		return nil, syscall.ENOENT
 	}
-	return n.fs.newDir(ctx, n.EmbeddedInode(), name, "", out), 0
+	return n.sys.dirInode(ctx, n.EmbeddedInode(), name, name, "", out), 0
+}
+
+// childIno is the inode number of a child the tree holds, or 0 (go-fuse
+// then tells the kernel it is unknown).
+func childIno(parent *gofs.Inode, name string) uint64 {
+	if ch := parent.GetChild(name); ch != nil {
+		return ch.StableAttr().Ino
+	}
+	return 0
 }
 
 // dirNode is a provider's directory, or a directory below it (dir is the
@@ -148,7 +178,7 @@ func (n *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 type dirNode struct {
 	gofs.Inode
 	readOnly
-	fs       *fsys
+	sys      *fsys
 	provider string
 	dir      string
 }
@@ -161,66 +191,42 @@ func (n *dirNode) key(name string) string {
 }
 
 func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fs.dirAttr(&out.Attr)
-	out.SetTimeout(n.fs.cfg.DirTimeout)
+	n.sys.dirAttr(&out.Attr)
+	out.SetTimeout(n.sys.cfg.DirTimeout)
 	return 0
 }
 
-// Readdir lists the keys below the directory. A secret that is also a
-// directory is listed twice: "name" (the directory) and "name@" (the secret).
-func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	names, err := n.fs.r.List(ctx, n.provider, n.dir)
-	if errors.Is(err, errors.ErrUnsupported) {
-		return gofs.NewListDirStream(nil), 0 // a provider that cannot list looks empty
-	}
-	if err != nil {
-		return nil, toErrno(n.fs.log, "readdir "+n.provider+":"+n.dir, err)
-	}
-	dirs := make(map[string]bool)
-	for _, name := range names {
-		if d, ok := strings.CutSuffix(name, "/"); ok {
-			dirs[d] = true
-		}
-	}
+// shown is one name a directory shows, and what it stands for.
+type shown struct {
+	name  string // as it appears in the directory
+	entry string // the listing's entry: "key" for a secret, "key/" for a directory
+}
+
+// showNames turns a provider's listing into the names a directory shows: a
+// directory as itself, a secret as itself, and a secret that is also a
+// directory as "name@" (the directory wins the plain name). A name that a
+// path cannot reach again as itself is left out.
+func showNames(l *cache.Listing) []shown {
+	var out []shown
 	seen := make(map[string]bool)
-	entries := make([]fuse.DirEntry, 0, len(names))
-	add := func(name string, mode uint32, kind byte) bool {
-		if seen[name] {
-			return false
-		}
-		seen[name] = true
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: mode, Ino: ino(kind, n.provider+"/"+n.key(name))})
-		return true
-	}
-	var files []string
-	for _, name := range names {
-		d, isDir := strings.CutSuffix(name, "/")
-		if !listable(d) {
-			n.fs.log.Debug("not listing a name that a path cannot reach", "provider", n.provider, "dir", n.dir, "name", d)
+	for _, entry := range l.Names() {
+		name, isDir := strings.CutSuffix(entry, "/")
+		if !listable(name) {
 			continue
 		}
-		switch {
-		case isDir:
-			add(d, syscall.S_IFDIR, 'd')
-		case dirs[name]:
-			if add(name+"@", syscall.S_IFREG, 'f') && len(files) < maxPrefetch {
-				files = append(files, n.key(name))
-			}
-		default:
-			if add(name, syscall.S_IFREG, 'f') && len(files) < maxPrefetch {
-				files = append(files, n.key(name))
+		if !isDir && l.Has(entry+"/") {
+			name += "@"
+			if l.Has(name) {
+				continue // a secret named exactly "name@" wins that name
 			}
 		}
-	}
-	// `ls -l` or reading every file comes next, as a rule: read the
-	// values in batches where the provider can, rather than one by one.
-	if len(files) > 1 {
-		if err := n.fs.r.Prefetch(ctx, n.provider, files); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-			n.fs.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, shown{name: name, entry: entry})
 		}
 	}
-	slices.SortFunc(entries, func(a, b fuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
-	return gofs.NewListDirStream(entries), 0
+	slices.SortFunc(out, func(a, b shown) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 // listable reports whether a listed name can be looked up again as itself.
@@ -228,109 +234,168 @@ func listable(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/#\x00")
 }
 
+// Readdir lists the keys below the directory (see showNames), and reads
+// the listed secrets ahead in batches where the provider can.
+func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	l, err := n.sys.list(ctx, n.provider, n.dir)
+	switch resolver.KindOf(err) {
+	case resolver.KindOK:
+	case resolver.KindUnsupported:
+		return gofs.NewListDirStream(nil), 0 // a provider that cannot list looks empty
+	default:
+		return nil, toErrno(n.sys.log, "readdir "+n.provider+":"+n.dir, err)
+	}
+	names := showNames(l)
+	entries := make([]fuse.DirEntry, 0, len(names))
+	var files []string
+	self := n.EmbeddedInode()
+	for _, s := range names {
+		mode := uint32(syscall.S_IFREG)
+		if strings.HasSuffix(s.entry, "/") {
+			mode = syscall.S_IFDIR
+		} else if len(files) < maxPrefetch {
+			files = append(files, n.key(s.entry))
+		}
+		entries = append(entries, fuse.DirEntry{Name: s.name, Mode: mode, Ino: childIno(self, s.name)})
+	}
+	// `ls -l` or reading every file comes next, as a rule: read the
+	// values in batches where the provider can, rather than one by one.
+	if len(files) > 1 {
+		pctx, cancel := context.WithTimeout(ctx, n.sys.cfg.Timeout)
+		if err := n.sys.engine.Prefetch(pctx, n.provider, files); err != nil {
+			n.sys.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
+		}
+		cancel()
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
 // Lookup decides whether name is a directory or a secret (see the package
-// documentation) and asks the backend as little as it can: the listing of
-// this directory (cached) tells directories; anything else is read as a
-// secret.
+// documentation) and asks the engine as little as it can: this directory's
+// listing (cached) tells directories and exact names; anything else is read
+// as a secret. The listing and the read each get their own budget.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	ctx, cancel := context.WithTimeout(ctx, n.fs.cfg.Timeout)
-	defer cancel()
 	op := "lookup " + n.provider + ":" + n.key(name)
+	// canList is false when the listing cannot tell what exists here.
+	canList := true
+	l, err := n.sys.list(ctx, n.provider, n.dir)
+	switch resolver.KindOf(err) {
+	case resolver.KindOK:
+		if l.Has(name + "/") {
+			return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
+		}
+		if l.Has(name) && listable(name) {
+			// The exact name wins over every suffix form ("@", "@VERSION").
+			return n.lookupSecret(ctx, name, resolver.Reference{Provider: n.provider, Key: n.key(name)}, false, out)
+		}
+	case resolver.KindUnsupported, resolver.KindPermission:
+		canList = false
+	case resolver.KindCanceled:
+		return nil, syscall.EINTR
+	default:
+		// The listing is unavailable (and remembered so for a while); the
+		// secret may still be readable.
+		n.sys.log.Debug("listing failed during lookup", "op", op, "error", err)
+	}
 	rk, err := resolver.ParseKey(name)
 	if err != nil {
 		return nil, syscall.ENOENT
 	}
 	plain := rk.Version == "" && rk.Field == "" && !strings.HasSuffix(name, "@")
-
-	// canList is false when the listing cannot tell what exists here.
-	canList := true
-	names, err := n.fs.r.List(ctx, n.provider, n.dir)
-	switch {
-	case err == nil:
-		if slices.Contains(names, name+"/") {
-			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
-		}
-	case errors.Is(err, errors.ErrUnsupported), errors.Is(err, resolver.ErrPermission):
-		canList = false
-	case errors.Is(err, context.Canceled):
-		return nil, syscall.EINTR
-	default:
-		// The listing is unavailable; the secret may still be readable
-		// (stale in the cache, or from a backend that recovered).
-		n.fs.log.Debug("listing failed during lookup", "op", op, "error", err)
-	}
-
 	ref := resolver.Reference{Provider: n.provider, Key: n.key(rk.Key), Version: rk.Version, Field: rk.Field}
-	s, err := n.fs.r.Get(ctx, ref)
+	return n.lookupSecret(ctx, name, ref, plain && !canList, out)
+}
+
+// lookupSecret reads ref for the name. orDir: where the token may not list
+// this directory, a plain name it may not read either can be a directory it
+// may read below (a Vault policy on "secret/data/team/app" only).
+func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Reference, orDir bool, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	gen := n.sys.notifier.generation()
+	v, err := n.sys.get(ctx, ref)
 	if err == nil {
-		n.fs.fileAttr(s, &out.Attr)
-		out.SetEntryTimeout(n.fs.cfg.DirTimeout)
-		out.SetAttrTimeout(0)
-		node := &fileNode{fs: n.fs, ref: ref}
-		return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino('f', n.provider+"/"+n.key(name))}), 0
+		return n.fileInode(ctx, name, ref, v, gen, out), 0
 	}
-	// Where the token may not list this directory, a name it may not read
-	// either can be a directory it may read below (a Vault policy on
-	// "secret/data/team/app" only): take it as a directory.
-	if plain && !canList && (errors.Is(err, resolver.ErrNotFound) || errors.Is(err, resolver.ErrPermission)) {
-		return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
+	kind := resolver.KindOf(err)
+	if orDir && (kind == resolver.KindNotFound || kind == resolver.KindPermission) {
+		return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 	}
-	if errors.Is(err, resolver.ErrNotFound) && plain {
+	if kind == resolver.KindNotFound && ref.Version == "" && ref.Field == "" && !strings.HasSuffix(name, "@") {
 		// Not in this directory's listing and not a secret: it may still be
 		// a directory the listing leaves out (a Vault mount of another
 		// engine) or that appeared since the listing was cached.
-		if below, lerr := n.fs.r.List(ctx, n.provider, n.key(name)); lerr == nil && len(below) > 0 {
-			return n.fs.newDir(ctx, n.EmbeddedInode(), n.provider, n.key(name), out), 0
+		if below, lerr := n.sys.list(ctx, n.provider, n.key(name)); lerr == nil && len(below.Names()) > 0 {
+			return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 		}
 	}
-	errno := toErrno(n.fs.log, op, err)
-	n.fs.audit(ctx, "lookup", ref, errno) // a failed read never reaches open
+	errno := toErrno(n.sys.log, "lookup "+ref.String(), err)
+	n.sys.audit(ctx, "lookup", ref, errno) // a failed read never reaches open
 	return nil, errno
 }
 
-// fileNode is one secret (with its version and field).
+// fileInode returns the node for name showing v: the one the kernel has
+// when it shows the same content, else a new node (a new inode), so that a
+// descriptor open on the old one keeps reading the old bytes. The kernel
+// keeps the entry for half of the value's remaining freshness: a name in
+// use is looked up again, and so counted as read, before it expires.
+func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Reference, v cache.Value, gen uint64, out *fuse.EntryOut) *gofs.Inode {
+	valid := v.FreshFor / 2
+	n.sys.fileAttr(v.Secret, &out.Attr)
+	out.SetEntryTimeout(valid)
+	out.SetAttrTimeout(valid)
+	parent := n.EmbeddedInode()
+	base := ref
+	base.Field = ""
+	defer n.sys.notifier.watch(base, parent, name, gen)
+	if ch := parent.GetChild(name); ch != nil {
+		if f, ok := ch.Operations().(*fileNode); ok && f.ref == ref && f.shows(v.Secret) {
+			f.setValid(valid)
+			return ch
+		}
+	}
+	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret}
+	node.setValid(valid)
+	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
+}
+
+// fileNode is one version of one secret's content (with its field). Its
+// bytes never change: a new value is a new node.
 type fileNode struct {
 	gofs.Inode
 	readOnly
-	fs  *fsys
-	ref resolver.Reference
+	sys    *fsys
+	ref    resolver.Reference
+	secret resolver.Secret
+	// validUntil (unix nanoseconds) is until when the kernel may keep the
+	// attributes.
+	validUntil atomic.Int64
 }
 
-// handle holds the bytes a file was opened with.
-type handle struct {
-	secret resolver.Secret
+func (n *fileNode) shows(s resolver.Secret) bool {
+	return n.secret.Version == s.Version && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
 }
+
+func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add(d).UnixNano()) }
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.SetTimeout(0)
-	if h, ok := fh.(*handle); ok {
-		n.fs.fileAttr(h.secret, &out.Attr)
-		return 0
-	}
-	s, err := n.fs.r.Get(ctx, n.ref)
-	if err != nil {
-		return toErrno(n.fs.log, "getattr "+n.ref.String(), err)
-	}
-	n.fs.fileAttr(s, &out.Attr)
+	n.sys.fileAttr(n.secret, &out.Attr)
+	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
 }
 
+// Open answers ENOSYS in the fast mode: the kernel then never sends OPEN
+// again on this mount, and serves warm reads from its page cache without a
+// round trip. In audit mode every open reaches here and is recorded, and
+// the data still comes from the page cache.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
-		n.audit(ctx, "denied", syscall.EROFS)
+		n.sys.audit(ctx, "denied", n.ref, syscall.EROFS)
 		return nil, 0, syscall.EROFS
 	}
-	s, err := n.fs.r.Get(ctx, n.ref)
-	errno := toErrno(n.fs.log, "open "+n.ref.String(), err)
-	n.audit(ctx, "open", errno)
-	if errno != 0 {
-		return nil, 0, errno
+	if !n.sys.auditMode() {
+		return nil, 0, syscall.ENOSYS
 	}
-	return &handle{secret: s}, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func (n *fileNode) audit(ctx context.Context, what string, errno syscall.Errno) {
-	n.fs.audit(ctx, what, n.ref, errno)
+	n.sys.audit(ctx, "open", n.ref, 0)
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // audit writes one record of an attempt to read ref: who, what, outcome.
@@ -356,12 +421,9 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 	return syscall.ENOSYS
 }
 
+// Read serves the node's own bytes: the page cache is filled from here.
 func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h, ok := fh.(*handle)
-	if !ok {
-		return nil, syscall.EBADF
-	}
-	v := h.secret.Value
+	v := n.secret.Value
 	if off >= int64(len(v)) {
 		return fuse.ReadResultData(nil), 0
 	}
@@ -376,35 +438,25 @@ type readOnly struct{}
 func (readOnly) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS
 }
-
 func (readOnly) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, syscall.EROFS
 }
-
 func (readOnly) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
-
 func (readOnly) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
-
 func (readOnly) Unlink(context.Context, string) syscall.Errno { return syscall.EROFS }
-
-func (readOnly) Rmdir(context.Context, string) syscall.Errno { return syscall.EROFS }
-
+func (readOnly) Rmdir(context.Context, string) syscall.Errno  { return syscall.EROFS }
 func (readOnly) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
 	return syscall.EROFS
 }
-
 func (readOnly) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
-
 func (readOnly) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
-
 func (readOnly) Setxattr(context.Context, string, []byte, uint32) syscall.Errno { return syscall.EROFS }
-
-func (readOnly) Removexattr(context.Context, string) syscall.Errno { return syscall.EROFS }
+func (readOnly) Removexattr(context.Context, string) syscall.Errno              { return syscall.EROFS }

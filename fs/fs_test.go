@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,47 +15,60 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/resolver"
 )
 
-// fakeResolver answers from maps; it stands in for resolver.Resolver.
-type fakeResolver struct {
-	values  map[string]resolver.Secret // by Reference.String()
+// fakeEngine answers from maps; it stands in for the cache.
+type fakeEngine struct {
+	mu      sync.Mutex
+	values  map[string]resolver.Secret // guarded by mu; by Reference.String()
 	lists   map[string][]string        // by "provider:dir"
 	listErr error
 	getErr  error
 	names   []string
 
 	prefetched []string
+	onChange   []func(cache.Change)
 }
 
-func (f *fakeResolver) Get(ctx context.Context, ref resolver.Reference) (resolver.Secret, error) {
+func (f *fakeEngine) Get(ctx context.Context, ref resolver.Reference) (cache.Value, error) {
 	if f.getErr != nil {
-		return resolver.Secret{}, f.getErr
+		return cache.Value{}, f.getErr
 	}
+	f.mu.Lock()
 	s, ok := f.values[ref.String()]
+	f.mu.Unlock()
 	if !ok {
-		return resolver.Secret{}, fmt.Errorf("%s: %w", ref, resolver.ErrNotFound)
+		return cache.Value{}, fmt.Errorf("%s: %w", ref, resolver.ErrNotFound)
 	}
-	return s, nil
+	return cache.Value{Secret: s, FreshFor: time.Minute}, nil
 }
 
-func (f *fakeResolver) List(ctx context.Context, provider, dir string) ([]string, error) {
+func (f *fakeEngine) set(ref string, s resolver.Secret) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.values[ref] = s
+}
+
+func (f *fakeEngine) List(ctx context.Context, provider, dir string) (*cache.Listing, time.Duration, error) {
 	if f.listErr != nil {
-		return nil, f.listErr
+		return nil, 0, f.listErr
 	}
-	return f.lists[provider+":"+dir], nil
+	return cache.NewListing(f.lists[provider+":"+dir]), time.Minute, nil
 }
 
-func (f *fakeResolver) Names() []string { return f.names }
+func (f *fakeEngine) Names() []string { return f.names }
 
-func (f *fakeResolver) Prefetch(ctx context.Context, provider string, keys []string) error {
+func (f *fakeEngine) Prefetch(ctx context.Context, provider string, keys []string) error {
 	f.prefetched = append(f.prefetched, keys...)
 	return nil
 }
 
-func newTestFS(r Resolver, cfg Config) *fsys {
-	return NewRoot(r, cfg).(*rootNode).fs
+func (f *fakeEngine) OnChange(fn func(cache.Change)) { f.onChange = append(f.onChange, fn) }
+
+func newTestFS(e Engine, cfg Config) *fsys {
+	return NewRoot(e, cfg).(*rootNode).sys
 }
 
 func TestToErrno(t *testing.T) {
@@ -85,88 +99,66 @@ func TestToErrno(t *testing.T) {
 	}
 }
 
-func TestFileOpenReadGetattr(t *testing.T) {
+func TestFileNode(t *testing.T) {
 	created := time.Date(2025, 5, 6, 7, 8, 9, 0, time.UTC)
-	r := &fakeResolver{values: map[string]resolver.Secret{
-		"p:k": {Value: []byte("0123456789"), Created: created},
-	}}
+	secret := resolver.Secret{Value: []byte("0123456789"), Created: created}
 	var audit bytes.Buffer
-	f := newTestFS(r, Config{UID: 1000, GID: 2000, FileMode: 0o440, Audit: slog.New(slog.NewJSONHandler(&audit, nil))})
-	n := &fileNode{fs: f, ref: resolver.Reference{Provider: "p", Key: "k"}}
-	ctx := context.Background()
-
-	var ao fuse.AttrOut
-	if errno := n.Getattr(ctx, nil, &ao); errno != 0 {
-		t.Fatalf("Getattr: %v", errno)
-	}
-	if got, want := ao.Attr.Mode, uint32(syscall.S_IFREG|0o440); got != want {
-		t.Errorf("mode = %o, want %o", got, want)
-	}
-	if ao.Attr.Uid != 1000 || ao.Attr.Gid != 2000 {
-		t.Errorf("owner = %d:%d, want 1000:2000", ao.Attr.Uid, ao.Attr.Gid)
-	}
-	if ao.Attr.Size != 10 {
-		t.Errorf("size = %d, want 10", ao.Attr.Size)
-	}
-	if got := time.Unix(int64(ao.Attr.Mtime), 0).UTC(); !got.Equal(created) {
-		t.Errorf("mtime = %v, want %v", got, created)
-	}
-
-	fh, flags, errno := n.Open(ctx, syscall.O_RDONLY)
-	if errno != 0 {
-		t.Fatalf("Open: %v", errno)
-	}
-	if flags&fuse.FOPEN_DIRECT_IO == 0 {
-		t.Error("Open without FOPEN_DIRECT_IO: a changed value could be read from a stale page cache")
-	}
-	// The handle keeps the bytes it was opened with.
-	r.values["p:k"] = resolver.Secret{Value: []byte("changed")}
-	for _, tt := range []struct {
-		off  int64
-		size int
-		want string
-	}{{0, 4, "0123"}, {4, 100, "456789"}, {10, 4, ""}, {99, 4, ""}} {
-		res, errno := n.Read(ctx, fh, make([]byte, tt.size), tt.off)
-		if errno != 0 {
-			t.Fatalf("Read: %v", errno)
-		}
-		got, _ := res.Bytes(make([]byte, tt.size))
-		if string(got) != tt.want {
-			t.Errorf("Read(off %d, %d) = %q, want %q", tt.off, tt.size, got, tt.want)
-		}
-	}
-	if errno := n.Getattr(ctx, fh, &ao); errno != 0 || ao.Attr.Size != 10 {
-		t.Errorf("Getattr on the open handle: size %d, %v; want 10", ao.Attr.Size, errno)
-	}
-	if !strings.Contains(audit.String(), `"ref":"p:k"`) || strings.Contains(audit.String(), "0123") {
-		t.Errorf("audit record = %s; want the reference and never the value", audit.String())
-	}
-}
-
-func TestFileOpenErrors(t *testing.T) {
 	tests := []struct {
-		name  string
-		flags uint32
-		err   error
-		want  syscall.Errno
+		name      string
+		audit     *slog.Logger
+		wantErrno syscall.Errno
+		wantFlags uint32
 	}{
-		{"write", syscall.O_WRONLY, nil, syscall.EROFS},
-		{"read-write", syscall.O_RDWR, nil, syscall.EROFS},
-		{"truncate", syscall.O_RDONLY | syscall.O_TRUNC, nil, syscall.EROFS},
-		{"append", syscall.O_WRONLY | syscall.O_APPEND, nil, syscall.EROFS},
-		{"gone", syscall.O_RDONLY, resolver.ErrNotFound, syscall.ENOENT},
-		{"denied", syscall.O_RDONLY, resolver.ErrPermission, syscall.EACCES},
-		{"down", syscall.O_RDONLY, resolver.ErrUnavailable, syscall.EIO},
-		{"interrupted", syscall.O_RDONLY, context.Canceled, syscall.EINTR},
+		{"fast: opens stay in the kernel", nil, syscall.ENOSYS, 0},
+		{"audit: every open reaches the daemon", slog.New(slog.NewJSONHandler(&audit, nil)), 0, fuse.FOPEN_KEEP_CACHE},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &fakeResolver{getErr: tt.err, values: map[string]resolver.Secret{"p:k": {Value: []byte("v")}}}
-			n := &fileNode{fs: newTestFS(r, Config{}), ref: resolver.Reference{Provider: "p", Key: "k"}}
-			if _, _, errno := n.Open(context.Background(), tt.flags); errno != tt.want {
-				t.Errorf("Open = %v, want %v", errno, tt.want)
+			f := newTestFS(&fakeEngine{}, Config{UID: 1000, GID: 2000, FileMode: 0o440, Audit: tt.audit})
+			n := &fileNode{sys: f, ref: resolver.Reference{Provider: "p", Key: "k"}, secret: secret}
+			n.setValid(time.Minute)
+			ctx := context.Background()
+			var ao fuse.AttrOut
+			if errno := n.Getattr(ctx, nil, &ao); errno != 0 {
+				t.Fatalf("Getattr: %v", errno)
+			}
+			if got, want := ao.Attr.Mode, uint32(syscall.S_IFREG|0o440); got != want {
+				t.Errorf("mode = %o, want %o", got, want)
+			}
+			if ao.Attr.Uid != 1000 || ao.Attr.Gid != 2000 || ao.Attr.Size != 10 {
+				t.Errorf("owner %d:%d size %d, want 1000:2000 and 10", ao.Attr.Uid, ao.Attr.Gid, ao.Attr.Size)
+			}
+			if got := time.Unix(int64(ao.Attr.Mtime), 0).UTC(); !got.Equal(created) {
+				t.Errorf("mtime = %v, want %v", got, created)
+			}
+			if ao.Timeout() <= 0 || ao.Timeout() > time.Minute {
+				t.Errorf("attribute timeout %v, want within the node's validity", ao.Timeout())
+			}
+			_, flags, errno := n.Open(ctx, syscall.O_RDONLY)
+			if errno != tt.wantErrno || flags != tt.wantFlags {
+				t.Errorf("Open = flags %x, %v; want %x, %v", flags, errno, tt.wantFlags, tt.wantErrno)
+			}
+			if _, _, errno := n.Open(ctx, syscall.O_WRONLY); errno != syscall.EROFS {
+				t.Errorf("Open for writing = %v, want EROFS", errno)
+			}
+			for _, rt := range []struct {
+				off  int64
+				size int
+				want string
+			}{{0, 4, "0123"}, {4, 100, "456789"}, {10, 4, ""}, {99, 4, ""}} {
+				res, errno := n.Read(ctx, nil, make([]byte, rt.size), rt.off)
+				if errno != 0 {
+					t.Fatalf("Read: %v", errno)
+				}
+				got, _ := res.Bytes(make([]byte, rt.size))
+				if string(got) != rt.want {
+					t.Errorf("Read(off %d, %d) = %q, want %q", rt.off, rt.size, got, rt.want)
+				}
 			}
 		})
+	}
+	if !strings.Contains(audit.String(), `"ref":"p:k"`) || strings.Contains(audit.String(), "0123") {
+		t.Errorf("audit record = %s; want the reference and never the value", audit.String())
 	}
 }
 
@@ -208,8 +200,8 @@ func readdir(t *testing.T, ds gofs.DirStream) map[string]uint32 {
 }
 
 func TestReaddir(t *testing.T) {
-	r := &fakeResolver{names: []string{"env", "test"}, lists: map[string][]string{
-		"test:":    {"a", "app", "app/", "dir/", "bad#name", "a"},
+	r := &fakeEngine{names: []string{"env", "test"}, lists: map[string][]string{
+		"test:":    {"a", "app", "app/", "dir/", "bad#name", "a", "x@", "x", "x/"},
 		"test:dir": {"x"},
 	}}
 	f := newTestFS(r, Config{})
@@ -219,18 +211,20 @@ func TestReaddir(t *testing.T) {
 		t.Errorf("root = %v, want env/ and test/", got)
 	}
 
-	d := &dirNode{fs: f, provider: "test"}
+	d := &dirNode{sys: f, provider: "test"}
 	ds, errno := d.Readdir(context.Background())
 	if errno != 0 {
 		t.Fatal(errno)
 	}
-	want := map[string]uint32{"a": syscall.S_IFREG, "app": syscall.S_IFDIR, "app@": syscall.S_IFREG, "dir": syscall.S_IFDIR}
+	// "x@" is a secret's exact name: it wins over the "x@" of secret x.
+	want := map[string]uint32{"a": syscall.S_IFREG, "app": syscall.S_IFDIR, "app@": syscall.S_IFREG, "dir": syscall.S_IFDIR,
+		"x": syscall.S_IFDIR, "x@": syscall.S_IFREG}
 	got := readdir(t, ds)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("readdir = %v, want %v", got, want)
 	}
 
-	if want := []string{"a", "app"}; fmt.Sprint(r.prefetched) != fmt.Sprint(want) {
+	if want := []string{"a", "app", "x@"}; fmt.Sprint(r.prefetched) != fmt.Sprint(want) {
 		t.Errorf("prefetched %q, want the listed secrets %q", r.prefetched, want)
 	}
 
@@ -246,13 +240,13 @@ func TestReaddir(t *testing.T) {
 }
 
 func TestDirAttr(t *testing.T) {
-	f := newTestFS(&fakeResolver{}, Config{UID: 7, GID: 8, DirMode: 0o550})
+	f := newTestFS(&fakeEngine{}, Config{UID: 7, GID: 8, DirMode: 0o550})
 	var ao fuse.AttrOut
-	(&dirNode{fs: f}).Getattr(context.Background(), nil, &ao)
+	(&dirNode{sys: f}).Getattr(context.Background(), nil, &ao)
 	if ao.Attr.Mode != syscall.S_IFDIR|0o550 || ao.Attr.Uid != 7 || ao.Attr.Gid != 8 {
 		t.Errorf("dir attr mode %o owner %d:%d, want %o 7:8", ao.Attr.Mode, ao.Attr.Uid, ao.Attr.Gid, syscall.S_IFDIR|0o550)
 	}
-	def := newTestFS(&fakeResolver{}, Config{})
+	def := newTestFS(&fakeEngine{}, Config{})
 	if def.cfg.FileMode != 0o400 || def.cfg.DirMode != 0o500 {
 		t.Errorf("default modes %o %o, want 0400 0500", def.cfg.FileMode, def.cfg.DirMode)
 	}

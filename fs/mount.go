@@ -24,14 +24,15 @@ type MountOptions struct {
 
 // Server is a mounted secretfs.
 type Server struct {
-	srv *fuse.Server
-	dir string
+	srv  *fuse.Server
+	dir  string
+	done chan struct{} // closed when the filesystem is unmounted
 }
 
 // Mount mounts a secretfs tree at dir, read-only, and returns once the
 // kernel answers requests. A dir left over from a daemon that died
 // ("transport endpoint is not connected") is unmounted first.
-func Mount(dir string, r Resolver, cfg Config, mo MountOptions) (*Server, error) {
+func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 	if err := CleanStale(dir); err != nil {
 		return nil, err
 	}
@@ -42,7 +43,7 @@ func Mount(dir string, r Resolver, cfg Config, mo MountOptions) (*Server, error)
 	if !st.IsDir() {
 		return nil, fmt.Errorf("mountpoint %s: not a directory", dir)
 	}
-	root := NewRoot(r, cfg)
+	root := &rootNode{sys: newFsys(e, cfg)}
 	opts := []string{"ro"}
 	if mo.AllowOther {
 		opts = append(opts, "default_permissions")
@@ -60,24 +61,27 @@ func Mount(dir string, r Resolver, cfg Config, mo MountOptions) (*Server, error)
 			// READDIRPLUS would look up (read) every secret of a directory
 			// that is only listed.
 			DisableReadDirPlus: true,
-			// Reads bypass the page cache (FOPEN_DIRECT_IO); this lets
-			// programs that mmap a secret do so anyway, where the kernel
-			// can (Linux 6.6 and later).
-			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP,
-			Debug:             mo.Debug,
+			// A node's bytes never change (a new value is a new inode), so
+			// the kernel may keep its pages until the inode goes.
+			ExplicitDataCacheControl: true,
+			Debug:                    mo.Debug,
 		},
-		NegativeTimeout: &negative,
-		UID:             cfg.UID,
-		GID:             cfg.GID,
+		NegativeTimeout:   &negative,
+		FirstAutomaticIno: 2, // 1 is the root; small numbers suit 32-bit stat callers
+		UID:               cfg.UID,
+		GID:               cfg.GID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	return &Server{srv: srv, dir: dir}, nil
+	s := &Server{srv: srv, dir: dir, done: make(chan struct{})}
+	go root.sys.notifier.run(s.done)
+	go func() { srv.Wait(); close(s.done) }()
+	return s, nil
 }
 
 // Wait blocks until the filesystem is unmounted.
-func (s *Server) Wait() { s.srv.Wait() }
+func (s *Server) Wait() { <-s.done }
 
 // Unmount unmounts the filesystem. When it is busy (a process has a file
 // open or its cwd inside), it is detached lazily: it disappears from the

@@ -87,10 +87,20 @@ func (r *Resolver) withTimeout(ctx context.Context) (context.Context, context.Ca
 }
 
 // Get resolves ref: the secret Key at Version in Provider, cut to Field.
-// When Version is set, a secret whose exact name is "Key@Version" wins over
-// Key at Version. Errors wrap the package's sentinels and name the reference,
-// never the value.
+// It is Fetch followed by Cut.
 func (r *Resolver) Get(ctx context.Context, ref Reference) (Secret, error) {
+	s, err := r.Fetch(ctx, ref)
+	if err != nil {
+		return Secret{}, err
+	}
+	return Cut(ref, s)
+}
+
+// Fetch reads the whole value of ref (its Field is not applied: a cache
+// keeps one value for every field of a secret). When Version is set, a
+// secret whose exact name is "Key@Version" wins over Key at Version. Errors
+// wrap the package's sentinels and name the reference, never the value.
+func (r *Resolver) Fetch(ctx context.Context, ref Reference) (Secret, error) {
 	if err := ref.Validate(); err != nil {
 		return Secret{}, err
 	}
@@ -101,24 +111,29 @@ func (r *Resolver) Get(ctx context.Context, ref Reference) (Secret, error) {
 	ctx, cancel := r.withTimeout(ctx)
 	defer cancel()
 
-	var s Secret
-	found := false
+	whole := ref
+	whole.Field = ""
 	if ref.Version != "" {
 		// A policy that grants one secret only (not "KEY@VERSION") denies
 		// the exact name: that is no answer either, so go on to the version.
-		s, err = p.Get(ctx, ref.Key+"@"+ref.Version, "")
-		switch {
-		case err == nil:
-			found = true
-		case !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrPermission):
-			return Secret{}, wrap(ref, err)
+		s, err := p.Get(ctx, ref.Key+"@"+ref.Version, "")
+		switch KindOf(err) {
+		case KindOK:
+			return s, nil
+		case KindNotFound, KindPermission:
+		default:
+			return Secret{}, wrap(whole, err)
 		}
 	}
-	if !found {
-		if s, err = p.Get(ctx, ref.Key, ref.Version); err != nil {
-			return Secret{}, wrap(ref, err)
-		}
+	s, err := p.Get(ctx, ref.Key, ref.Version)
+	if err != nil {
+		return Secret{}, wrap(whole, err)
 	}
+	return s, nil
+}
+
+// Cut applies ref.Field to s, a value that Fetch returned for ref.
+func Cut(ref Reference, s Secret) (Secret, error) {
 	if ref.Field == "" {
 		return s, nil
 	}
@@ -150,24 +165,25 @@ func (r *Resolver) List(ctx context.Context, provider, dir string) ([]string, er
 	return names, nil
 }
 
-// Prefetch reads the current values of keys in provider in a batch, where
-// the provider can (see BatchGetter), so that reads that follow are served
-// from a cache in front of it. It does nothing for other providers.
-func (r *Resolver) Prefetch(ctx context.Context, provider string, keys []string) error {
+// GetBatch reads the current values of keys in provider in few calls (see
+// BatchGetter). A provider that cannot yields errors.ErrUnsupported; keys
+// that are missing or failed are absent from the result.
+func (r *Resolver) GetBatch(ctx context.Context, provider string, keys []string) (map[string]Secret, error) {
 	p, err := r.Provider(provider)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b, ok := p.(BatchGetter)
-	if !ok || len(keys) == 0 {
-		return nil
+	if !ok {
+		return nil, fmt.Errorf("batch %s: %w", provider, errors.ErrUnsupported)
 	}
 	ctx, cancel := r.withTimeout(ctx)
 	defer cancel()
-	if _, err := b.GetBatch(ctx, keys); err != nil {
-		return fmt.Errorf("prefetch %s: %w", provider, Unavailable(err))
+	got, err := b.GetBatch(ctx, keys)
+	if err != nil {
+		return got, fmt.Errorf("batch %s: %w", provider, Unavailable(err))
 	}
-	return nil
+	return got, nil
 }
 
 func wrap(ref Reference, err error) error {

@@ -14,10 +14,10 @@ func init() {
 	backends = append(backends, backend{name: aws.Name, flags: awsFlags})
 }
 
-func awsFlags(fs *pflag.FlagSet) opener {
-	region := fs.String("aws-region", "", "AWS region (default: the SDK's chain, e.g. AWS_REGION or the profile's)")
-	profile := fs.String("aws-profile", "", "AWS shared config profile (default: the SDK's chain, e.g. AWS_PROFILE)")
-	prefixes := fs.StringSlice("aws-prefix", nil, "only AWS secret names starting with this are listed and readable (repeatable); others are ENOENT without an API call")
+func awsFlags(set *pflag.FlagSet) opener {
+	region := set.String("aws-region", "", "AWS region (default: the SDK's chain, e.g. AWS_REGION or the profile's)")
+	profile := set.String("aws-profile", "", "AWS shared config profile (default: the SDK's chain, e.g. AWS_PROFILE)")
+	prefixes := set.StringSlice("aws-prefix", nil, "only AWS secret names starting with this are listed and readable (repeatable); others are ENOENT without an API call")
 	return func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
 		return aws.New(ctx, aws.Config{Region: *region, Profile: *profile, Prefixes: *prefixes, Logger: log})
 	}

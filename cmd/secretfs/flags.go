@@ -19,11 +19,11 @@ import (
 )
 
 // backend is a provider the command line can enable. flags adds the
-// provider's own flags to fs and returns the function that opens it with
+// provider's own flags to set and returns the function that opens it with
 // the values they got.
 type backend struct {
 	name  string
-	flags func(fs *pflag.FlagSet) opener
+	flags func(set *pflag.FlagSet) opener
 }
 
 type opener func(ctx context.Context, log *slog.Logger) (resolver.Provider, error)
@@ -34,8 +34,8 @@ var backends = []backend{
 	{name: env.Name, flags: envFlags},
 }
 
-func envFlags(fs *pflag.FlagSet) opener {
-	allow := fs.StringSlice("env-allow", []string{"*"},
+func envFlags(set *pflag.FlagSet) opener {
+	allow := set.StringSlice("env-allow", []string{"*"},
 		"glob of environment variables the env provider shows (repeatable); VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN and SECRETFS_* only when named exactly")
 	return func(context.Context, *slog.Logger) (resolver.Provider, error) {
 		p, err := env.New(*allow)
@@ -48,7 +48,7 @@ func envFlags(fs *pflag.FlagSet) opener {
 
 // common holds the flags every command that reads secrets has.
 type common struct {
-	fs        *pflag.FlagSet
+	flagSet   *pflag.FlagSet
 	providers []string
 	timeout   time.Duration
 	logLevel  string
@@ -57,20 +57,20 @@ type common struct {
 }
 
 func newCommon(name string) *common {
-	c := &common{fs: pflag.NewFlagSet(name, pflag.ContinueOnError), openers: make(map[string]opener)}
-	c.fs.SetOutput(io.Discard) // errors are returned; --help prints to stdout
-	c.fs.SortFlags = true
-	c.fs.Usage = func() {}
+	c := &common{flagSet: pflag.NewFlagSet(name, pflag.ContinueOnError), openers: make(map[string]opener)}
+	c.flagSet.SetOutput(io.Discard) // errors are returned; --help prints to stdout
+	c.flagSet.SortFlags = true
+	c.flagSet.Usage = func() {}
 	var names []string
 	for _, b := range backends {
 		names = append(names, b.name)
 	}
-	c.fs.StringSliceVar(&c.providers, "providers", []string{env.Name}, "providers to enable, from: "+strings.Join(names, ","))
-	c.fs.DurationVar(&c.timeout, "timeout", resolver.DefaultTimeout, "deadline of every backend call")
-	c.fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	c.fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	c.flagSet.StringSliceVar(&c.providers, "providers", []string{env.Name}, "providers to enable, from: "+strings.Join(names, ","))
+	c.flagSet.DurationVar(&c.timeout, "timeout", resolver.DefaultTimeout, "deadline of every backend call")
+	c.flagSet.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.flagSet.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	for _, b := range backends {
-		c.openers[b.name] = b.flags(c.fs)
+		c.openers[b.name] = b.flags(c.flagSet)
 	}
 	return c
 }
@@ -79,22 +79,22 @@ func newCommon(name string) *common {
 // from SECRETFS_<FLAG> in the environment. It returns pflag.ErrHelp after
 // printing usage for --help.
 func (c *common) parse(args []string, stdout io.Writer, usage string) error {
-	err := c.fs.Parse(args)
+	err := c.flagSet.Parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
-		fmt.Fprint(stdout, usage, "\nFlags:\n", c.fs.FlagUsages())
+		fmt.Fprint(stdout, usage, "\nFlags:\n", c.flagSet.FlagUsages())
 		return err
 	}
 	if err != nil {
 		return usagef("%v", err)
 	}
 	var envErr error
-	c.fs.VisitAll(func(f *pflag.Flag) {
+	c.flagSet.VisitAll(func(f *pflag.Flag) {
 		if f.Changed || envErr != nil {
 			return
 		}
 		name := "SECRETFS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(name); ok {
-			if err := c.fs.Set(f.Name, v); err != nil {
+			if err := c.flagSet.Set(f.Name, v); err != nil {
 				envErr = usagef("%s: %v", name, err)
 			}
 		}

@@ -52,10 +52,10 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	if err := c.parse(args, stdout, getUsage); err != nil {
 		return helpOK(err)
 	}
-	if c.fs.NArg() != 1 {
+	if c.flagSet.NArg() != 1 {
 		return usagef("get takes one reference, PROVIDER:KEY[@VERSION][#FIELD]")
 	}
-	ref, err := resolver.Parse(c.fs.Arg(0))
+	ref, err := resolver.Parse(c.flagSet.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -74,12 +74,12 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 	if err := c.parse(args, stdout, lsUsage); err != nil {
 		return helpOK(err)
 	}
-	if c.fs.NArg() != 1 {
+	if c.flagSet.NArg() != 1 {
 		return usagef("ls takes one argument, PROVIDER:[DIR]")
 	}
-	provider, dir, ok := strings.Cut(c.fs.Arg(0), ":")
+	provider, dir, ok := strings.Cut(c.flagSet.Arg(0), ":")
 	if !ok {
-		return fmt.Errorf("%w: %q: want PROVIDER:[DIR]", resolver.ErrInvalidReference, c.fs.Arg(0))
+		return fmt.Errorf("%w: %q: want PROVIDER:[DIR]", resolver.ErrInvalidReference, c.flagSet.Arg(0))
 	}
 	dir = strings.Trim(dir, "/")
 	if dir != "" {

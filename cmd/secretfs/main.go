@@ -36,18 +36,19 @@ func main() {
 
 func exitCode(err error) int {
 	var ue *usageError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ue):
+	if errors.As(err, &ue) {
 		return exitUsage
-	case errors.Is(err, resolver.ErrNotFound):
+	}
+	switch resolver.KindOf(err) {
+	case resolver.KindOK:
+		return exitOK
+	case resolver.KindNotFound:
 		return exitNotFound
-	case errors.Is(err, resolver.ErrInvalidReference), errors.Is(err, resolver.ErrUnknownProvider):
+	case resolver.KindInvalid:
 		return exitInvalidRef
-	case errors.Is(err, resolver.ErrPermission):
+	case resolver.KindPermission:
 		return exitPermission
-	case errors.Is(err, resolver.ErrUnavailable):
+	case resolver.KindUnavailable:
 		return exitUnavailable
 	default:
 		return exitError

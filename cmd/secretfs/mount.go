@@ -42,7 +42,7 @@ type mountFlags struct {
 
 func runMount(args []string, stdout, stderr io.Writer) error {
 	m := &mountFlags{common: newCommon("mount")}
-	f := m.fs
+	f := m.flagSet
 	f.Uint32Var(&m.uid, "uid", uint32(os.Getuid()), "owner of every file and directory (default: the mounting user)")
 	f.Uint32Var(&m.gid, "gid", uint32(os.Getgid()), "group of every file and directory (default: the mounting user's)")
 	f.StringVar(&m.fileMode, "file-mode", "0400", "permission bits of files, octal")
@@ -57,10 +57,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err := m.parse(args, stdout, mountUsage); err != nil {
 		return helpOK(err)
 	}
-	if m.fs.NArg() != 1 {
+	if m.flagSet.NArg() != 1 {
 		return usagef("mount takes one argument, the mountpoint")
 	}
-	dir := m.fs.Arg(0)
+	dir := m.flagSet.Arg(0)
 	cfg, mo, err := m.fsConfig()
 	if err != nil {
 		return err
@@ -90,19 +90,15 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeAll(ps)
-	maxStale := m.maxStale
-	if maxStale == 0 {
-		maxStale = -1 // the cache's "never"
+	r, err := resolver.New(ps...)
+	if err != nil {
+		return err
 	}
-	c := cache.New(cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: maxStale, MaxEntries: m.maxEntries, Logger: log})
-	r := &resolver.Resolver{Timeout: m.timeout}
-	for _, p := range ps {
-		if err := r.Register(c.Wrap(p)); err != nil {
-			return err
-		}
-	}
-
-	srv, err := fs.Mount(dir, r, cfg, mo)
+	r.Timeout = m.timeout
+	c := cache.New(r, cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale,
+		MaxEntries: m.maxEntries, Timeout: m.timeout, Logger: log})
+	defer c.Close()
+	srv, err := fs.Mount(dir, c, cfg, mo)
 	if err != nil {
 		return err
 	}
@@ -126,7 +122,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	case <-time.After(2 * time.Second): // lazily detached: busy users keep it until they let go
 	}
 	st := c.Stats()
-	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale, "backend_calls", st.Calls)
+	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale,
+		"backend_calls", st.Calls, "refreshes", st.Refreshes)
 	return nil
 }
 

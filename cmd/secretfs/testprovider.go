@@ -15,8 +15,8 @@ import (
 // The test provider exists only in binaries built with -tags secretfs_testing
 // (the integration tests build one).
 func init() {
-	backends = append(backends, backend{name: "test", flags: func(fs *pflag.FlagSet) opener {
-		dir := fs.String("test-dir", "", "directory the test provider serves (test builds only)")
+	backends = append(backends, backend{name: "test", flags: func(set *pflag.FlagSet) opener {
+		dir := set.String("test-dir", "", "directory the test provider serves (test builds only)")
 		return func(context.Context, *slog.Logger) (resolver.Provider, error) {
 			if *dir == "" {
 				return nil, usagef("--test-dir is required with the test provider")
