@@ -5,8 +5,10 @@
 // listing follows the directory tree. The test changes a value by writing
 // the file, takes the backend down by creating DIR/.down (every call then
 // fails with resolver.ErrUnavailable), and makes a call hang until its
-// deadline by reading any key below "hang/". A file "name.secret" beside a
-// directory "name" is the value of a secret that is also a directory.
+// deadline by reading any key below "hang/". Listing a directory below
+// "hanglist/" hangs, and below "faillist/" fails as unavailable, while the
+// secrets there read as usual. A file "name.secret" beside a directory
+// "name" is the value of a secret that is also a directory.
 package testprovider
 
 import (
@@ -71,6 +73,13 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	if err := p.down(); err != nil {
 		return nil, err
+	}
+	switch {
+	case dir == "hanglist" || strings.HasPrefix(dir, "hanglist/"):
+		<-ctx.Done()
+		return nil, fmt.Errorf("%s list %s: %w: %w", p.ProviderName, dir, resolver.ErrUnavailable, ctx.Err())
+	case dir == "faillist" || strings.HasPrefix(dir, "faillist/"):
+		return nil, fmt.Errorf("%s list %s: %w: listing is broken", p.ProviderName, dir, resolver.ErrUnavailable)
 	}
 	ents, err := os.ReadDir(filepath.Join(p.Dir, filepath.FromSlash(dir)))
 	if err != nil {

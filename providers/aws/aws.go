@@ -11,9 +11,11 @@
 // roles), so the provider runs wherever the AWS CLI would. The SDK's own
 // AWS_ENDPOINT_URL_SECRETS_MANAGER and AWS_ENDPOINT_URL point it elsewhere
 // (the tests use that to reach an emulator). Throttling and transient
-// failures are retried by the SDK's standard retryer with backoff, always
-// within the caller's deadline; what still fails is resolver.ErrUnavailable,
-// so the cache serves the last good value.
+// failures are retried by the SDK's standard retryer with a short backoff,
+// always within the caller's deadline; what still fails is
+// resolver.ErrUnavailable, so the cache serves the last good value. So are
+// rejected credentials (UnrecognizedClientException, ExpiredToken,
+// InvalidSignature): they say nothing about the secret.
 //
 // Prefixes confine the provider: a name outside them is not found without
 // an API call, and listings never show it. This keeps both IAM policies and
@@ -87,8 +89,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
+				// Retries fit well inside a call's budget: a refused
+				// connection costs milliseconds, and the cache's probe,
+				// not the SDK, waits out a longer outage.
 				o.MaxAttempts = 3
-				o.MaxBackoff = 2 * time.Second
+				o.MaxBackoff = 200 * time.Millisecond
 			})
 		}),
 	}
@@ -184,7 +189,7 @@ func secretOf(str *string, bin []byte, versionID *string, created *time.Time) re
 // is neither not-found nor an outage, with the error code and name.
 func (p *Provider) mapError(op, key string, err error) error {
 	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("aws %s %s: %w", op, key, err)
+		return fmt.Errorf("aws %s %s: %w", op, key, redact(err))
 	}
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) {
@@ -201,12 +206,16 @@ func (p *Provider) mapError(op, key string, err error) error {
 		if strings.Contains(strings.ToLower(apiErr.ErrorMessage()), "deletion") {
 			return fmt.Errorf("aws %s: %w (scheduled for deletion)", key, resolver.ErrNotFound)
 		}
-	case "AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "DecryptionFailure":
+	case "AccessDeniedException", "AccessDenied", "DecryptionFailure":
 		// DecryptionFailure: as a rule, KMS refusing this principal the key.
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrPermission, code)
+	case "UnrecognizedClientException", "ExpiredTokenException", "ExpiredToken", "InvalidSignatureException",
+		"IncompleteSignature", "InvalidClientTokenId":
+		// secretfs's own credentials failed (rotated, expired, clock skew):
+		// that says nothing about the secret, so a cached value is served.
+		return fmt.Errorf("aws %s %s: %w: credentials rejected (%s)", op, key, resolver.ErrUnavailable, code)
 	case "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "InternalServiceError",
-		"InternalFailure", "ServiceUnavailable", "RequestTimeout",
-		"ExpiredTokenException", "InvalidSignatureException": // credentials being refreshed, clock skew
+		"InternalFailure", "ServiceUnavailable", "RequestTimeout":
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrUnavailable, code)
 	}
 	p.log.Error("aws service error", "operation", op, "secret", key, "code", code)
@@ -225,6 +234,8 @@ func (r redacted) Error() string {
 	var ne net.Error
 	var oe *net.OpError
 	switch {
+	case errors.Is(r.err, context.Canceled):
+		return "canceled"
 	case errors.Is(r.err, context.DeadlineExceeded):
 		return "timed out"
 	case errors.As(r.err, &oe):

@@ -35,6 +35,8 @@ func TestMapError(t *testing.T) {
 		{context.DeadlineExceeded, resolver.ErrUnavailable},
 		{&types.DecryptionFailure{}, resolver.ErrPermission},
 		{&smithy.GenericAPIError{Code: "ExpiredTokenException"}, resolver.ErrUnavailable},
+		{&smithy.GenericAPIError{Code: "UnrecognizedClientException"}, resolver.ErrUnavailable}, // credentials, not the secret
+		{&smithy.GenericAPIError{Code: "InvalidSignatureException"}, resolver.ErrUnavailable},
 		{&smithy.GenericAPIError{Code: "ValidationException"}, resolver.ErrNotFound},
 		{&smithy.GenericAPIError{Code: "KMSInvalidStateException"}, nil},
 		{&smithy.GenericAPIError{Code: "InvalidRequestException", Message: "something else"}, nil},
@@ -53,6 +55,11 @@ func TestMapError(t *testing.T) {
 	}
 	if err := p.mapError("op", "k", context.Canceled); !errors.Is(err, context.Canceled) || errors.Is(err, resolver.ErrUnavailable) {
 		t.Errorf("canceled = %v, want context.Canceled only", err)
+	}
+	// The SDK's text never reaches the error, on any branch.
+	leak := fmt.Errorf("credential_process said AKIAEXAMPLESECRET: %w", context.Canceled)
+	if err := p.mapError("op", "k", leak); strings.Contains(err.Error(), "AKIAEXAMPLESECRET") || !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled with SDK text = %q, want it redacted", err)
 	}
 }
 

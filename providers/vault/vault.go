@@ -121,6 +121,12 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
 	}
+	// Retries fit well inside a call's budget: a refused connection costs
+	// milliseconds, and the cache's probe, not the client, waits out a
+	// longer outage.
+	vc.MaxRetries = 1
+	vc.MinRetryWait = 50 * time.Millisecond
+	vc.MaxRetryWait = 200 * time.Millisecond
 	client, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault: client: %w", err)
@@ -416,12 +422,15 @@ func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) err
 	if !p.tokenInvalid(ctx) {
 		return err // a policy denies it
 	}
+	// From here on the token stopped working: that says nothing about the
+	// secret, so it is unavailable, and a cached value is served.
 	if p.cfg.Auth == AuthToken && p.cfg.TokenFile == "" {
-		return err // a token from the environment cannot be replaced by logging in
+		// A token from the environment cannot be replaced by logging in.
+		return fmt.Errorf("vault: %w: the token is no longer valid", resolver.ErrUnavailable)
 	}
 	p.log.Info("vault: token no longer valid; logging in again")
 	if lerr := p.login(ctx); lerr != nil {
-		return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
+		return fmt.Errorf("vault: %w: the token is no longer valid and logging in again failed: %v", resolver.ErrUnavailable, lerr)
 	}
 	return call()
 }

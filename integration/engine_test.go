@@ -1,0 +1,355 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// backendCalls counts the backend calls a daemon logged for op, as the
+// cache names it ("test:hot", "list test:dir/").
+func backendCalls(d *daemon, op string) int {
+	n := 0
+	for line := range strings.Lines(d.Stderr()) {
+		if strings.Contains(line, `msg="backend call"`) && (strings.Contains(line, "op="+op+"\n") || strings.Contains(line, `op="`+op+`"`)) {
+			n++
+		}
+	}
+	return n
+}
+
+// readBytewise opens path and reads it one byte a call to the end.
+func readBytewise(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readRest(f)
+}
+
+func readRest(f *os.File) ([]byte, error) {
+	var out []byte
+	b := make([]byte, 1)
+	for {
+		n, err := f.Read(b)
+		out = append(out, b[:n]...)
+		if n == 0 || err != nil {
+			if err != nil && err.Error() != "EOF" {
+				return out, err
+			}
+			return out, nil
+		}
+	}
+}
+
+// version is a value made of one repeated byte, so a mix of two is seen.
+func version(c byte, n int) string { return strings.Repeat(string(c), n) }
+
+func TestRotationIsNeverTorn(t *testing.T) {
+	t.Parallel()
+	versions := []string{version('a', 3000), version('b', 5000), version('c', 1000)}
+	b := newTestBackend(t, map[string]string{"rot/key": versions[0]})
+	d := testMount(t, b, "--ttl", "200ms")
+	p := d.Path("test", "rot", "key")
+
+	var stop atomic.Bool
+	var reads atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				got, err := readBytewise(p)
+				if err != nil {
+					errs <- fmt.Errorf("read: %v", err)
+					return
+				}
+				if !slices.Contains(versions, string(got)) {
+					errs <- fmt.Errorf("read %d bytes starting %q: not one whole version", len(got), got[:min(len(got), 8)])
+					return
+				}
+				reads.Add(1)
+			}
+		})
+	}
+	for i := 1; i <= 6; i++ {
+		next := versions[i%len(versions)]
+		b.write("rot/key", next)
+		// Visible within TTL + 1s of the change.
+		eventually(t, 1200*time.Millisecond, "rotation "+fmt.Sprint(i)+" is read", func() bool {
+			got, err := os.ReadFile(p)
+			return err == nil && string(got) == next
+		})
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil || st.Size != int64(len(next)) {
+			t.Errorf("st_size after rotation %d = %d, %v; want %d", i, st.Size, err, len(next))
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if reads.Load() < 10 {
+		t.Errorf("only %d whole reads happened during rotation", reads.Load())
+	}
+}
+
+func TestDescriptorHeldAcrossRotation(t *testing.T) {
+	t.Parallel()
+	old, next := version('o', 4096*3+17), version('n', 100)
+	b := newTestBackend(t, map[string]string{"held": old})
+	d := testMount(t, b, "--ttl", "200ms")
+	p := d.Path("test", "held")
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	first := make([]byte, 1)
+	if _, err := f.Read(first); err != nil {
+		t.Fatal(err)
+	}
+	b.write("held", next)
+	eventually(t, 2*time.Second, "a new open reads the new value", func() bool {
+		got, err := os.ReadFile(p)
+		return err == nil && string(got) == next
+	})
+	rest, err := readRest(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(first) + string(rest); got != old {
+		t.Errorf("the held descriptor read %d bytes (%q...), want the old value whole (%d bytes)", len(got), got[:min(len(got), 8)], len(old))
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Size != int64(len(old)) {
+		t.Errorf("fstat on the held descriptor: size %d, %v; want the old %d", st.Size, err, len(old))
+	}
+}
+
+func TestDeletedSecretGoesAway(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"doomed": "here", "stays": "x"})
+	d := testMount(t, b, "--ttl", "300ms", "--negative-ttl", "300ms")
+	p := d.Path("test", "doomed")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "here" {
+		t.Fatalf("before: %q, %v", got, err)
+	}
+	if err := os.Remove(filepath.Join(b.Dir, "doomed")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 1600*time.Millisecond, "ENOENT within TTL + negative TTL + 1s", func() bool {
+		_, err := os.Stat(p)
+		return err != nil && os.IsNotExist(err)
+	})
+	t.Logf("gone after %v", time.Since(start))
+}
+
+func TestRefreshAheadCostsOneCallPerTTL(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"hot": "h", "idle": "i"})
+	d := testMount(t, b, "--ttl", "1s")
+	for _, k := range []string{"hot", "idle"} {
+		if _, err := os.ReadFile(d.Path("test", k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const span = 5 * time.Second
+	var slow time.Duration
+	for start := time.Now(); time.Since(start) < span; time.Sleep(20 * time.Millisecond) {
+		t0 := time.Now()
+		if got, err := os.ReadFile(d.Path("test", "hot")); err != nil || string(got) != "h" {
+			t.Fatalf("hot read = %q, %v", got, err)
+		}
+		slow = max(slow, time.Since(t0))
+	}
+	hot, idle := backendCalls(d, "test:hot"), backendCalls(d, "test:idle")
+	t.Logf("over %v with a 1s TTL: hot key %d calls, idle key %d; slowest hot read %v", span, hot, idle, slow)
+	// One call per TTL (refreshed at three quarters of a jittered TTL):
+	// about 6 to 8 over 5s, plus the first read.
+	if hot < 4 || hot > 10 {
+		t.Errorf("hot key: %d backend calls over %v, want about one per TTL", hot, span)
+	}
+	if idle != 1 {
+		t.Errorf("idle key: %d backend calls, want 1 (the first read only)", idle)
+	}
+}
+
+func TestAuditModeRecordsEveryOpen(t *testing.T) {
+	t.Parallel()
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"a/b/c": "audited-value"})
+	d := testMount(t, b, "--audit-log", audit)
+	const n = 25
+	for range n {
+		if got, err := os.ReadFile(d.Path("test", "a", "b", "c")); err != nil || string(got) != "audited-value" {
+			t.Fatalf("read: %q, %v", got, err)
+		}
+	}
+	data, err := os.ReadFile(audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := 0
+	for line := range bytes.Lines(data) {
+		var rec struct {
+			Msg, Ref, Result string
+			PID              int `json:"pid"`
+		}
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if rec.Msg == "open" && rec.Ref == "test:a/b/c" && rec.Result == "ok" && rec.PID != 0 {
+			opens++
+		}
+	}
+	if opens != n {
+		t.Errorf("audit has %d open records, want %d (one per open)", opens, n)
+	}
+	if bytes.Contains(data, []byte("audited-value")) {
+		t.Error("the audit trail contains the value")
+	}
+}
+
+func TestFastModeOpensStayInTheKernel(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := testMount(t, b, "-o", "debug")
+	for range 20 {
+		if _, err := os.ReadFile(d.Path("test", "k")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first open learns NO_OPEN; after that no OPEN or READ reaches us.
+	// (go-fuse's own start-up check opens node 2^64-1.)
+	if n := strings.Count(d.Stderr(), ": OPEN ") - strings.Count(d.Stderr(), ": OPEN n18446744073709551615 "); n != 1 {
+		t.Errorf("%d OPEN requests for 20 warm reads, want the first only", n)
+	}
+	if n := strings.Count(d.Stderr(), ": READ "); n != 1 {
+		t.Errorf("%d READ requests for 20 warm reads, want the first only", n)
+	}
+	if t.Failed() {
+		for line := range strings.Lines(d.Stderr()) {
+			if strings.Contains(line, ": OPEN ") || strings.Contains(line, ": READ ") || strings.Contains(line, ": LOOKUP ") {
+				t.Log(strings.TrimSpace(line))
+			}
+		}
+	}
+}
+
+func TestFailingAndHangingListings(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{
+		"hanglist/x": "x-value", "hanglist/y": "y-value",
+		"faillist/x": "fx-value",
+	})
+	d := testMount(t, b, "--timeout", "1s")
+	start := time.Now()
+	if got, err := os.ReadFile(d.Path("test", "faillist", "x")); err != nil || string(got) != "fx-value" {
+		t.Errorf("below a failing listing: %q, %v; want the secret", got, err)
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Errorf("a failing listing delayed the read by %v", el)
+	}
+	if got, err := os.ReadFile(d.Path("test", "hanglist", "x")); err != nil || string(got) != "x-value" {
+		t.Errorf("below a hanging listing: %q, %v; want the secret after the listing's budget", got, err)
+	}
+	// The hanging listing is remembered: the next name does not wait again.
+	start = time.Now()
+	if got, err := os.ReadFile(d.Path("test", "hanglist", "y")); err != nil || string(got) != "y-value" {
+		t.Errorf("second name below a hanging listing: %q, %v", got, err)
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Errorf("the second lookup waited %v for a listing known to hang", el)
+	}
+	if n := backendCalls(d, "list test:hanglist/"); n != 1 {
+		t.Errorf("hanging listing asked %d times, want 1", n)
+	}
+	_, err := os.ReadDir(d.Path("test", "hanglist"))
+	wantErrno(t, "ls of a hanging listing", err, syscall.EIO)
+}
+
+func TestExactNamesWithAt(t *testing.T) {
+	t.Parallel()
+	d := mount(t, []string{"SFS_AT_TRAIL@=exact", "SFS_AT_TRAIL=plain", "SFS_AT_ONLY@=lone"}, "--env-allow", "SFS_AT_*")
+	want := []string{"SFS_AT_ONLY@", "SFS_AT_TRAIL", "SFS_AT_TRAIL@"}
+	if got := readDir(t, d.Path("env")); !slices.Equal(got, want) {
+		t.Errorf("ls env = %q, want %q", got, want)
+	}
+	for name, value := range map[string]string{"SFS_AT_TRAIL@": "exact", "SFS_AT_TRAIL": "plain", "SFS_AT_ONLY@": "lone"} {
+		if got, err := os.ReadFile(d.Path("env", name)); err != nil || string(got) != value {
+			t.Errorf("cat env/%s = %q, %v; want %q (a listed name reads itself)", name, got, err, value)
+		}
+	}
+}
+
+func TestMissingNamesEvictNoValue(t *testing.T) {
+	t.Parallel()
+	files := map[string]string{}
+	for i := range 20 {
+		files[fmt.Sprintf("keep/k%02d", i)] = fmt.Sprint("value-", i)
+	}
+	b := newTestBackend(t, files)
+	d := testMount(t, b, "--max-entries", "50", "--ttl", "1h")
+	for k, v := range files {
+		if got, err := os.ReadFile(d.Path("test", k)); err != nil || string(got) != v {
+			t.Fatalf("%s: %q, %v", k, got, err)
+		}
+	}
+	for i := range 1200 {
+		_, err := os.Stat(d.Path("test", "keep", fmt.Sprint("missing-", i)))
+		if !os.IsNotExist(err) {
+			t.Fatalf("missing-%d: %v, want ENOENT", i, err)
+		}
+	}
+	before := backendCalls(d, "test:keep/k07")
+	// Drop the kernel's entries so that every read asks the daemon again.
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+	for k, v := range files {
+		if got, err := os.ReadFile(d.Path("test", k)); err != nil || string(got) != v {
+			t.Fatalf("%s after the flood: %q, %v", k, got, err)
+		}
+	}
+	calls := 0
+	for k := range files {
+		calls += backendCalls(d, "test:"+k)
+	}
+	if calls != len(files) || backendCalls(d, "test:keep/k07") != before {
+		t.Errorf("after 1,200 missing names, the 20 values cost %d backend calls in all, want %d (the first reads only)", calls, len(files))
+	}
+}
+
+func TestOutageServesDeepCachedPathsAtOnce(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"a/b/c/d/key": "deep-value", "a/b/c/d/other": "o"})
+	d := testMount(t, b, "--ttl", "300ms", "--max-stale", "1h", "--timeout", "3s")
+	p := d.Path("test", "a", "b", "c", "d", "key")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "deep-value" {
+		t.Fatalf("warm-up: %q, %v", got, err)
+	}
+	b.setDown(true)
+	time.Sleep(1200 * time.Millisecond) // past the TTL and the kernel's directory entries
+	for i := range 3 {
+		start := time.Now()
+		got, err := os.ReadFile(p)
+		if err != nil || string(got) != "deep-value" {
+			t.Fatalf("read %d while down: %q, %v; want the cached value", i, got, err)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("read %d of a cached path 4 directories deep took %v during an outage, want under 1s", i, el)
+		}
+	}
+}
