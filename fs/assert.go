@@ -12,10 +12,11 @@ var (
 	_ gofs.NodeReaddirer = (*dirNode)(nil)
 	_ gofs.NodeLookuper  = (*dirNode)(nil)
 
-	_ gofs.NodeGetattrer = (*fileNode)(nil)
-	_ gofs.NodeOpener    = (*fileNode)(nil)
-	_ gofs.NodeReader    = (*fileNode)(nil)
-	_ gofs.NodeFlusher   = (*fileNode)(nil)
+	_ gofs.NodeGetattrer   = (*fileNode)(nil)
+	_ gofs.NodeOpener      = (*fileNode)(nil)
+	_ gofs.NodeReader      = (*fileNode)(nil)
+	_ gofs.NodeFlusher     = (*fileNode)(nil)
+	_ gofs.NodeOnForgetter = (*fileNode)(nil)
 
 	_ gofs.NodeSetattrer     = readOnly{}
 	_ gofs.NodeCreater       = readOnly{}

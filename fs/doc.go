@@ -15,12 +15,32 @@
 // list, or may not, still serves every path its user knows: a name that is
 // not a secret there is taken as a directory.
 //
-// Every lookup, getattr and open asks the resolver, normally through the
-// cache, under the resolver's deadline, so nothing waits on a backend
-// without one. A file's content is fixed at open: the handle keeps the bytes
-// it was opened with, reads are direct (no page cache), and attributes are
-// not cached by the kernel, so after the cache TTL the next open reads the
-// new value in full and stat shows its size.
+// A name that a listing shows reads the secret it was listed for: the
+// exact name wins over every suffix form, so a secret named "x@" or "x@v1"
+// is that secret, not a version of "x". Names containing "#" are not
+// listed (no path could reach them again as themselves).
+//
+// The filesystem asks the engine (package cache) and never a backend
+// directly; a lookup waits at most Timeout for the directory's listing and,
+// apart from that, at most Timeout for the value.
+//
+// Reads stay in the kernel. Each version of a file's content is its own
+// node (inode): a node's bytes never change, so the kernel may keep its
+// pages, and a descriptor opened before a rotation reads the old bytes to
+// the end while the next open finds the new node. The kernel keeps a
+// file's entry and attributes for half of its value's remaining freshness,
+// so a name in use is looked up (and counted as read, which keeps it
+// refreshed ahead) before it expires. When the engine reports that a value
+// changed, one notifier goroutine tells the kernel to forget the names that
+// showed it; never from inside a FUSE request, which would deadlock.
+//
+// A mount runs in one of two modes, chosen when it mounts (the kernel
+// decides NO_OPEN once per connection):
+//
+//   - fast: Open answers ENOSYS, so the kernel stops sending OPEN, and warm
+//     reads never reach the daemon;
+//   - audit (Config.Audit set): every open reaches the daemon and is
+//     recorded; the data still comes from the page cache.
 //
 // Errors cross into the kernel in one place, toErrno.
 package fs

@@ -352,7 +352,7 @@ func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Refer
 			return ch
 		}
 	}
-	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret}
+	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret, parent: parent, name: name}
 	node.setValid(valid)
 	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
 }
@@ -365,6 +365,8 @@ type fileNode struct {
 	sys    *fsys
 	ref    resolver.Reference
 	secret resolver.Secret
+	parent *gofs.Inode // where it was looked up, as name
+	name   string
 	// validUntil (unix nanoseconds) is until when the kernel may keep the
 	// attributes.
 	validUntil atomic.Int64
@@ -372,6 +374,16 @@ type fileNode struct {
 
 func (n *fileNode) shows(s resolver.Secret) bool {
 	return n.secret.Version == s.Version && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
+}
+
+// OnForget drops the name from the notifier once no node shows it, so that
+// names nobody uses any more cost no memory.
+func (n *fileNode) OnForget() {
+	if n.parent != nil && n.parent.GetChild(n.name) == nil {
+		base := n.ref
+		base.Field = ""
+		n.sys.notifier.unwatch(base, n.parent, n.name)
+	}
 }
 
 func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add(d).UnixNano()) }

@@ -84,6 +84,18 @@ func (n *notifier) watch(base resolver.Reference, parent *gofs.Inode, name strin
 	}
 }
 
+// unwatch forgets that name in parent shows base.
+func (n *notifier) unwatch(base resolver.Reference, parent *gofs.Inode, name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if set := n.watched[base]; set != nil {
+		delete(set, shownAt{parent, name})
+		if len(set) == 0 {
+			delete(n.watched, base)
+		}
+	}
+}
+
 // run tells the kernel about changes until done is closed.
 func (n *notifier) run(done <-chan struct{}) {
 	for {
