@@ -184,6 +184,7 @@ func TestBackendRefreshAhead(t *testing.T) {
 					t.Fatalf("hot read = %q, %v", got, err)
 				}
 			}
+			d.syncLog(t, b.name)
 			h, i := backendCalls(d, b.ref(hot)), backendCalls(d, b.ref(idle))
 			t.Logf("over %v with a 1s TTL: hot key %d calls, idle key %d", span, h, i)
 			if h < 3 || h > 8 {

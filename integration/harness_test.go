@@ -97,6 +97,7 @@ type daemon struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	stderr bytes.Buffer // guarded by mu
+	syncs  int          // guarded by mu; markers syncLog used
 	exited chan struct{}
 	err    error // set before exited is closed
 }
@@ -117,6 +118,26 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// syncLog waits until the daemon's log has caught up with what the kernel
+// asked of it so far: stderr is a pipe, copied by another goroutine. It
+// looks up a name of its own below provider and waits for the cache's
+// debug line of that lookup.
+func (d *daemon) syncLog(t testing.TB, provider string) {
+	t.Helper()
+	d.mu.Lock()
+	d.syncs++
+	marker := fmt.Sprintf("secretfs-sync-%d", d.syncs)
+	d.mu.Unlock()
+	os.Stat(d.Path(provider, marker))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.Stderr(), marker) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon never logged the lookup of %s/%s", provider, marker)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Path joins names below the mountpoint.
