@@ -89,6 +89,7 @@ type Source interface {
 	// Fetch reads the whole value of ref (ref.Field is ignored).
 	Fetch(ctx context.Context, ref resolver.Reference) (resolver.Secret, error)
 	List(ctx context.Context, provider, dir string) ([]string, error)
+	Probe(ctx context.Context, provider, dir string) ([]string, bool, error)
 	GetBatch(ctx context.Context, provider string, keys []string) (map[string]resolver.Secret, error)
 	Names() []string
 }
@@ -141,6 +142,7 @@ type Stats struct {
 	Stale     uint64 // served past expiry because the backend was unavailable
 	Calls     uint64 // calls made to providers
 	Refreshes uint64 // of those, refreshes ahead of expiry
+	Throttled uint64 // of those, answered "slow down" (resolver.ErrThrottled)
 }
 
 // Change says that what a key reads as has changed: a new value, or the
@@ -175,7 +177,7 @@ type Cache struct {
 	health    map[string]*health // guarded by mu; by provider
 	onChange  []func(Change)     // guarded by mu
 
-	hits, misses, stale, calls, refreshes atomic.Uint64
+	hits, misses, stale, calls, refreshes, throttled atomic.Uint64
 
 	bgMu   sync.Mutex
 	bgIdle sync.Cond // on bgMu; broadcast when bgN drops to zero
@@ -188,6 +190,7 @@ type op uint8
 const (
 	opGet op = iota
 	opList
+	opProbe
 )
 
 type key struct {
@@ -202,8 +205,11 @@ func (k key) ref() resolver.Reference {
 }
 
 func (k key) String() string {
-	if k.op == opList {
+	switch k.op {
+	case opList:
 		return "list " + k.provider + ":" + k.name + "/"
+	case opProbe:
+		return "probe " + k.provider + ":" + k.name + "/"
 	}
 	return k.ref().String()
 }
@@ -366,7 +372,7 @@ func (c *Cache) Names() []string { return c.src.Names() }
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(),
-		Calls: c.calls.Load(), Refreshes: c.refreshes.Load()}
+		Calls: c.calls.Load(), Refreshes: c.refreshes.Load(), Throttled: c.throttled.Load()}
 }
 
 // Len returns the number of values and listings held, and of negative
@@ -412,14 +418,34 @@ func (c *Cache) List(ctx context.Context, provider, dir string) (*Listing, time.
 	return val.(*Listing), freshFor, nil
 }
 
+// Probe returns what one small request finds below dir in provider (see
+// resolver.Prober): a Listing that may not be Complete.
+func (c *Cache) Probe(ctx context.Context, provider, dir string) (*Listing, time.Duration, error) {
+	val, freshFor, err := c.get(ctx, key{op: opProbe, provider: provider, name: dir})
+	if err != nil {
+		return nil, 0, err
+	}
+	return val.(*Listing), freshFor, nil
+}
+
 // fetch asks the source for k, under ctx.
 func (c *Cache) fetch(ctx context.Context, k key) (any, error) {
-	if k.op == opList {
+	switch k.op {
+	case opList:
 		names, err := c.src.List(ctx, k.provider, k.name)
 		if err != nil {
 			return nil, err
 		}
 		return NewListing(names), nil
+	case opProbe:
+		names, complete, err := c.src.Probe(ctx, k.provider, k.name)
+		if err != nil {
+			return nil, err
+		}
+		if complete {
+			return NewListing(names), nil
+		}
+		return NewPartialListing(names), nil
 	}
 	return c.src.Fetch(ctx, k.ref())
 }
@@ -599,6 +625,9 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 	c.log.Debug("backend call", "op", k.String())
 	val, err := c.fetch(ctx, k)
 	now := c.opts.Clock.Now()
+	if errors.Is(err, resolver.ErrThrottled) {
+		c.throttled.Add(1)
+	}
 
 	switch kind := resolver.KindOf(err); kind {
 	case resolver.KindOK:
@@ -631,7 +660,7 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 				"secret", k.String(), "expired_for", max(expiredFor, 0).Round(time.Millisecond), "error", err)
 			return result{val, 0}, nil
 		}
-		if k.op == opList {
+		if k.op != opGet {
 			c.storeNegative(k, err, c.opts.ErrorTTL)
 		}
 		return nil, err
@@ -826,11 +855,16 @@ func (c *Cache) runProbe(provider string, h *health) {
 
 // Listing is one directory's entries as a provider listed them (see
 // resolver.Lister): "name" for a secret, "name/" for a directory. It is
-// immutable and answers membership without a scan.
+// immutable and answers membership without a scan. A probe's listing may be
+// partial: then a name it lacks may still exist.
 type Listing struct {
-	names []string
-	set   map[string]struct{}
+	names   []string
+	set     map[string]struct{}
+	partial bool
 }
+
+// Complete reports whether the listing holds every entry of the directory.
+func (l *Listing) Complete() bool { return !l.partial }
 
 // NewListing returns the listing of names (duplicates are dropped).
 func NewListing(names []string) *Listing {
@@ -840,6 +874,14 @@ func NewListing(names []string) *Listing {
 	for _, n := range l.names {
 		l.set[n] = struct{}{}
 	}
+	return l
+}
+
+// NewPartialListing returns a listing of names that may lack some of the
+// directory's entries (a probe's page).
+func NewPartialListing(names []string) *Listing {
+	l := NewListing(names)
+	l.partial = true
 	return l
 }
 

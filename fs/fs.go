@@ -40,6 +40,7 @@ type Config struct {
 type Engine interface {
 	Get(ctx context.Context, ref resolver.Reference) (cache.Value, error)
 	List(ctx context.Context, provider, dir string) (*cache.Listing, time.Duration, error)
+	Probe(ctx context.Context, provider, dir string) (*cache.Listing, time.Duration, error)
 	Prefetch(ctx context.Context, provider string, keys []string) error
 	Names() []string
 	OnChange(f func(cache.Change))
@@ -125,6 +126,19 @@ func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, 
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
 	l, _, err := f.engine.List(ctx, provider, dir)
+	return l, err
+}
+
+// known waits at most cfg.Timeout for what is known of dir without a
+// costly listing: for a provider that probes (resolver.Prober), one page
+// below it, which may not be complete; for others, its listing.
+func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	l, _, err := f.engine.Probe(ctx, provider, dir)
+	if resolver.KindOf(err) == resolver.KindUnsupported {
+		l, _, err = f.engine.List(ctx, provider, dir)
+	}
 	return l, err
 }
 
@@ -237,7 +251,10 @@ func listable(name string) bool {
 // Readdir lists the keys below the directory (see showNames), and reads
 // the listed secrets ahead in batches where the provider can.
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	l, err := n.sys.list(ctx, n.provider, n.dir)
+	l, err := n.sys.known(ctx, n.provider, n.dir)
+	if err == nil && !l.Complete() {
+		l, err = n.sys.list(ctx, n.provider, n.dir)
+	}
 	switch resolver.KindOf(err) {
 	case resolver.KindOK:
 	case resolver.KindUnsupported:
@@ -271,14 +288,16 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 // Lookup decides whether name is a directory or a secret (see the package
-// documentation) and asks the engine as little as it can: this directory's
-// listing (cached) tells directories and exact names; anything else is read
-// as a secret. The listing and the read each get their own budget.
+// documentation) and asks the engine as little as it can: what is known of
+// this directory (its listing, or a probe's page; cached) tells directories
+// and exact names; where a probe's page does not tell, a probe below the
+// name does; anything else is read as a secret. The listing and the read
+// each get their own budget.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	op := "lookup " + n.provider + ":" + n.key(name)
 	// canList is false when the listing cannot tell what exists here.
 	canList := true
-	l, err := n.sys.list(ctx, n.provider, n.dir)
+	l, err := n.sys.known(ctx, n.provider, n.dir)
 	switch resolver.KindOf(err) {
 	case resolver.KindOK:
 		if l.Has(name + "/") {
@@ -287,6 +306,13 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if l.Has(name) && listable(name) {
 			// The exact name wins over every suffix form ("@", "@VERSION").
 			return n.lookupSecret(ctx, name, resolver.Reference{Provider: n.provider, Key: n.key(name)}, false, out)
+		}
+		if !l.Complete() && !strings.Contains(name, "#") {
+			// The page does not tell: probe below the name itself. Anything
+			// there makes it a directory (the directory wins the name).
+			if below, err := n.sys.known(ctx, n.provider, n.key(name)); err == nil && len(below.Names()) > 0 {
+				return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
+			}
 		}
 	case resolver.KindUnsupported, resolver.KindPermission:
 		canList = false
@@ -323,7 +349,7 @@ func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Re
 		// Not in this directory's listing and not a secret: it may still be
 		// a directory the listing leaves out (a Vault mount of another
 		// engine) or that appeared since the listing was cached.
-		if below, lerr := n.sys.list(ctx, n.provider, n.key(name)); lerr == nil && len(below.Names()) > 0 {
+		if below, lerr := n.sys.known(ctx, n.provider, n.key(name)); lerr == nil && len(below.Names()) > 0 {
 			return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 		}
 	}

@@ -30,6 +30,8 @@ type fakeEngine struct {
 
 	prefetched []string
 	onChange   []func(cache.Change)
+	pages      map[string][]string // by "provider:dir": partial pages a probe finds
+	probed     []string            // guarded by mu
 }
 
 func (f *fakeEngine) Get(ctx context.Context, ref resolver.Reference) (cache.Value, error) {
@@ -56,6 +58,18 @@ func (f *fakeEngine) List(ctx context.Context, provider, dir string) (*cache.Lis
 		return nil, 0, f.listErr
 	}
 	return cache.NewListing(f.lists[provider+":"+dir]), time.Minute, nil
+}
+
+// Probe serves probes where the test set pages; else the provider cannot.
+func (f *fakeEngine) Probe(ctx context.Context, provider, dir string) (*cache.Listing, time.Duration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.probed = append(f.probed, provider+":"+dir)
+	page, ok := f.pages[provider+":"+dir]
+	if !ok {
+		return nil, 0, fmt.Errorf("probe: %w", errors.ErrUnsupported)
+	}
+	return cache.NewPartialListing(page), time.Minute, nil
 }
 
 func (f *fakeEngine) Names() []string { return f.names }

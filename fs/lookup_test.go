@@ -151,3 +151,46 @@ func FuzzListedNameReadsItself(f *testing.F) {
 		}
 	})
 }
+
+// A provider that probes (AWS) is never listed on the read path: a name is
+// decided by the directory's page when that is complete, else by a probe
+// below the name, then by reading it.
+func TestLookupByProbe(t *testing.T) {
+	secret := func(v string) resolver.Secret { return resolver.Secret{Value: []byte(v)} }
+	newEngine := func() *fakeEngine {
+		return &fakeEngine{
+			names:  []string{"p"},
+			values: map[string]resolver.Secret{"p:big/s1": secret("one"), "p:app": secret("app"), "p:small/x": secret("x")},
+			// "" and "big" are larger than a page; "small" fits in one.
+			pages: map[string][]string{"p:": {"aaa"}, "p:big": {"s0"}, "p:big/s1": {}, "p:app": {"db"}, "p:small": {"x", "y/"}, "p:big/nope": {}},
+			lists: map[string][]string{}, // a listing would be a bug: never asked for
+		}
+	}
+	tests := []struct {
+		path       []string
+		want       fuse.Status
+		isDir      bool
+		wantProbed []string
+	}{
+		{[]string{"big", "s1"}, fuse.OK, false, []string{"p:", "p:big", "p:big", "p:big/s1"}},
+		{[]string{"app"}, fuse.OK, true, []string{"p:", "p:app"}},
+		{[]string{"small", "x"}, fuse.OK, false, []string{"p:", "p:small", "p:small"}},
+		{[]string{"small", "y"}, fuse.OK, true, []string{"p:", "p:small", "p:small"}},
+		{[]string{"big", "nope"}, fuse.ENOENT, false, []string{"p:", "p:big", "p:big", "p:big/nope", "p:big/nope"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.path, "/"), func(t *testing.T) {
+			e := newEngine()
+			out, st := lookupPath(t, e, append([]string{"p"}, tt.path...)...)
+			if st != tt.want {
+				t.Fatalf("lookup = %v, want %v", st, tt.want)
+			}
+			if st == fuse.OK && (out.Attr.Mode&syscall.S_IFDIR != 0) != tt.isDir {
+				t.Errorf("directory = %v, want %v", !tt.isDir, tt.isDir)
+			}
+			if fmt.Sprint(e.probed) != fmt.Sprint(tt.wantProbed) {
+				t.Errorf("probed %q, want %q", e.probed, tt.wantProbed)
+			}
+		})
+	}
+}

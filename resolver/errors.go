@@ -24,6 +24,10 @@ var (
 	// answer in time, or rejected secretfs's own credentials. A cache may
 	// serve the last good value instead.
 	ErrUnavailable = errors.New("backend unavailable")
+	// ErrThrottled: the backend asked secretfs to slow down. Providers wrap
+	// it together with ErrUnavailable (it is a kind of unavailability); it
+	// is told apart only to be counted.
+	ErrThrottled = errors.New("throttled")
 )
 
 // Kind is what an error means to the one who asked. It is the one

@@ -28,6 +28,18 @@ type Lister interface {
 	List(ctx context.Context, dir string) ([]string, error)
 }
 
+// Prober is the optional ability of a provider whose listing of a directory
+// costs its whole subtree (AWS Secrets Manager's names are flat, so listing
+// "a/" pages through every secret below it). Probe makes one small request
+// below dir and returns the entries it found, named as List names them, and
+// whether they are all there are. The filesystem then decides a name by what
+// a probe found (of the directory, else of the name itself) and by reading
+// it, never by listing a large subtree. A provider that can probe only part
+// of its tree returns errors.ErrUnsupported for the rest.
+type Prober interface {
+	Probe(ctx context.Context, dir string) (entries []string, complete bool, err error)
+}
+
 // BatchGetter is the optional ability to read the current values of many
 // keys in few calls. Keys that are missing or failed are absent from the
 // result; a provider whose backend turns out not to support batches returns

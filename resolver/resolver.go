@@ -165,6 +165,26 @@ func (r *Resolver) List(ctx context.Context, provider, dir string) ([]string, er
 	return names, nil
 }
 
+// Probe asks the named provider what one small request finds below dir
+// (see Prober). A provider that cannot yields errors.ErrUnsupported.
+func (r *Resolver) Probe(ctx context.Context, provider, dir string) ([]string, bool, error) {
+	p, err := r.Provider(provider)
+	if err != nil {
+		return nil, false, err
+	}
+	pr, ok := p.(Prober)
+	if !ok {
+		return nil, false, fmt.Errorf("probe %s: %w", provider, errors.ErrUnsupported)
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+	entries, complete, err := pr.Probe(ctx, dir)
+	if err != nil {
+		return nil, false, fmt.Errorf("probe %s:%s: %w", provider, dir, Unavailable(err))
+	}
+	return entries, complete, nil
+}
+
 // GetBatch reads the current values of keys in provider in few calls (see
 // BatchGetter). A provider that cannot yields errors.ErrUnsupported; keys
 // that are missing or failed are absent from the result.

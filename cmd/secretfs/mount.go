@@ -123,7 +123,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	st := c.Stats()
 	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale,
-		"backend_calls", st.Calls, "refreshes", st.Refreshes)
+		"backend_calls", st.Calls, "refreshes", st.Refreshes, "throttled", st.Throttled)
 	return nil
 }
 

@@ -88,12 +88,15 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	p := newProvider(nil, cfg)
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				// Retries fit well inside a call's budget: a refused
-				// connection costs milliseconds, and the cache's probe,
-				// not the SDK, waits out a longer outage.
-				o.MaxAttempts = 3
-				o.MaxBackoff = 200 * time.Millisecond
+			// Adaptive mode: throttling slows the client down (a token
+			// bucket) as the service asks. Retries fit well inside a
+			// call's budget: a refused connection costs milliseconds, and
+			// the cache's probe, not the SDK, waits out a longer outage.
+			return retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
+				o.StandardOptions = append(o.StandardOptions, func(so *retry.StandardOptions) {
+					so.MaxAttempts = 3
+					so.MaxBackoff = 200 * time.Millisecond
+				})
 			})
 		}),
 	}
@@ -214,9 +217,14 @@ func (p *Provider) mapError(op, key string, err error) error {
 		// secretfs's own credentials failed (rotated, expired, clock skew):
 		// that says nothing about the secret, so a cached value is served.
 		return fmt.Errorf("aws %s %s: %w: credentials rejected (%s)", op, key, resolver.ErrUnavailable, code)
-	case "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "InternalServiceError",
-		"InternalFailure", "ServiceUnavailable", "RequestTimeout":
+	case "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "Throttling":
+		return fmt.Errorf("aws %s %s: %w: %w (%s)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled, code)
+	case "InternalServiceError", "InternalFailure", "ServiceUnavailable", "RequestTimeout":
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrUnavailable, code)
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) && re.HTTPStatusCode() == 429 {
+		return fmt.Errorf("aws %s %s: %w: %w (HTTP 429)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled)
 	}
 	p.log.Error("aws service error", "operation", op, "secret", key, "code", code)
 	return fmt.Errorf("aws %s %s: service error %s", op, key, code)
@@ -272,14 +280,10 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	var names []string
 	for _, f := range filters {
 		err := p.walk(ctx, f, func(name string) {
-			if !strings.HasPrefix(name, under) || !p.allowed(name) {
+			if !p.allowed(name) {
 				return
 			}
-			entry := strings.TrimPrefix(name, under)
-			if seg, _, more := strings.Cut(entry, "/"); more {
-				entry = seg + "/"
-			}
-			if entry != "" && entry != "/" && !seen[entry] {
+			if entry := entryBelow(name, under); entry != "" && !seen[entry] {
 				seen[entry] = true
 				names = append(names, entry)
 			}
@@ -289,6 +293,61 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// probePage is how many names one probe asks for: the service's most, so
+// that a probe of a directory of up to that many secrets is its whole
+// listing.
+const probePage = 100
+
+// Probe implements resolver.Prober: one ListSecrets page (name filter
+// "DIR/") below dir, named as List names them, and whether that page holds
+// the whole subtree. With --aws-prefix, a directory above the prefixes is
+// not probed (errors.ErrUnsupported): its listing is confined anyway.
+func (p *Provider) Probe(ctx context.Context, dir string) ([]string, bool, error) {
+	under := ""
+	if dir != "" {
+		under = dir + "/"
+	}
+	if !p.allowed(under) {
+		return nil, false, fmt.Errorf("aws probe %s: %w", dir, errors.ErrUnsupported)
+	}
+	in := &sm.ListSecretsInput{MaxResults: aws.Int32(probePage)}
+	if under != "" {
+		in.Filters = []types.Filter{{Key: types.FilterNameStringTypeName, Values: []string{under}}}
+	}
+	out, err := p.api.ListSecrets(ctx, in)
+	if err != nil {
+		return nil, false, p.mapError("ListSecrets", under, err)
+	}
+	seen := make(map[string]bool)
+	var names []string
+	for _, e := range out.SecretList {
+		if e.DeletedDate == nil {
+			if entry := entryBelow(aws.ToString(e.Name), under); entry != "" && !seen[entry] {
+				seen[entry] = true
+				names = append(names, entry)
+			}
+		}
+	}
+	return names, aws.ToString(out.NextToken) == "", nil
+}
+
+// entryBelow names what name shows as directly below under: the secret's
+// own last segment, or the directory on the way ("dir/"); "" when name is
+// not below under.
+func entryBelow(name, under string) string {
+	entry, ok := strings.CutPrefix(name, under)
+	if !ok || entry == "" {
+		return ""
+	}
+	if seg, _, more := strings.Cut(entry, "/"); more {
+		if seg == "" {
+			return ""
+		}
+		return seg + "/"
+	}
+	return entry
 }
 
 // walk calls fn with every secret name that ListSecrets returns for the

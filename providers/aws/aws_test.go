@@ -56,6 +56,11 @@ func TestMapError(t *testing.T) {
 	if err := p.mapError("op", "k", context.Canceled); !errors.Is(err, context.Canceled) || errors.Is(err, resolver.ErrUnavailable) {
 		t.Errorf("canceled = %v, want context.Canceled only", err)
 	}
+	for _, code := range []string{"ThrottlingException", "TooManyRequestsException"} {
+		if err := p.mapError("op", "k", &smithy.GenericAPIError{Code: code}); !errors.Is(err, resolver.ErrThrottled) || !errors.Is(err, resolver.ErrUnavailable) {
+			t.Errorf("%s = %v, want throttled and unavailable", code, err)
+		}
+	}
 	// The SDK's text never reaches the error, on any branch.
 	leak := fmt.Errorf("credential_process said AKIAEXAMPLESECRET: %w", context.Canceled)
 	if err := p.mapError("op", "k", leak); strings.Contains(err.Error(), "AKIAEXAMPLESECRET") || !errors.Is(err, context.Canceled) {
@@ -203,5 +208,81 @@ func TestGetBatch(t *testing.T) {
 		if _, err := p.GetBatch(context.Background(), keys); !errors.Is(err, errors.ErrUnsupported) {
 			t.Fatalf("unsupported batch: %v, want ErrUnsupported", err)
 		}
+	}
+}
+
+// pagedAPI serves names with the service's name filter and paging.
+type pagedAPI struct {
+	fakeAPI
+	lists []sm.ListSecretsInput
+}
+
+func (f *pagedAPI) ListSecrets(ctx context.Context, in *sm.ListSecretsInput, _ ...func(*sm.Options)) (*sm.ListSecretsOutput, error) {
+	f.lists = append(f.lists, *in)
+	var kept []string
+	for _, n := range f.names {
+		if len(in.Filters) == 0 || strings.HasPrefix(n, in.Filters[0].Values[0]) {
+			kept = append(kept, n)
+		}
+	}
+	out := &sm.ListSecretsOutput{}
+	max := int(aws.ToInt32(in.MaxResults))
+	for i, n := range kept {
+		if i == max {
+			out.NextToken = aws.String("more")
+			break
+		}
+		out.SecretList = append(out.SecretList, types.SecretListEntry{Name: aws.String(n)})
+	}
+	return out, nil
+}
+
+func TestProbe(t *testing.T) {
+	var names []string
+	for i := range 150 {
+		names = append(names, fmt.Sprintf("big/s%03d", i))
+	}
+	names = append(names, "small/a", "small/b/c", "top")
+	tests := []struct {
+		prefixes     []string
+		dir          string
+		want         []string
+		complete     bool
+		wantErr      error
+		wantFilter   string
+		wantListings int
+	}{
+		{dir: "small", want: []string{"a", "b/"}, complete: true, wantFilter: "small/", wantListings: 1},
+		{dir: "big", want: nil, complete: false, wantFilter: "big/", wantListings: 1}, // 100 of 150: a page, not all
+		{dir: "small/b", want: []string{"c"}, complete: true, wantFilter: "small/b/", wantListings: 1},
+		{dir: "none", want: nil, complete: true, wantFilter: "none/", wantListings: 1},
+		{prefixes: []string{"small/"}, dir: "", wantErr: errors.ErrUnsupported},
+		{prefixes: []string{"small/"}, dir: "small", want: []string{"a", "b/"}, complete: true, wantFilter: "small/", wantListings: 1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.prefixes, tt.dir), func(t *testing.T) {
+			f := &pagedAPI{fakeAPI: fakeAPI{names: names}}
+			got, complete, err := NewWithAPI(f, Config{Prefixes: tt.prefixes}).Probe(context.Background(), tt.dir)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || len(f.lists) != 0 {
+					t.Fatalf("Probe = %v after %d calls, want %v and no call", err, len(f.lists), tt.wantErr)
+				}
+				return
+			}
+			if err != nil || len(f.lists) != tt.wantListings {
+				t.Fatalf("Probe: %v after %d ListSecrets calls, want %d", err, len(f.lists), tt.wantListings)
+			}
+			if tt.dir == "big" {
+				if len(got) != 100 || complete {
+					t.Errorf("Probe(big) = %d names, complete %v; want a page of 100, not complete", len(got), complete)
+				}
+			} else if fmt.Sprint(got) != fmt.Sprint(tt.want) || complete != tt.complete {
+				t.Errorf("Probe(%q) = %q, complete %v; want %q, %v", tt.dir, got, complete, tt.want, tt.complete)
+			}
+			in := f.lists[0]
+			if aws.ToInt32(in.MaxResults) != probePage || in.Filters[0].Values[0] != tt.wantFilter {
+				t.Errorf("ListSecrets(MaxResults %d, filter %v), want one page of %d with the filter %q", aws.ToInt32(in.MaxResults), in.Filters, probePage, tt.wantFilter)
+			}
+		})
 	}
 }

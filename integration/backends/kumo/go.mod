@@ -66,3 +66,4 @@ require (
 	golang.org/x/exp v0.0.0-20220921023135-46d9e7742f1e // indirect
 	golang.org/x/sys v0.40.0 // indirect
 )
+replace github.com/sivchari/kumo => ./kumo-patched
