@@ -128,28 +128,25 @@ func TestAWSListings(t *testing.T) {
 	}
 }
 
-func TestAWSDirectoryReadIsBatchedOrLazy(t *testing.T) {
+func TestAWSDirectoryReadIsBatched(t *testing.T) {
 	k := awsFixture(t)
 	d := awsMount(t, k)
 	readDir(t, d.Path("aws", "bulk", "team1"))
 	if n := apiCalls(d, "GetSecretValue"); n != 0 {
 		t.Errorf("opening a directory of 30 secrets made %d GetSecretValue calls, want 0", n)
 	}
-	// kumo has no BatchGetSecretValue: tried once, then never again.
-	if n := apiCalls(d, "BatchGetSecretValue"); n != 1 {
-		t.Errorf("BatchGetSecretValue calls = %d, want 1 (then the fallback)", n)
+	// 30 secrets: two batches of at most 20.
+	if n := apiCalls(d, "BatchGetSecretValue"); n != 2 {
+		t.Errorf("BatchGetSecretValue calls = %d, want 2", n)
 	}
 	for i := range 30 {
-		if _, err := os.ReadFile(d.Path("aws", bulkName(1, i))); err != nil {
-			t.Fatal(err)
+		if got, err := os.ReadFile(d.Path("aws", bulkName(1, i))); err != nil || string(got) != "value-"+bulkName(1, i) {
+			t.Fatalf("%s: %q, %v", bulkName(1, i), got, err)
 		}
 	}
-	readDir(t, d.Path("aws", "bulk", "team2"))
-	if n := apiCalls(d, "BatchGetSecretValue"); n != 1 {
-		t.Errorf("BatchGetSecretValue calls after a second directory = %d, want still 1", n)
-	}
-	if n := apiCalls(d, "GetSecretValue"); n != 30 {
-		t.Errorf("GetSecretValue calls for 30 reads = %d, want 30 (one each, the fallback)", n)
+	d.syncLog(t, "aws")
+	if n := apiCalls(d, "GetSecretValue"); n != 1 { // the sync marker's own
+		t.Errorf("GetSecretValue calls for 30 reads after the batch = %d, want none", n-1)
 	}
 }
 

@@ -97,7 +97,7 @@ type daemon struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	stderr bytes.Buffer // guarded by mu
-	syncs  int          // guarded by mu; markers syncLog used
+	syncs  int          // guarded by mu; markers syncLog used (one backend read each)
 	exited chan struct{}
 	err    error // set before exited is closed
 }
@@ -122,15 +122,16 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 
 // syncLog waits until the daemon's log has caught up with what the kernel
 // asked of it so far: stderr is a pipe, copied by another goroutine. It
-// looks up a name of its own below provider and waits for the cache's
-// debug line of that lookup.
+// looks up a name of its own below provider (a field of a missing secret:
+// one read, no listing or probe) and waits for the cache's debug line of
+// that read.
 func (d *daemon) syncLog(t testing.TB, provider string) {
 	t.Helper()
 	d.mu.Lock()
 	d.syncs++
 	marker := fmt.Sprintf("secretfs-sync-%d", d.syncs)
 	d.mu.Unlock()
-	os.Stat(d.Path(provider, marker))
+	os.Stat(d.Path(provider, marker+"#sync"))
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(d.Stderr(), marker) {
 		if time.Now().After(deadline) {

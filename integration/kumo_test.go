@@ -50,22 +50,25 @@ func (k *kumo) Client() *sm.Client {
 
 // startKumo starts a kumo on a free port (or the given one, to restart on
 // the same address) and waits for /health.
-func startKumo(t testing.TB, port int) *kumo {
+func startKumo(t testing.TB, port int, env ...string) *kumo {
 	t.Helper()
-	k, err := launchKumo(backendBin(t, "SECRETFS_KUMO_BIN"), port)
+	k, err := launchKumo(backendBin(t, "SECRETFS_KUMO_BIN"), port, env...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k
 }
 
-func launchKumo(bin string, port int) (*kumo, error) {
+// launchKumo starts the (patched) emulator; env may set
+// KUMO_SECRETFS_THROTTLE_FILE, the file whose existence makes every call
+// answer ThrottlingException.
+func launchKumo(bin string, port int, env ...string) (*kumo, error) {
 	port, err := portOr(port)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
-	cmd.Env = append(os.Environ(), "KUMO_LOG_LEVEL=warn")
+	cmd.Env = append(append(os.Environ(), "KUMO_LOG_LEVEL=warn"), env...)
 	cmd.Stderr = os.Stderr
 	p, err := startProcess("kumo", cmd, fmt.Sprintf("http://127.0.0.1:%d/health", port))
 	if err != nil {
