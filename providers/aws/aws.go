@@ -22,7 +22,11 @@
 // listings small.
 //
 // Listing walks ListSecrets (every page, with a name filter; the prefix is
-// checked on the client side too, since the filter is case-insensitive).
+// checked on the client side too). Because names are flat, listing a
+// directory costs its whole subtree, so the provider also probes
+// (resolver.Prober): one page below a directory, which decides a lookup
+// without a walk. Throttling is ErrUnavailable and ErrThrottled, after the
+// SDK's adaptive retries.
 // Reading many secrets at once (GetBatch) uses BatchGetSecretValue, twenty
 // names a call; where the service does not support it (or IAM does not
 // allow it), GetBatch says errors.ErrUnsupported once and for all and
