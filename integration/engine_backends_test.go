@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +18,9 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// realBackend is a real backend as the engine tests drive it: a secret is
-// written, rotated and deleted through the backend's own API and read
-// through a mount.
+// realBackend is a backend as the engine tests drive it: a secret is
+// written, rotated and deleted through the backend's own API (for the test
+// provider, its files) and read through a mount.
 type realBackend struct {
 	name   string
 	mount  func(t *testing.T, args ...string) *daemon
@@ -37,7 +38,21 @@ func realBackends(t *testing.T) []realBackend {
 	}
 	k := awsFixture(t)
 	v := vaultShared(t)
+	dir := t.TempDir() // the test provider's files
+	files := func(t *testing.T) *testBackend { return &testBackend{t: t, Dir: dir} }
 	return []realBackend{
+		{
+			name:  "test",
+			mount: func(t *testing.T, args ...string) *daemon { return testMount(t, files(t), args...) },
+			file:  func(key string) string { return "test/" + key },
+			ref:   func(key string) string { return "test:" + key },
+			write: func(t *testing.T, key, value string) { files(t).write(key, value) },
+			remove: func(t *testing.T, key string) {
+				if err := os.Remove(filepath.Join(dir, filepath.FromSlash(key))); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
 		{
 			name:  "aws",
 			mount: func(t *testing.T, args ...string) *daemon { return awsMount(t, k, args...) },
