@@ -29,4 +29,6 @@ var (
 	_ gofs.NodeLinker        = readOnly{}
 	_ gofs.NodeSetxattrer    = readOnly{}
 	_ gofs.NodeRemovexattrer = readOnly{}
+	_ gofs.NodeFsyncer       = readOnly{}
+	_ gofs.NodeStatfser      = readOnly{}
 )

@@ -164,7 +164,7 @@ func (n *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 
 func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	names := n.sys.engine.Names()
-	entries := make([]fuse.DirEntry, 0, len(names))
+	entries := dots(n.EmbeddedInode(), len(names))
 	for _, p := range names {
 		entries = append(entries, fuse.DirEntry{Name: p, Mode: syscall.S_IFDIR, Ino: childIno(n.EmbeddedInode(), p)})
 	}
@@ -172,10 +172,26 @@ func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 }
 
 func (n *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > maxName {
+		return nil, syscall.ENAMETOOLONG
+	}
 	if !slices.Contains(n.sys.engine.Names(), name) {
 		return nil, syscall.ENOENT
 	}
 	return n.sys.dirInode(ctx, n.EmbeddedInode(), name, name, "", out), 0
+}
+
+// dots returns a listing's first entries, "." and "..", with room for n
+// more.
+func dots(self *gofs.Inode, n int) []fuse.DirEntry {
+	parentIno := self.StableAttr().Ino
+	if _, parent := self.Parent(); parent != nil {
+		parentIno = parent.StableAttr().Ino
+	}
+	out := make([]fuse.DirEntry, 0, n+2)
+	return append(out,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self.StableAttr().Ino},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
 }
 
 // childIno is the inode number of a child the tree holds, or 0 (go-fuse
@@ -225,7 +241,7 @@ func showNames(l *cache.Listing) []shown {
 	seen := make(map[string]bool)
 	for _, entry := range l.Names() {
 		name, isDir := strings.CutSuffix(entry, "/")
-		if !listable(name) {
+		if !resolver.Listable(name) {
 			continue
 		}
 		if !isDir && l.Has(entry+"/") {
@@ -243,10 +259,6 @@ func showNames(l *cache.Listing) []shown {
 	return out
 }
 
-// listable reports whether a listed name can be looked up again as itself.
-func listable(name string) bool {
-	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/#\x00")
-}
 
 // Readdir lists the keys below the directory (see showNames), and reads
 // the listed secrets ahead in batches where the provider can.
@@ -258,12 +270,12 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	switch resolver.KindOf(err) {
 	case resolver.KindOK:
 	case resolver.KindUnsupported:
-		return gofs.NewListDirStream(nil), 0 // a provider that cannot list looks empty
+		return gofs.NewListDirStream(dots(n.EmbeddedInode(), 0)), 0 // a provider that cannot list looks empty
 	default:
 		return nil, toErrno(n.sys.log, "readdir "+n.provider+":"+n.dir, err)
 	}
 	names := showNames(l)
-	entries := make([]fuse.DirEntry, 0, len(names))
+	entries := dots(n.EmbeddedInode(), len(names))
 	var files []string
 	self := n.EmbeddedInode()
 	for _, s := range names {
@@ -294,6 +306,9 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // name does; anything else is read as a secret. The listing and the read
 // each get their own budget.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > maxName {
+		return nil, syscall.ENAMETOOLONG
+	}
 	op := "lookup " + n.provider + ":" + n.key(name)
 	// canList is false when the listing cannot tell what exists here.
 	canList := true
@@ -303,7 +318,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if l.Has(name + "/") {
 			return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 		}
-		if l.Has(name) && listable(name) {
+		if l.Has(name) && resolver.Listable(name) {
 			// The exact name wins over every suffix form ("@", "@VERSION").
 			return n.lookupSecret(ctx, name, resolver.Reference{Provider: n.provider, Key: n.key(name)}, false, out)
 		}
@@ -469,9 +484,23 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	return fuse.ReadResultData(v[off:end]), 0
 }
 
-// readOnly refuses every change with EROFS. The mount is also read-only
-// in the kernel; this answers callers that reach the nodes directly.
+// readOnly answers as a read-only filesystem does: EROFS to every change
+// (the mount is also read-only in the kernel; this answers callers that
+// reach the nodes directly), success to fsync (nothing is ever dirty), and
+// statfs with the sizes other filesystems give.
 type readOnly struct{}
+
+func (readOnly) Fsync(context.Context, gofs.FileHandle, uint32) syscall.Errno { return 0 }
+
+func (readOnly) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.NameLen = maxName
+	return 0
+}
+
+// maxName is the longest name a directory holds, as on other filesystems.
+const maxName = 255
 
 func (readOnly) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS

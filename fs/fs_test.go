@@ -221,8 +221,8 @@ func TestReaddir(t *testing.T) {
 	f := newTestFS(r, Config{})
 	root := NewRoot(r, Config{}).(*rootNode)
 	ds, _ := root.Readdir(context.Background())
-	if got := readdir(t, ds); len(got) != 2 || got["env"] != syscall.S_IFDIR || got["test"] != syscall.S_IFDIR {
-		t.Errorf("root = %v, want env/ and test/", got)
+	if got := readdir(t, ds); len(got) != 4 || got["env"] != syscall.S_IFDIR || got["test"] != syscall.S_IFDIR || got["."] != syscall.S_IFDIR || got[".."] != syscall.S_IFDIR {
+		t.Errorf("root = %v, want ., .., env/ and test/", got)
 	}
 
 	d := &dirNode{sys: f, provider: "test"}
@@ -231,7 +231,7 @@ func TestReaddir(t *testing.T) {
 		t.Fatal(errno)
 	}
 	// "x@" is a secret's exact name: it wins over the "x@" of secret x.
-	want := map[string]uint32{"a": syscall.S_IFREG, "app": syscall.S_IFDIR, "app@": syscall.S_IFREG, "dir": syscall.S_IFDIR,
+	want := map[string]uint32{".": syscall.S_IFDIR, "..": syscall.S_IFDIR, "a": syscall.S_IFREG, "app": syscall.S_IFDIR, "app@": syscall.S_IFREG, "dir": syscall.S_IFDIR,
 		"x": syscall.S_IFDIR, "x@": syscall.S_IFREG}
 	got := readdir(t, ds)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -248,7 +248,7 @@ func TestReaddir(t *testing.T) {
 	}
 	r.listErr = errors.ErrUnsupported
 	ds, errno = d.Readdir(context.Background())
-	if errno != 0 || len(readdir(t, ds)) != 0 {
+	if errno != 0 || len(readdir(t, ds)) != 2 {
 		t.Errorf("readdir of a provider that cannot list: %v; want an empty directory", errno)
 	}
 }

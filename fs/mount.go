@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,7 +34,8 @@ type Server struct {
 
 // Mount mounts a secretfs tree at dir, read-only, and returns once the
 // kernel answers requests. A dir left over from a daemon that died
-// ("transport endpoint is not connected") is unmounted first.
+// ("transport endpoint is not connected") is unmounted first; a dir that a
+// live secretfs serves is refused.
 func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 	if err := CleanStale(dir); err != nil {
 		return nil, err
@@ -39,6 +43,9 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("mountpoint: %w", err)
+	}
+	if abs, err := filepath.Abs(dir); err == nil && mountedSecretfs(abs) {
+		return nil, fmt.Errorf("mountpoint %s: a secretfs is mounted there already; unmount it first", dir)
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("mountpoint %s: not a directory", dir)
@@ -67,6 +74,7 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 			Debug:                    mo.Debug,
 		},
 		NegativeTimeout:   &negative,
+		RootStableAttr:    &gofs.StableAttr{Ino: 1, Mode: syscall.S_IFDIR},
 		FirstAutomaticIno: 2, // 1 is the root; small numbers suit 32-bit stat callers
 		UID:               cfg.UID,
 		GID:               cfg.GID,
@@ -97,10 +105,21 @@ func (s *Server) Unmount() error {
 	return nil
 }
 
+// staleCheck bounds the stat that finds a dead mount: a daemon that is
+// stopped (SIGSTOP) never answers it.
+const staleCheck = 2 * time.Second
+
 // CleanStale unmounts dir if it is a mount whose daemon is gone. It does
-// nothing to a healthy directory.
+// nothing to a healthy directory, and gives up on one that does not answer.
 func CleanStale(dir string) error {
-	_, err := os.Stat(dir)
+	res := make(chan error, 1)
+	go func() { _, err := os.Stat(dir); res <- err }()
+	var err error
+	select {
+	case err = <-res:
+	case <-time.After(staleCheck):
+		return fmt.Errorf("mountpoint %s does not answer within %v: is the daemon that serves it stopped? (unmount it with umount -l)", dir, staleCheck)
+	}
 	if !errors.Is(err, syscall.ENOTCONN) {
 		return nil
 	}
@@ -108,6 +127,40 @@ func CleanStale(dir string) error {
 		return fmt.Errorf("clean up stale mount %s: %w", dir, err)
 	}
 	return nil
+}
+
+// mountedSecretfs reports whether dir is the mountpoint of a secretfs.
+func mountedSecretfs(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[2] == "fuse.secretfs" && unescapeMount(f[1]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMount undoes the octal escapes of /proc/mounts (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 func lazyUnmount(dir string) error {

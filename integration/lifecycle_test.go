@@ -199,22 +199,62 @@ func TestSIGTERMUnmounts(t *testing.T) {
 	}
 }
 
-func TestSIGTERMWhileBusyUnmountsLazily(t *testing.T) {
+func TestSIGTERMWhileAFileIsHeldOpen(t *testing.T) {
+	t.Parallel()
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"k": "held-value", "other": "o"})
+	dir := t.TempDir()
+	d := startDaemon(t, dir, nil, "--providers", "test", "--test-dir", b.Dir, "--audit-log", audit)
+	t.Cleanup(func() { d.kill() })
+	f, err := os.Open(filepath.Join(dir, "test", "k")) // keeps the mount busy
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	eventually(t, 5*time.Second, "the mount leaves the namespace (a lazy unmount)", func() bool { return !isMounted(dir) })
+	time.Sleep(2500 * time.Millisecond) // longer than the old 2s cut-off
+	select {
+	case <-d.exited:
+		t.Fatalf("the daemon exited while a file was open: %v", d.err)
+	default:
+	}
+	buf := make([]byte, 64)
+	n, err := f.ReadAt(buf, 0)
+	if string(buf[:n]) != "held-value" {
+		t.Errorf("the held descriptor after SIGTERM read %q, %v; want the value", buf[:n], err)
+	}
+	f.Close()
+	select {
+	case <-d.exited:
+		if d.err != nil {
+			t.Errorf("exit after the last file closed: %v, want 0", d.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not exit after the last file was closed")
+	}
+	if data, _ := os.ReadFile(audit); !strings.Contains(string(data), `"ref":"test:k"`) {
+		t.Errorf("audit records were not written until exit: %s", data)
+	}
+}
+
+func TestShutdownGraceEnds(t *testing.T) {
+	t.Parallel()
 	b := newTestBackend(t, map[string]string{"k": "v"})
 	dir := t.TempDir()
-	d := startDaemon(t, dir, nil, "--providers", "test", "--test-dir", b.Dir)
-	f, err := os.Open(filepath.Join(dir, "test", "k")) // keeps the mount busy
+	d := startDaemon(t, dir, nil, "--providers", "test", "--test-dir", b.Dir, "--shutdown-grace", "500ms")
+	f, err := os.Open(filepath.Join(dir, "test", "k"))
 	if err != nil {
 		d.kill()
 		t.Fatal(err)
 	}
+	defer f.Close()
 	if err := d.terminate(); err != nil {
-		t.Errorf("exit after SIGTERM while busy: %v, want 0", err)
+		t.Errorf("exit after SIGTERM and the grace: %v, want 0", err)
 	}
-	if isMounted(dir) {
-		t.Error("busy mount still in the namespace after SIGTERM (want a lazy unmount)")
+	if !strings.Contains(d.Stderr(), "shutdown grace") {
+		t.Errorf("the end of the grace was not logged")
 	}
-	f.Close()
 }
 
 func TestStaleMountpointIsCleanedUp(t *testing.T) {

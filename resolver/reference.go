@@ -131,3 +131,11 @@ func (r Reference) Validate() error {
 	}
 	return nil
 }
+
+// Listable reports whether a name that a listing returns (without a
+// directory's trailing "/") can be shown as a path segment that names it
+// again: not empty, ".", ".." or containing "/", "#" or NUL. The filesystem
+// and `secretfs ls` leave out the others.
+func Listable(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/#\x00")
+}

@@ -118,6 +118,15 @@ func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
 	}
 }
 
+// enable adds the provider a reference names to those enabled (get and ls
+// need no --providers). A name the binary does not have is left for open
+// to report.
+func (c *common) enable(name string) {
+	if !slices.Contains(c.providers, name) {
+		c.providers = append(c.providers, name)
+	}
+}
+
 // open opens the enabled providers, in the order given.
 func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provider, error) {
 	if c.timeout <= 0 {
@@ -127,7 +136,7 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 	seen := make(map[string]bool)
 	for _, name := range c.providers {
 		name = strings.TrimSpace(name)
-		if seen[name] {
+		if name == "" || seen[name] {
 			continue
 		}
 		seen[name] = true
@@ -142,6 +151,9 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 			return nil, fmt.Errorf("provider %s: %w", name, err)
 		}
 		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, usagef("--providers: no provider given (have %s)", strings.Join(slices.Sorted(maps.Keys(c.openers)), ", "))
 	}
 	return out, nil
 }

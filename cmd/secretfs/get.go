@@ -59,6 +59,7 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	c.enable(ref.Provider)
 	return c.withResolver(stderr, func(ctx context.Context, r *resolver.Resolver) error {
 		s, err := r.Get(ctx, ref)
 		if err != nil {
@@ -87,6 +88,7 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	c.enable(provider)
 	return c.withResolver(stderr, func(ctx context.Context, r *resolver.Resolver) error {
 		names, err := r.List(ctx, provider, dir)
 		if errors.Is(err, errors.ErrUnsupported) {
@@ -94,6 +96,11 @@ func runLs(args []string, stdout, stderr io.Writer) error {
 		}
 		if err != nil {
 			return err
+		}
+		// Only what the filesystem shows: names a path can reach.
+		names = slices.DeleteFunc(names, func(n string) bool { return !resolver.Listable(strings.TrimSuffix(n, "/")) })
+		if len(names) == 0 && dir != "" {
+			return fmt.Errorf("%s:%s: %w: no such directory", provider, dir, resolver.ErrNotFound)
 		}
 		slices.Sort(names)
 		for _, n := range slices.Compact(names) {

@@ -35,7 +35,7 @@ func TestGet(t *testing.T) {
 		{[]string{"get", "--env-allow", "OTHER_*", "env:SFS_TEST_PLAIN"}, "", exitNotFound},
 		{[]string{"get", "env:"}, "", exitInvalidRef},
 		{[]string{"get", "nocolon"}, "", exitInvalidRef},
-		{[]string{"get", "aws2:x"}, "", exitInvalidRef},
+		{[]string{"get", "aws2:x"}, "", exitUsage}, // a provider the binary lacks: named, with what it has
 		{[]string{"get"}, "", exitUsage},
 		{[]string{"get", "--no-such-flag", "env:X"}, "", exitUsage},
 		{[]string{"get", "--providers", "nope", "env:X"}, "", exitUsage},
@@ -137,5 +137,45 @@ func TestMountOptions(t *testing.T) {
 	}
 	if !mo.AllowOther || cfg.UID != 1000 || cfg.GID != 1001 || cfg.FileMode != 0o440 || cfg.DirMode != 0o550 {
 		t.Errorf("cfg = %+v, mo = %+v", cfg, mo)
+	}
+}
+
+func TestGetAndLsEnableTheirProvider(t *testing.T) {
+	t.Setenv("SFS_ENABLE", "yes")
+	// --providers names only aws; get env:… still enables env.
+	if out, _, err := runCapture(t, "get", "--providers", "aws", "--aws-region", "us-east-1", "env:SFS_ENABLE"); err != nil || out != "yes" {
+		t.Errorf("get env: with --providers aws = %q, %v", out, err)
+	}
+	_, _, err := runCapture(t, "get", "nosuch:x")
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "have aws, env, vault") {
+		t.Errorf("get nosuch:x = %v (exit %d), want a usage error naming the providers the binary has", err, exitCode(err))
+	}
+	if _, _, err := runCapture(t, "ls", "env:NOPE"); exitCode(err) != exitNotFound {
+		t.Errorf("ls env:NOPE: exit %d (%v), want %d", exitCode(err), err, exitNotFound)
+	}
+	t.Setenv("SFS_LS_H#F", "hidden")
+	t.Setenv("SFS_LS_OK", "shown")
+	if out, _, err := runCapture(t, "ls", "--env-allow", "SFS_LS_*", "env:"); err != nil || out != "SFS_LS_OK\n" {
+		t.Errorf("ls env: = %q, %v; want only the names a path can reach", out, err)
+	}
+}
+
+func TestProviderAndModeFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"mount", "--providers", "", dir},
+		{"mount", "--providers", ",", dir},
+		{"mount", "--dir-mode", "0400", dir},
+		{"get", "--providers", "", "--env-allow", "X", "nosuch:x"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			if _, _, err := runCapture(t, args...); exitCode(err) != exitUsage {
+				t.Errorf("exit %d (%v), want usage", exitCode(err), err)
+			}
+		})
+	}
+	m := &mountFlags{common: newCommon("mount"), fileMode: "0400", dirMode: "0500", options: []string{"allow_other", "", "ro"}}
+	if _, mo, err := m.fsConfig(); err != nil || !mo.AllowOther {
+		t.Errorf("-o allow_other,,ro = %+v, %v; want allow_other and the empty entry skipped", mo, err)
 	}
 }

@@ -37,7 +37,7 @@ type mountFlags struct {
 	maxStale          time.Duration
 	maxEntries        int
 	auditLog          string
-	debugFUSE         bool
+	shutdownGrace     time.Duration
 }
 
 func runMount(args []string, stdout, stderr io.Writer) error {
@@ -54,6 +54,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	f.DurationVar(&m.maxStale, "max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
+	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
 	if err := m.parse(args, stdout, mountUsage); err != nil {
 		return helpOK(err)
 	}
@@ -65,8 +66,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if m.ttl <= 0 || m.negTTL <= 0 || m.maxStale < 0 || m.maxEntries <= 0 {
-		return usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale not negative")
+	if m.ttl <= 0 || m.negTTL <= 0 || m.maxStale < 0 || m.maxEntries <= 0 || m.shutdownGrace < 0 {
+		return usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale and --shutdown-grace not negative")
 	}
 	log, err := m.logger(stderr)
 	if err != nil {
@@ -83,8 +84,15 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		cfg.Audit = slog.New(slog.NewJSONHandler(w, nil)).With("audit", true)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// Signals are taken before anything can log: a broken log pipe
+	// (SIGPIPE) or a closed terminal (SIGHUP) must never take the mount
+	// down, and every signal that stops the daemon unmounts first.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
 	ps, err := m.open(ctx, log)
 	if err != nil {
 		return err
@@ -107,24 +115,46 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
-	select {
-	case <-done:
+	if !waitForStop(done, sigs, log) {
 		log.Info("unmounted from outside", "mountpoint", dir)
 		return nil
-	case <-ctx.Done():
 	}
-	log.Info("signal received; unmounting", "mountpoint", dir)
+	log.Info("unmounting", "mountpoint", dir)
 	if err := srv.Unmount(); err != nil {
 		return err
 	}
 	select {
 	case <-done:
-	case <-time.After(2 * time.Second): // lazily detached: busy users keep it until they let go
+	case <-time.After(m.shutdownGrace):
+		// Lazily detached: files still open were served until now.
+		log.Warn("files still open after the shutdown grace; exiting", "mountpoint", dir, "grace", m.shutdownGrace)
 	}
 	st := c.Stats()
 	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale,
 		"backend_calls", st.Calls, "refreshes", st.Refreshes, "throttled", st.Throttled)
 	return nil
+}
+
+// waitForStop waits for a signal that stops the daemon (true) or for the
+// mount to go away from outside (false). SIGHUP and SIGPIPE never stop it.
+func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, log *slog.Logger) bool {
+	for {
+		select {
+		case <-unmounted:
+			return false
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGPIPE:
+				// A reader of our output went away; the write failed, and
+				// that is all.
+			case syscall.SIGHUP:
+				log.Info("SIGHUP: nothing to reload")
+			default:
+				log.Info("signal received", "signal", s.String())
+				return true
+			}
+		}
+	}
 }
 
 // fsConfig checks the filesystem flags and folds -o options into them.
@@ -141,9 +171,13 @@ func (m *mountFlags) fsConfig() (fs.Config, fs.MountOptions, error) {
 	}
 	cfg.FileMode, cfg.DirMode = fm, dm
 	mo.AllowOther = m.allowOther
+	if dm&0o111 == 0 {
+		return cfg, mo, usagef("--dir-mode %s: no x bit, so nobody could enter a directory (want e.g. 0500)", m.dirMode)
+	}
 	for _, o := range m.options {
 		name, val, hasVal := strings.Cut(strings.TrimSpace(o), "=")
 		switch {
+		case name == "" && !hasVal: // "a,,b": nothing between the commas
 		case name == "allow_other" && !hasVal:
 			mo.AllowOther = true
 		case name == "default_permissions" && !hasVal, name == "ro" && !hasVal:

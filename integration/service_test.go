@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSIGHUPNeverKills(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := testMount(t, b)
+	for range 3 {
+		d.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-d.exited:
+		t.Fatalf("SIGHUP killed the daemon: %v", d.err)
+	default:
+	}
+	if got, err := os.ReadFile(d.Path("test", "k")); err != nil || string(got) != "v" {
+		t.Errorf("after SIGHUP: %q, %v", got, err)
+	}
+}
+
+func TestSIGQUITAndSIGINTUnmount(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			b := newTestBackend(t, map[string]string{"k": "v"})
+			dir := t.TempDir()
+			d := startDaemon(t, dir, nil, "--providers", "test", "--test-dir", b.Dir)
+			d.cmd.Process.Signal(sig)
+			select {
+			case <-d.exited:
+			case <-time.After(10 * time.Second):
+				d.kill()
+				t.Fatalf("no exit after %v", sig)
+			}
+			if d.err != nil {
+				t.Errorf("exit after %v: %v, want 0", sig, d.err)
+			}
+			if isMounted(dir) {
+				syscall.Unmount(dir, syscall.MNT_DETACH)
+				t.Errorf("%v left the mount behind", sig)
+			}
+		})
+	}
+}
+
+// `secretfs mount DIR 2>&1 | head -1`: once head exits, logging must not
+// take the mount down.
+func TestBrokenLogPipeKeepsServing(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	dir := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(secretfsBin, "mount", "--log-level", "debug", "--providers", "test", "--test-dir", b.Dir, dir)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+		if isMounted(dir) {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	line, err := bufio.NewReader(r).ReadString('\n') // head -1
+	if err != nil {
+		t.Fatalf("no first line: %v", err)
+	}
+	r.Close()
+	t.Logf("head -1 read %q", strings.TrimSpace(line))
+	eventually(t, 10*time.Second, "the mount is there", func() bool { return isMounted(dir) })
+	for i := range 20 { // every read logs at debug level, into the broken pipe
+		if _, err := os.ReadFile(filepath.Join(dir, "test", "k")); err != nil {
+			t.Fatalf("read %d after the log pipe broke: %v", i, err)
+		}
+		os.Stat(filepath.Join(dir, "test", "missing-"+string(rune('a'+i))))
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("the daemon died when its log pipe broke: %v", err)
+	default:
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v, want 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	if isMounted(dir) {
+		t.Error("mount left behind")
+	}
+}
+
+func TestSecondMountIsRefused(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := testMount(t, b)
+	_, stderr, code := secretfs(t, nil, "mount", "--providers", "test", "--test-dir", b.Dir, d.Dir)
+	if code == 0 || !strings.Contains(stderr, "mounted there already") {
+		t.Errorf("a second mount on a live mountpoint: exit %d, %q; want a clear refusal", code, stderr)
+	}
+	if got, err := os.ReadFile(d.Path("test", "k")); err != nil || string(got) != "v" {
+		t.Errorf("the first mount after the refused second: %q, %v", got, err)
+	}
+}
+
+func TestStoppedDaemonDoesNotHangTheNextMount(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := testMount(t, b)
+	d.cmd.Process.Signal(syscall.SIGSTOP)
+	defer d.cmd.Process.Signal(syscall.SIGCONT)
+	start := time.Now()
+	_, stderr, code := secretfs(t, nil, "mount", "--providers", "test", "--test-dir", b.Dir, d.Dir)
+	if code == 0 || !strings.Contains(stderr, "does not answer") {
+		t.Errorf("mount on a stopped daemon's mountpoint: exit %d, %q; want a clear error", code, stderr)
+	}
+	if el := time.Since(start); el > 15*time.Second {
+		t.Errorf("the check took %v", el)
+	}
+}
+
+func TestConventionalAnswers(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"dir/k": "v"})
+	d := testMount(t, b)
+	var st syscall.Stat_t
+	if err := syscall.Stat(d.Dir, &st); err != nil || st.Ino != 1 {
+		t.Errorf("root st_ino = %d, %v; want 1", st.Ino, err)
+	}
+	for _, dir := range []string{d.Dir, d.Path("test"), d.Path("test", "dir")} {
+		out, err := exec.Command("ls", "-a", dir).Output()
+		if names := strings.Fields(string(out)); err != nil || len(names) < 2 || names[0] != "." || names[1] != ".." {
+			t.Errorf("ls -a %s = %q, %v; want . and .. first", dir, names, err)
+		}
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(d.Dir, &fs); err != nil || fs.Bsize != 4096 || fs.Namelen != 255 {
+		t.Errorf("statfs: bsize %d namelen %d, %v; want 4096 and 255", fs.Bsize, fs.Namelen, err)
+	}
+	_, err := os.Stat(d.Path("test", strings.Repeat("n", 256)))
+	wantErrno(t, "a 256-byte name", err, syscall.ENAMETOOLONG)
+	f, err := os.Open(d.Path("test", "dir", "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync: %v, want success", err)
+	}
+}
+
+func TestFlagsThatMakeNoUsableMount(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"mount", "--providers", "", dir},
+		{"mount", "--dir-mode", "0400", dir},
+	} {
+		if _, stderr, code := secretfs(t, nil, args...); code != 2 || isMounted(dir) {
+			t.Errorf("%v: exit %d (%q), want 2 and nothing mounted", args, code, stderr)
+		}
+	}
+}
