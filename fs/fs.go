@@ -259,7 +259,6 @@ func showNames(l *cache.Listing) []shown {
 	return out
 }
 
-
 // Readdir lists the keys below the directory (see showNames), and reads
 // the listed secrets ahead in batches where the provider can.
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
