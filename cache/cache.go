@@ -175,6 +175,7 @@ type Cache struct {
 	values    *list.List         // guarded by mu; *entry holding a value or listing, most recently used first
 	negatives *list.List         // guarded by mu; *entry holding a negative answer or a failed listing
 	health    map[string]*health // guarded by mu; by provider
+	cannot    map[key]bool       // guarded by mu; what a provider said it cannot do at all (ErrUnsupported): list or probe that directory
 	onChange  []func(Change)     // guarded by mu
 
 	hits, misses, stale, calls, refreshes, throttled atomic.Uint64
@@ -244,6 +245,7 @@ func (e *entry) servableStale(now time.Time) bool {
 
 // health is what is known of one provider.
 type health struct {
+	gen     uint64 // counts outages, so that a probe of an old one stops
 	down    bool
 	since   time.Time
 	backoff time.Duration
@@ -296,7 +298,7 @@ func New(src Source, opts Options) *Cache {
 	c := &Cache{
 		src: src, opts: opts, log: opts.Logger,
 		entries: make(map[key]*entry), values: list.New(), negatives: list.New(),
-		health: make(map[string]*health),
+		health: make(map[string]*health), cannot: make(map[key]bool),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.bgIdle.L = &c.bgMu
@@ -304,12 +306,12 @@ func New(src Source, opts Options) *Cache {
 }
 
 // background runs f in a goroutine that Close waits for, unless the cache
-// is closed.
-func (c *Cache) background(f func()) {
+// is closed; it reports whether f runs.
+func (c *Cache) background(f func()) bool {
 	c.bgMu.Lock()
 	if c.closed {
 		c.bgMu.Unlock()
-		return
+		return false
 	}
 	c.bgN++
 	c.bgMu.Unlock()
@@ -324,6 +326,7 @@ func (c *Cache) background(f func()) {
 		}()
 		f()
 	}()
+	return true
 }
 
 // waitIdle waits until no background task runs.
@@ -469,7 +472,7 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 		return nil
 	}
 	done := make(chan error, 1)
-	c.background(func() {
+	started := c.background(func() {
 		callCtx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
 		defer cancel()
 		got, err := c.src.GetBatch(callCtx, provider, missing)
@@ -481,6 +484,9 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 		}
 		done <- err
 	})
+	if !started {
+		return nil // closed: nothing to read ahead for
+	}
 	select {
 	case err := <-done:
 		if errors.Is(err, errors.ErrUnsupported) {
@@ -496,6 +502,10 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 func (c *Cache) get(ctx context.Context, k key) (any, time.Duration, error) {
 	now := c.opts.Clock.Now()
 	c.mu.Lock()
+	if c.cannot[k] {
+		c.mu.Unlock()
+		return nil, 0, fmt.Errorf("%s: %w", k, errors.ErrUnsupported)
+	}
 	if e, ok := c.entries[k]; ok {
 		switch {
 		case now.Before(e.expires):
@@ -582,6 +592,11 @@ func (c *Cache) refresh(k key) {
 		c.mu.Lock()
 		if e, ok := c.entries[k]; ok {
 			e.refreshing = false
+			// A refresh that stored nothing new is not tried again at
+			// once by every read that follows.
+			if now := c.opts.Clock.Now(); !now.Before(e.refreshAt) {
+				e.refreshAt = now.Add(c.opts.ProbeMin)
+			}
 		}
 		c.mu.Unlock()
 	})
@@ -648,6 +663,12 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 		}
 		c.mu.Lock()
 		e, ok := c.entries[k]
+		if ok && !e.negative() && now.Before(e.expires) {
+			// A refresh ahead failed: what is held is still fresh.
+			val, freshFor := e.val, e.expires.Sub(now)
+			c.mu.Unlock()
+			return result{val, freshFor}, nil
+		}
 		stale := ok && e.servableStale(now)
 		var expiredFor time.Duration
 		if stale {
@@ -665,7 +686,16 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 		}
 		return nil, err
 
-	default: // invalid, unsupported, canceled: nothing learned about the key
+	case resolver.KindUnsupported:
+		// The provider cannot do this at all (list, probe): remember it,
+		// and it was no backend call.
+		c.calls.Add(^uint64(0))
+		c.mu.Lock()
+		c.cannot[k] = true
+		c.mu.Unlock()
+		return nil, err
+
+	default: // invalid, canceled: nothing learned about the key
 		return nil, err
 	}
 }
@@ -686,7 +716,9 @@ func (c *Cache) storeValue(k key, val any) time.Duration {
 	if staleFor > 0 {
 		e.staleUntil = e.expires.Add(staleFor)
 	}
-	e.timer = c.opts.Clock.AfterFunc(ttl*3/4, func() { c.refreshDue(e) })
+	if c.ctx.Err() == nil { // a call that ends after Close arms nothing
+		e.timer = c.opts.Clock.AfterFunc(ttl*3/4, func() { c.refreshDue(e) })
+	}
 
 	c.mu.Lock()
 	old := c.entries[k]
@@ -805,9 +837,20 @@ func (c *Cache) markDown(provider string, probe func(context.Context) error) {
 	if h.down {
 		return
 	}
+	if c.ctx.Err() != nil {
+		return // closed
+	}
+	h.gen++
 	h.down, h.since, h.backoff, h.probe = true, c.opts.Clock.Now(), c.opts.ProbeMin, probe
 	c.log.Warn("provider unavailable; serving cached values stale until it answers", "provider", provider)
-	h.timer = c.opts.Clock.AfterFunc(h.backoff, func() { c.background(func() { c.runProbe(provider, h) }) })
+	c.armProbe(provider, h)
+}
+
+// armProbe schedules the next probe of the current outage. Called with mu
+// held.
+func (c *Cache) armProbe(provider string, h *health) {
+	gen := h.gen
+	h.timer = c.opts.Clock.AfterFunc(h.backoff, func() { c.background(func() { c.runProbe(provider, h, gen) }) })
 }
 
 // markUp marks provider up and stops its probe.
@@ -827,9 +870,9 @@ func (c *Cache) markUp(provider string) {
 
 // runProbe repeats the call that found provider down; while it still
 // fails as unavailable, it is tried again after twice the wait.
-func (c *Cache) runProbe(provider string, h *health) {
+func (c *Cache) runProbe(provider string, h *health, gen uint64) {
 	c.mu.Lock()
-	if c.health[provider] != h || !h.down || c.ctx.Err() != nil {
+	if c.health[provider] != h || !h.down || h.gen != gen || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		return
 	}
@@ -846,11 +889,11 @@ func (c *Cache) runProbe(provider string, h *health) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !h.down || c.ctx.Err() != nil {
+	if !h.down || h.gen != gen || c.ctx.Err() != nil {
 		return
 	}
 	h.backoff = min(2*h.backoff, c.opts.ProbeMax)
-	h.timer = c.opts.Clock.AfterFunc(h.backoff, func() { c.background(func() { c.runProbe(provider, h) }) })
+	c.armProbe(provider, h)
 }
 
 // Listing is one directory's entries as a provider listed them (see

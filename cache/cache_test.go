@@ -739,3 +739,50 @@ func TestPrefetchFillsTheCache(t *testing.T) {
 		t.Errorf("Prefetch on a provider without batches = %v with %d calls; want nothing", err, plain.calls.Load())
 	}
 }
+
+func TestFailedRefreshKeepsTheFreshValueAndBacksOff(t *testing.T) {
+	clk := newClock()
+	lb := &listingBackend{}
+	c := newCache(t, clk, cache.Options{TTL: 100 * time.Second, MaxStale: 0, ProbeMin: 5 * time.Second}, lb)
+	if _, _, err := c.List(context.Background(), "b", ""); err != nil {
+		t.Fatal(err)
+	}
+	lb.set("", fmt.Errorf("blip: %w", resolver.ErrUnavailable))
+	clk.Advance(80 * time.Second) // past the refresh point
+	for range 5 {
+		if l, _, err := c.List(context.Background(), "b", ""); err != nil || len(l.Names()) != 2 {
+			t.Fatalf("a fresh listing whose refresh failed: %v, %v; want it kept", l, err)
+		}
+		c.WaitIdle()
+	}
+	if n := lb.calls.Load(); n != 2 {
+		t.Errorf("list calls = %d, want 2 (the first, one failed refresh; then a back-off)", n)
+	}
+}
+
+func TestPrefetchAfterCloseReturns(t *testing.T) {
+	bb := &batchBackend{}
+	r, _ := resolver.New(bb)
+	c := cache.New(r, cache.Options{})
+	c.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Prefetch(context.Background(), "b", []string{"x", "y"}) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Prefetch after Close never returned")
+	}
+}
+
+func TestUnsupportedIsNoCall(t *testing.T) {
+	b := &backend{name: "n"} // cannot list or probe
+	c := newCache(t, newClock(), cache.Options{}, b)
+	for range 3 {
+		if _, _, err := c.Probe(context.Background(), "n", "d"); !errors.Is(err, errors.ErrUnsupported) {
+			t.Fatalf("Probe = %v, want ErrUnsupported", err)
+		}
+	}
+	if st := c.Stats(); st.Calls != 0 || st.Misses != 1 {
+		t.Errorf("stats %+v: want no backend call, and the answer remembered after one miss", st)
+	}
+}

@@ -317,16 +317,26 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		if l.Has(name + "/") {
 			return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 		}
-		if l.Has(name) && resolver.Listable(name) {
-			// The exact name wins over every suffix form ("@", "@VERSION").
-			return n.lookupSecret(ctx, name, resolver.Reference{Provider: n.provider, Key: n.key(name)}, false, out)
-		}
+		exact := l.Has(name) && resolver.Listable(name)
 		if !l.Complete() && !strings.Contains(name, "#") {
-			// The page does not tell: probe below the name itself. Anything
-			// there makes it a directory (the directory wins the name).
+			// A probe's page does not tell all: probe below the name itself.
+			// Anything there makes it a directory (the directory wins the
+			// name), even when the page holds the name as a secret.
 			if below, err := n.sys.known(ctx, n.provider, n.key(name)); err == nil && len(below.Names()) > 0 {
 				return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 			}
+			if !exact && strings.HasSuffix(name, "@") {
+				// A secret named exactly "x@" the page did not show still
+				// wins over the current version of "x".
+				ref := resolver.Reference{Provider: n.provider, Key: n.key(name)}
+				if _, err := n.sys.get(ctx, ref); err == nil {
+					exact = true
+				}
+			}
+		}
+		if exact {
+			// The exact name wins over every suffix form ("@", "@VERSION").
+			return n.lookupSecret(ctx, name, resolver.Reference{Provider: n.provider, Key: n.key(name)}, false, out)
 		}
 	case resolver.KindUnsupported, resolver.KindPermission:
 		canList = false
@@ -379,21 +389,27 @@ func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Re
 // use is looked up again, and so counted as read, before it expires.
 func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Reference, v cache.Value, gen uint64, out *fuse.EntryOut) *gofs.Inode {
 	valid := v.FreshFor / 2
+	if n.sys.notifier.generation() != gen {
+		// A value changed while this lookup was answered: the kernel must
+		// not keep an answer that may already be old.
+		valid = 0
+	}
 	n.sys.fileAttr(v.Secret, &out.Attr)
 	out.SetEntryTimeout(valid)
 	out.SetAttrTimeout(valid)
 	parent := n.EmbeddedInode()
 	base := ref
 	base.Field = ""
-	defer n.sys.notifier.watch(base, parent, name, gen)
 	if ch := parent.GetChild(name); ch != nil {
 		if f, ok := ch.Operations().(*fileNode); ok && f.ref == ref && f.shows(v.Secret) {
 			f.setValid(valid)
+			n.sys.notifier.watch(base, parent, name, f, gen)
 			return ch
 		}
 	}
 	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret, parent: parent, name: name}
 	node.setValid(valid)
+	n.sys.notifier.watch(base, parent, name, node, gen)
 	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
 }
 
@@ -416,13 +432,13 @@ func (n *fileNode) shows(s resolver.Secret) bool {
 	return n.secret.Version == s.Version && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
 }
 
-// OnForget drops the name from the notifier once no node shows it, so that
-// names nobody uses any more cost no memory.
+// OnForget drops the node's name from the notifier (unless a newer node
+// shows that name now), so that names nobody uses any more cost no memory.
 func (n *fileNode) OnForget() {
-	if n.parent != nil && n.parent.GetChild(n.name) == nil {
+	if n.parent != nil {
 		base := n.ref
 		base.Field = ""
-		n.sys.notifier.unwatch(base, n.parent, n.name)
+		n.sys.notifier.unwatch(base, n.parent, n.name, n)
 	}
 }
 

@@ -160,9 +160,11 @@ func TestLookupByProbe(t *testing.T) {
 	newEngine := func() *fakeEngine {
 		return &fakeEngine{
 			names:  []string{"p"},
-			values: map[string]resolver.Secret{"p:big/s1": secret("one"), "p:app": secret("app"), "p:small/x": secret("x")},
+			values: map[string]resolver.Secret{"p:big/s1": secret("one"), "p:app": secret("app"), "p:small/x": secret("x"),
+				"p:mixed/a": secret("a"), "p:at/T@@": secret("exact"), "p:at/T": secret("plain")},
 			// "" and "big" are larger than a page; "small" fits in one.
-			pages: map[string][]string{"p:": {"aaa"}, "p:big": {"s0"}, "p:big/s1": {}, "p:app": {"db"}, "p:small": {"x", "y/"}, "p:big/nope": {}},
+			pages: map[string][]string{"p:": {"aaa"}, "p:big": {"s0"}, "p:big/s1": {}, "p:app": {"db"}, "p:small": {"x", "y/"}, "p:big/nope": {},
+				"p:mixed": {"a"}, "p:mixed/a": {"b"}, "p:at": {"T"}, "p:at/T@": {}},
 			lists: map[string][]string{}, // a listing would be a bug: never asked for
 		}
 	}
@@ -171,12 +173,17 @@ func TestLookupByProbe(t *testing.T) {
 		want       fuse.Status
 		isDir      bool
 		wantProbed []string
+		size       uint64
 	}{
-		{[]string{"big", "s1"}, fuse.OK, false, []string{"p:", "p:big", "p:big", "p:big/s1"}},
-		{[]string{"app"}, fuse.OK, true, []string{"p:", "p:app"}},
-		{[]string{"small", "x"}, fuse.OK, false, []string{"p:", "p:small", "p:small"}},
-		{[]string{"small", "y"}, fuse.OK, true, []string{"p:", "p:small", "p:small"}},
-		{[]string{"big", "nope"}, fuse.ENOENT, false, []string{"p:", "p:big", "p:big", "p:big/nope", "p:big/nope"}},
+		{[]string{"big", "s1"}, fuse.OK, false, []string{"p:", "p:big", "p:big", "p:big/s1"}, 3},
+		{[]string{"app"}, fuse.OK, true, []string{"p:", "p:app"}, 0},
+		{[]string{"small", "x"}, fuse.OK, false, []string{"p:", "p:small", "p:small", "p:small/x"}, 1},
+		{[]string{"small", "y"}, fuse.OK, true, []string{"p:", "p:small", "p:small"}, 0},
+		{[]string{"big", "nope"}, fuse.ENOENT, false, []string{"p:", "p:big", "p:big", "p:big/nope", "p:big/nope"}, 0},
+		// A page that shows "a" as a secret does not hide the directory a/.
+		{[]string{"mixed", "a"}, fuse.OK, true, []string{"p:", "p:mixed", "p:mixed", "p:mixed/a"}, 0},
+		// A secret named exactly "T@" wins over the current version of T.
+		{[]string{"at", "T@"}, fuse.OK, false, []string{"p:", "p:at", "p:at", "p:at/T@"}, 5},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.path, "/"), func(t *testing.T) {
@@ -187,6 +194,9 @@ func TestLookupByProbe(t *testing.T) {
 			}
 			if st == fuse.OK && (out.Attr.Mode&syscall.S_IFDIR != 0) != tt.isDir {
 				t.Errorf("directory = %v, want %v", !tt.isDir, tt.isDir)
+			}
+			if st == fuse.OK && !tt.isDir && out.Attr.Size != tt.size {
+				t.Errorf("size %d, want %d", out.Attr.Size, tt.size)
 			}
 			if fmt.Sprint(e.probed) != fmt.Sprint(tt.wantProbed) {
 				t.Errorf("probed %q, want %q", e.probed, tt.wantProbed)

@@ -26,8 +26,8 @@ type notifier struct {
 	wake chan struct{} // capacity 1: a pending wake-up
 
 	mu      sync.Mutex
-	watched map[resolver.Reference]map[shownAt]struct{} // guarded by mu; by value (no Field): the names that show it
-	pending map[resolver.Reference]struct{}             // guarded by mu; changed values not yet told
+	watched map[resolver.Reference]map[shownAt]any // guarded by mu; by value (no Field): the names that show it, and the node shown
+	pending map[resolver.Reference]struct{}        // guarded by mu; changed values not yet told
 }
 
 // shownAt is a name in a directory.
@@ -40,7 +40,7 @@ func newNotifier(log *slog.Logger) *notifier {
 	return &notifier{
 		log:     log,
 		wake:    make(chan struct{}, 1),
-		watched: make(map[resolver.Reference]map[shownAt]struct{}),
+		watched: make(map[resolver.Reference]map[shownAt]any),
 		pending: make(map[resolver.Reference]struct{}),
 	}
 }
@@ -63,17 +63,17 @@ func (n *notifier) poke() {
 	}
 }
 
-// watch records that name in parent shows base, as the kernel was told by
-// a lookup that began at generation gen. If anything changed since, the
-// name is told again, after the lookup's answer.
-func (n *notifier) watch(base resolver.Reference, parent *gofs.Inode, name string, gen uint64) {
+// watch records that name in parent shows base, through node, as the
+// kernel is told by a lookup that began at generation gen. If anything
+// changed since, the name is told again, after the lookup's answer.
+func (n *notifier) watch(base resolver.Reference, parent *gofs.Inode, name string, node any, gen uint64) {
 	n.mu.Lock()
 	set := n.watched[base]
 	if set == nil {
-		set = make(map[shownAt]struct{})
+		set = make(map[shownAt]any)
 		n.watched[base] = set
 	}
-	set[shownAt{parent, name}] = struct{}{}
+	set[shownAt{parent, name}] = node
 	raced := n.gen.Load() != gen
 	if raced {
 		n.pending[base] = struct{}{}
@@ -84,11 +84,12 @@ func (n *notifier) watch(base resolver.Reference, parent *gofs.Inode, name strin
 	}
 }
 
-// unwatch forgets that name in parent shows base.
-func (n *notifier) unwatch(base resolver.Reference, parent *gofs.Inode, name string) {
+// unwatch forgets that name in parent shows base through node, unless
+// another node shows it now.
+func (n *notifier) unwatch(base resolver.Reference, parent *gofs.Inode, name string, node any) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if set := n.watched[base]; set != nil {
+	if set := n.watched[base]; set != nil && set[shownAt{parent, name}] == node {
 		delete(set, shownAt{parent, name})
 		if len(set) == 0 {
 			delete(n.watched, base)

@@ -404,7 +404,22 @@ func (p *Provider) relogin() {
 func (p *Provider) tokenInvalid(ctx context.Context) bool {
 	_, err := p.client.Auth().Token().LookupSelfWithContext(ctx)
 	var re *api.ResponseError
-	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
+	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden && deadTokenErrors(re.Errors)
+}
+
+// deadTokenErrors tells, from a 403's errors, a token Vault no longer
+// accepts from a live token that a policy denies: Vault says "invalid token"
+// (newer releases) or a bare "permission denied" (1.14) for the first, and
+// wraps the second ("1 error occurred: * permission denied"). A token
+// without the default policy may not look itself up, and is then not taken
+// for dead.
+func deadTokenErrors(errs []string) bool {
+	for _, e := range errs {
+		if strings.Contains(e, "invalid token") {
+			return true
+		}
+	}
+	return len(errs) == 1 && errs[0] == "permission denied"
 }
 
 // retryAfterRelogin runs call; when it is denied because the token is no

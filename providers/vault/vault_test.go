@@ -128,3 +128,20 @@ func TestCredentialErrorsNeverShowContent(t *testing.T) {
 		t.Errorf("unreadable credential: %v", err)
 	}
 }
+
+func TestDeadTokenErrors(t *testing.T) {
+	tests := []struct {
+		errs []string
+		want bool
+	}{
+		{[]string{"permission denied"}, true},                             // 1.14, revoked or expired
+		{[]string{"permission denied", "invalid token"}, true},            // newer releases
+		{[]string{"1 error occurred:\n\t* permission denied\n\n"}, false}, // a policy: the token is alive
+		{nil, false},
+	}
+	for _, tt := range tests {
+		if got := deadTokenErrors(tt.errs); got != tt.want {
+			t.Errorf("deadTokenErrors(%q) = %v, want %v", tt.errs, got, tt.want)
+		}
+	}
+}
