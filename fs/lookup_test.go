@@ -159,7 +159,7 @@ func TestLookupByProbe(t *testing.T) {
 	secret := func(v string) resolver.Secret { return resolver.Secret{Value: []byte(v)} }
 	newEngine := func() *fakeEngine {
 		return &fakeEngine{
-			names:  []string{"p"},
+			names: []string{"p"},
 			values: map[string]resolver.Secret{"p:big/s1": secret("one"), "p:app": secret("app"), "p:small/x": secret("x"),
 				"p:mixed/a": secret("a"), "p:at/T@@": secret("exact"), "p:at/T": secret("plain")},
 			// "" and "big" are larger than a page; "small" fits in one.
