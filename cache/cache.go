@@ -62,6 +62,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,6 +178,7 @@ type Cache struct {
 	health    map[string]*health // guarded by mu; by provider
 	cannot    map[key]bool       // guarded by mu; what a provider said it cannot do at all (ErrUnsupported): list or probe that directory
 	onChange  []func(Change)     // guarded by mu
+	times     times              // guarded by mu; starts as opts' and changes with SetTimes
 
 	hits, misses, stale, calls, refreshes, throttled atomic.Uint64
 
@@ -218,6 +220,9 @@ func (k key) String() string {
 func (k key) flight() string {
 	return string(rune('0'+k.op)) + "\x00" + k.provider + "\x00" + k.name + "\x00" + k.version
 }
+
+// times are the durations a reload may change.
+type times struct{ ttl, negativeTTL, maxStale time.Duration }
 
 // entry is one cached answer. Once in the store, its fields are guarded by
 // Cache.mu.
@@ -299,6 +304,7 @@ func New(src Source, opts Options) *Cache {
 		src: src, opts: opts, log: opts.Logger,
 		entries: make(map[key]*entry), values: list.New(), negatives: list.New(),
 		health: make(map[string]*health), cannot: make(map[key]bool),
+		times: times{opts.TTL, opts.NegativeTTL, opts.MaxStale},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.bgIdle.L = &c.bgMu
@@ -358,6 +364,43 @@ func (c *Cache) Close() {
 	}
 	c.mu.Unlock()
 	c.waitIdle()
+}
+
+// SetTimes changes the TTL, the negative TTL and MaxStale of what is
+// stored from now on (a configuration reload); zero TTLs keep the current.
+func (c *Cache) SetTimes(ttl, negativeTTL, maxStale time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ttl > 0 {
+		c.times.ttl = ttl
+	}
+	if negativeTTL > 0 {
+		c.times.negativeTTL = negativeTTL
+	}
+	c.times.maxStale = max(maxStale, 0)
+}
+
+// Forget drops what is held for provider at and below dir ("" for all of
+// it), so that the next read asks the backend; the kernel is told of the
+// values through OnChange. A reload that changes what a provider shows
+// calls it, and so does a refresh on request.
+func (c *Cache) Forget(provider, dir string) {
+	var changes []Change
+	c.mu.Lock()
+	for k, e := range c.entries {
+		if k.provider != provider || dir != "" && k.name != dir && !strings.HasPrefix(k.name, dir+"/") {
+			continue
+		}
+		if k.op == opGet && !e.negative() {
+			changes = append(changes, Change{Ref: k.ref(), Deleted: true})
+		}
+		c.drop(e)
+	}
+	subs := c.onChange
+	c.mu.Unlock()
+	for _, ch := range changes {
+		c.notify(subs, ch)
+	}
 }
 
 // OnChange registers f to be called, from the goroutine that learned of
@@ -652,7 +695,10 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 
 	case resolver.KindNotFound, resolver.KindPermission:
 		c.markUp(k.provider)
-		c.storeNegative(k, err, c.opts.NegativeTTL)
+		c.mu.Lock()
+		negativeTTL := c.times.negativeTTL
+		c.mu.Unlock()
+		c.storeNegative(k, err, negativeTTL)
 		return nil, err
 
 	case resolver.KindUnavailable, resolver.KindUnknown:
@@ -703,8 +749,9 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 // storeValue stores a good answer, fresh for the (jittered) TTL, arms its
 // refresh ahead and reports a change. It returns how long it is fresh.
 func (c *Cache) storeValue(k key, val any) time.Duration {
-	ttl := c.opts.TTL
-	staleFor := c.opts.MaxStale
+	c.mu.Lock()
+	ttl, staleFor := c.times.ttl, c.times.maxStale
+	c.mu.Unlock()
 	if s, ok := val.(resolver.Secret); ok && s.MaxAge > 0 {
 		// A lease ends the value's life: never keep or serve it past that.
 		ttl = min(ttl, s.MaxAge)

@@ -786,3 +786,24 @@ func TestUnsupportedIsNoCall(t *testing.T) {
 		t.Errorf("stats %+v: want no backend call, and the answer remembered after one miss", st)
 	}
 }
+
+func TestForget(t *testing.T) {
+	b := &backend{value: "v"}
+	c := newCache(t, newClock(), cache.Options{}, b)
+	var changes []cache.Change
+	c.OnChange(func(ch cache.Change) { changes = append(changes, ch) })
+	for _, k := range []string{"a/x", "a/y", "ab", "b"} {
+		get(t, c, k)
+	}
+	c.Forget("b", "a")
+	if len(changes) != 2 {
+		t.Errorf("changes = %+v, want a/x and a/y", changes)
+	}
+	before := b.calls.Load()
+	for _, k := range []string{"a/x", "ab", "b"} {
+		get(t, c, k)
+	}
+	if n := b.calls.Load() - before; n != 1 {
+		t.Errorf("calls after Forget(a) = %d, want 1 (a/x only)", n)
+	}
+}

@@ -186,3 +186,58 @@ func TestFlagsThatMakeNoUsableMount(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigFileAndReload(t *testing.T) {
+	t.Parallel()
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	write := func(text string) {
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("providers: [env]\nenv-allow: [SFS_CF_A]\nttl: 1h\naudit-log: " + audit + "\n")
+	env := []string{"SFS_CF_A=a", "SFS_CF_B=b", "SECRETFS_TTL=30m"}
+	d := mount(t, env, "--config", conf, "--negative-ttl", "100ms")
+	if got := readDir(t, d.Path("env")); strings.Join(got, ",") != "SFS_CF_A" {
+		t.Errorf("ls env = %q, want the file's env-allow", got)
+	}
+	for _, want := range []string{"ttl=30m0s"} { // SECRETFS_TTL wins over the file
+		if !strings.Contains(d.Stderr(), want) {
+			t.Errorf("the mount did not log %s (the environment over the file)", want)
+		}
+	}
+
+	// A good file: applied at once, what needs a restart is logged.
+	write("providers: [env]\nenv-allow: [SFS_CF_A, SFS_CF_B]\nttl: 1h\naudit-log: " + audit + "\nfile-mode: \"0440\"\n")
+	os.Rename(audit, audit+".1") // logrotate moves the old file away
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the reload is logged", func() bool { return strings.Contains(d.Stderr(), "configuration reloaded") })
+	eventually(t, 5*time.Second, "the new env-allow shows SFS_CF_B", func() bool {
+		return strings.Join(readDir(t, d.Path("env")), ",") == "SFS_CF_A,SFS_CF_B"
+	})
+	if !strings.Contains(d.Stderr(), "need a restart") || !strings.Contains(d.Stderr(), "--file-mode") {
+		t.Errorf("the file-mode change was not logged as needing a restart")
+	}
+	if got, err := os.ReadFile(d.Path("env", "SFS_CF_B")); err != nil || string(got) != "b" {
+		t.Errorf("cat env/SFS_CF_B after the reload = %q, %v", got, err)
+	}
+	if data, err := os.ReadFile(audit); err != nil || !strings.Contains(string(data), "env:SFS_CF_B") {
+		t.Errorf("the audit log was not reopened at its path: %q, %v", data, err)
+	}
+
+	// A bad file: rejected, logged, and the running configuration stays.
+	write("providers: [env]\nenv-allow: [SFS_CF_A]\nttls: 1h\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the rejection is logged", func() bool { return strings.Contains(d.Stderr(), "reload rejected") })
+	if !strings.Contains(d.Stderr(), `unknown key \"ttls\"`) && !strings.Contains(d.Stderr(), `unknown key "ttls"`) {
+		t.Errorf("the rejection does not name the unknown key:\n%s", d.Stderr())
+	}
+	if got := readDir(t, d.Path("env")); strings.Join(got, ",") != "SFS_CF_A,SFS_CF_B" {
+		t.Errorf("after a bad file, ls env = %q; want the running configuration", got)
+	}
+	_, stderr, code := secretfs(t, nil, "get", "--config", conf, "env:SFS_CF_A")
+	if code != 2 || !strings.Contains(stderr, "ttls") {
+		t.Errorf("get with a bad config file: exit %d, %q; want a usage error naming the key", code, stderr)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/providers/env"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -48,12 +49,14 @@ func envFlags(set *pflag.FlagSet) opener {
 
 // common holds the flags every command that reads secrets has.
 type common struct {
-	flagSet   *pflag.FlagSet
-	providers []string
-	timeout   time.Duration
-	logLevel  string
-	logFormat string
-	openers   map[string]opener
+	flagSet    *pflag.FlagSet
+	providers  []string
+	timeout    time.Duration
+	logLevel   string
+	logFormat  string
+	configFile string
+	openers    map[string]opener
+	levelVar   slog.LevelVar // the logger's level, which a reload may change
 }
 
 func newCommon(name string) *common {
@@ -69,6 +72,7 @@ func newCommon(name string) *common {
 	c.flagSet.DurationVar(&c.timeout, "timeout", resolver.DefaultTimeout, "deadline of every backend call")
 	c.flagSet.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.flagSet.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	c.flagSet.StringVar(&c.configFile, config.FlagName, "", "YAML file of settings: keys are the long flag names; flags and SECRETFS_* win over it")
 	for _, b := range backends {
 		c.openers[b.name] = b.flags(c.flagSet)
 	}
@@ -76,8 +80,8 @@ func newCommon(name string) *common {
 }
 
 // parse parses args, then fills every flag not given on the command line
-// from SECRETFS_<FLAG> in the environment. It returns pflag.ErrHelp after
-// printing usage for --help.
+// from SECRETFS_<FLAG> in the environment, then from the --config file. It
+// returns pflag.ErrHelp after printing usage for --help.
 func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	err := c.flagSet.Parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
@@ -87,27 +91,19 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	var envErr error
-	c.flagSet.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || envErr != nil {
-			return
-		}
-		name := "SECRETFS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if err := c.flagSet.Set(f.Name, v); err != nil {
-				envErr = usagef("%s: %v", name, err)
-			}
-		}
-	})
-	return envErr
+	if _, err := config.Sources(c.flagSet, os.LookupEnv, nil); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
 }
 
 func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
+	level, err := c.level()
+	if err != nil {
+		return nil, err
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	c.levelVar.Set(level)
+	opts := &slog.HandlerOptions{Level: &c.levelVar}
 	switch c.logFormat {
 	case "text":
 		return slog.New(slog.NewTextHandler(stderr, opts)), nil
@@ -116,6 +112,15 @@ func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
 	default:
 		return nil, usagef("--log-format %q: want text or json", c.logFormat)
 	}
+}
+
+// level is the --log-level.
+func (c *common) level() (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return 0, usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	return level, nil
 }
 
 // enable adds the provider a reference names to those enabled (get and ls

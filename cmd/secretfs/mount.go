@@ -7,10 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/fs"
@@ -40,7 +44,8 @@ type mountFlags struct {
 	shutdownGrace     time.Duration
 }
 
-func runMount(args []string, stdout, stderr io.Writer) error {
+// newMountFlags defines the flags of mount.
+func newMountFlags() *mountFlags {
 	m := &mountFlags{common: newCommon("mount")}
 	f := m.flagSet
 	f.Uint32Var(&m.uid, "uid", uint32(os.Getuid()), "owner of every file and directory (default: the mounting user)")
@@ -55,19 +60,40 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
+	return m
+}
+
+// parseMountFlags fills the mount flags from args, the environment and the
+// --config file, and checks them.
+func parseMountFlags(args []string, stdout io.Writer) (*mountFlags, error) {
+	m := newMountFlags()
 	if err := m.parse(args, stdout, mountUsage); err != nil {
-		return helpOK(err)
+		return nil, err
 	}
 	if m.flagSet.NArg() != 1 {
-		return usagef("mount takes one argument, the mountpoint")
+		return nil, usagef("mount takes one argument, the mountpoint")
+	}
+	if m.ttl <= 0 || m.negTTL <= 0 || m.maxStale < 0 || m.maxEntries <= 0 || m.shutdownGrace < 0 {
+		return nil, usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale and --shutdown-grace not negative")
+	}
+	if _, err := m.level(); err != nil {
+		return nil, err
+	}
+	if _, _, err := m.fsConfig(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func runMount(args []string, stdout, stderr io.Writer) error {
+	m, err := parseMountFlags(args, stdout)
+	if err != nil {
+		return helpOK(err)
 	}
 	dir := m.flagSet.Arg(0)
 	cfg, mo, err := m.fsConfig()
 	if err != nil {
 		return err
-	}
-	if m.ttl <= 0 || m.negTTL <= 0 || m.maxStale < 0 || m.maxEntries <= 0 || m.shutdownGrace < 0 {
-		return usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale and --shutdown-grace not negative")
 	}
 	log, err := m.logger(stderr)
 	if err != nil {
@@ -75,13 +101,13 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Logger = log
 	cfg.Timeout = m.timeout
+	var audit *auditFile
 	if m.auditLog != "" {
-		w, closeAudit, err := openAudit(m.auditLog, stderr)
-		if err != nil {
+		if audit, err = openAudit(m.auditLog, stderr); err != nil {
 			return err
 		}
-		defer closeAudit()
-		cfg.Audit = slog.New(slog.NewJSONHandler(w, nil)).With("audit", true)
+		defer audit.Close()
+		cfg.Audit = slog.New(slog.NewJSONHandler(audit, nil)).With("audit", true)
 	}
 
 	// Signals are taken before anything can log: a broken log pipe
@@ -115,7 +141,15 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
-	if !waitForStop(done, sigs, log) {
+	reload := func() {
+		next, err := parseMountFlags(args, io.Discard)
+		if err != nil {
+			log.Error("configuration reload rejected; the running configuration stays", "error", err)
+			return
+		}
+		m.apply(next, reloadables{cache: c, providers: ps, audit: audit}, log)
+	}
+	if !waitForStop(done, sigs, reload, log) {
 		log.Info("unmounted from outside", "mountpoint", dir)
 		return nil
 	}
@@ -136,8 +170,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 }
 
 // waitForStop waits for a signal that stops the daemon (true) or for the
-// mount to go away from outside (false). SIGHUP and SIGPIPE never stop it.
-func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, log *slog.Logger) bool {
+// mount to go away from outside (false). SIGHUP reloads; SIGHUP and SIGPIPE
+// never stop it.
+func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, reload func(), log *slog.Logger) bool {
 	for {
 		select {
 		case <-unmounted:
@@ -148,7 +183,8 @@ func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, log *slog.Log
 				// A reader of our output went away; the write failed, and
 				// that is all.
 			case syscall.SIGHUP:
-				log.Info("SIGHUP: nothing to reload")
+				log.Info("SIGHUP: reloading the configuration")
+				reload()
 			default:
 				log.Info("signal received", "signal", s.String())
 				return true
@@ -211,13 +247,114 @@ func parseMode(flag, s string) (uint32, error) {
 	return uint32(n), nil
 }
 
-func openAudit(path string, stderr io.Writer) (io.Writer, func(), error) {
+// reloadables are the running parts a reload changes in place.
+type reloadables struct {
+	cache     *cache.Cache
+	providers []resolver.Provider
+	audit     *auditFile
+}
+
+// live are the flags a reload applies without remounting.
+var live = []string{"ttl", "negative-ttl", "max-stale", "env-allow", "log-level"}
+
+// apply makes the running configuration m into next, as far as that can
+// happen without remounting, and logs what needs a restart.
+func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) {
+	var restart []string
+	next.flagSet.VisitAll(func(f *pflag.Flag) {
+		cur := m.flagSet.Lookup(f.Name)
+		if cur == nil || cur.Value.String() == f.Value.String() || slices.Contains(live, f.Name) {
+			return
+		}
+		restart = append(restart, "--"+f.Name)
+	})
+	if len(restart) > 0 {
+		msg := "these settings changed and need a restart (remount); the running values stay"
+		if m.auditLog == "" && next.auditLog != "" || m.auditLog != "" && next.auditLog == "" {
+			msg += "; switching between the fast mode and the audit mode is fixed by the kernel for the life of a mount"
+		}
+		log.Warn(msg, "settings", strings.Join(restart, " "))
+	}
+	run.cache.SetTimes(next.ttl, next.negTTL, next.maxStale)
+	m.ttl, m.negTTL, m.maxStale = next.ttl, next.negTTL, next.maxStale
+	if cur, nxt := m.flagSet.Lookup("env-allow"), next.flagSet.Lookup("env-allow"); cur.Value.String() != nxt.Value.String() {
+		for _, p := range run.providers {
+			if e, ok := p.(interface{ SetAllow([]string) error }); ok {
+				allow, _ := next.flagSet.GetStringSlice("env-allow")
+				if err := e.SetAllow(allow); err != nil {
+					log.Error("env-allow not changed", "error", err)
+					continue
+				}
+				if sv, ok := cur.Value.(pflag.SliceValue); ok {
+					sv.Replace(allow)
+				}
+				run.cache.Forget(p.Name(), "") // what it shows changed
+			}
+		}
+	}
+	if level, err := next.level(); err == nil {
+		m.levelVar.Set(level)
+		m.logLevel = next.logLevel
+	}
+	if run.audit != nil {
+		if err := run.audit.Reopen(); err != nil {
+			log.Error("audit log not reopened", "error", err)
+		}
+	}
+	log.Info("configuration reloaded", "ttl", m.ttl, "negative_ttl", m.negTTL, "max_stale", m.maxStale, "log_level", m.logLevel)
+}
+
+// auditFile is the audit log, which a reload reopens (for logrotate).
+type auditFile struct {
+	mu   sync.Mutex
+	path string    // "" for stderr
+	w    io.Writer // guarded by mu
+	f    *os.File  // guarded by mu; nil for stderr
+}
+
+func openAudit(path string, stderr io.Writer) (*auditFile, error) {
 	if path == "-" {
-		return stderr, func() {}, nil
+		return &auditFile{w: stderr}, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	a := &auditFile{path: path}
+	if err := a.Reopen(); err != nil {
+		return nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return a, nil
+}
+
+func (a *auditFile) Write(p []byte) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.w.Write(p)
+}
+
+// Reopen opens the file by its name again: records go to the new file, as
+// logrotate expects after it moved the old one away.
+func (a *auditFile) Reopen() error {
+	if a.path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--audit-log: %w", err)
+		return err
 	}
-	return f, func() { f.Close() }, nil
+	a.mu.Lock()
+	old := a.f
+	a.f, a.w = f, f
+	a.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Close closes the file.
+func (a *auditFile) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.f != nil {
+		return a.f.Close()
+	}
+	return nil
 }

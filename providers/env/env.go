@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -23,7 +25,8 @@ const Name = "env"
 
 // Provider serves environment variables. It is safe for concurrent use.
 type Provider struct {
-	allow   []string
+	mu      sync.RWMutex
+	allow   []string // guarded by mu
 	lookup  func(string) (string, bool)
 	environ func() []string
 }
@@ -31,15 +34,27 @@ type Provider struct {
 // New returns a Provider exposing the variables that match any of the allow
 // patterns (all when allow is empty).
 func New(allow []string) (*Provider, error) {
+	p := &Provider{lookup: os.LookupEnv, environ: os.Environ}
+	if err := p.SetAllow(allow); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetAllow replaces the allow patterns (a configuration reload).
+func (p *Provider) SetAllow(allow []string) error {
 	if len(allow) == 0 {
 		allow = []string{"*"}
 	}
-	for _, p := range allow {
-		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("env: bad --env-allow pattern %q: %w", p, err)
+	for _, pat := range allow {
+		if _, err := path.Match(pat, ""); err != nil {
+			return fmt.Errorf("env: bad --env-allow pattern %q: %w", pat, err)
 		}
 	}
-	return &Provider{allow: allow, lookup: os.LookupEnv, environ: os.Environ}, nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.allow = slices.Clone(allow)
+	return nil
 }
 
 // newWith is New with an environment of the test's choosing.
@@ -106,6 +121,8 @@ func (p *Provider) visible(k string) bool {
 	if k == "" || strings.ContainsAny(k, "/=\x00") {
 		return false
 	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	if reserved(k) {
 		for _, pat := range p.allow {
 			if pat == k {
