@@ -131,10 +131,37 @@ type Options struct {
 	// when a provider that is down is back.
 	ProbeMin, ProbeMax time.Duration
 	Clock              Clock
+	// Observer, when set, is told of every backend call and every stale
+	// value served (metrics). It must not block.
+	Observer Observer
 	// Rand returns a number in [0,1) for jitter; tests may fix it.
 	Rand   func() float64
 	Logger *slog.Logger
 }
+
+// Observer is told what the cache did, for metrics. Names of secrets and
+// values never reach it: only providers, results and durations.
+type Observer interface {
+	// BackendCall: one call to provider ended with result (see Result)
+	// after d.
+	BackendCall(provider, result string, d time.Duration)
+	// StaleServed: a value of provider was served past its expiry.
+	StaleServed(provider string, past time.Duration)
+}
+
+// Result names the outcome of a backend call for metrics: a kind of error
+// (resolver.Kind's names) or "throttled".
+func Result(err error) string {
+	if errors.Is(err, resolver.ErrThrottled) {
+		return "throttled"
+	}
+	return resolver.KindOf(err).String()
+}
+
+type noObserver struct{}
+
+func (noObserver) BackendCall(string, string, time.Duration) {}
+func (noObserver) StaleServed(string, time.Duration)         {}
 
 // Stats counts what the cache did. Values never appear here.
 type Stats struct {
@@ -299,6 +326,9 @@ func New(src Source, opts Options) *Cache {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Observer == nil {
+		opts.Observer = noObserver{}
 	}
 	c := &Cache{
 		src: src, opts: opts, log: opts.Logger,
@@ -518,9 +548,11 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 	started := c.background(func() {
 		callCtx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
 		defer cancel()
+		start := time.Now()
 		got, err := c.src.GetBatch(callCtx, provider, missing)
 		if !errors.Is(err, errors.ErrUnsupported) {
 			c.calls.Add(1)
+			c.opts.Observer.BackendCall(provider, Result(err), time.Since(start))
 		}
 		for name, s := range got {
 			c.storeValue(key{op: opGet, provider: provider, name: name}, s)
@@ -569,9 +601,10 @@ func (c *Cache) get(ctx context.Context, k key) (any, time.Duration, error) {
 			// The provider is known to be down: serve the last good value
 			// at once; its probe finds out when it is back.
 			c.touch(e)
-			val := e.val
+			val, past := e.val, now.Sub(e.expires)
 			c.mu.Unlock()
 			c.stale.Add(1)
+			c.opts.Observer.StaleServed(k.provider, past)
 			return val, 0, nil
 		}
 	}
@@ -589,6 +622,7 @@ func (c *Cache) get(ctx context.Context, k key) (any, time.Duration, error) {
 		// Out of time: a value that may be served stale beats an error.
 		if val, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			c.stale.Add(1)
+			c.opts.Observer.StaleServed(k.provider, 0)
 			c.log.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
 			return val, 0, nil
 		}
@@ -681,7 +715,11 @@ func (c *Cache) fresh(k key) (val any, freshFor time.Duration, err error, ok boo
 func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 	c.calls.Add(1)
 	c.log.Debug("backend call", "op", k.String())
+	start := time.Now()
 	val, err := c.fetch(ctx, k)
+	if resolver.KindOf(err) != resolver.KindUnsupported {
+		c.opts.Observer.BackendCall(k.provider, Result(err), time.Since(start))
+	}
 	now := c.opts.Clock.Now()
 	if errors.Is(err, resolver.ErrThrottled) {
 		c.throttled.Add(1)
@@ -723,6 +761,7 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 		c.mu.Unlock()
 		if stale {
 			c.stale.Add(1)
+			c.opts.Observer.StaleServed(k.provider, max(expiredFor, 0))
 			c.log.Warn("backend unavailable; serving the last good value",
 				"secret", k.String(), "expired_for", max(expiredFor, 0).Round(time.Millisecond), "error", err)
 			return result{val, 0}, nil
@@ -928,8 +967,10 @@ func (c *Cache) runProbe(provider string, h *health, gen uint64) {
 
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
 	c.calls.Add(1)
+	start := time.Now()
 	err := probe(ctx)
 	cancel()
+	c.opts.Observer.BackendCall(provider, Result(err), time.Since(start))
 	if k := resolver.KindOf(err); k != resolver.KindUnavailable && k != resolver.KindCanceled {
 		c.markUp(provider)
 		return

@@ -34,6 +34,9 @@ type Config struct {
 	// (uid, gid, pid), what (the reference) and the outcome. Never a value.
 	// It also puts the mount in audit mode: every open reaches the daemon.
 	Audit *slog.Logger
+	// Count, when set, is told of every FUSE request that reaches the
+	// daemon, by operation (metrics).
+	Count func(op string)
 }
 
 // Engine is what the filesystem needs of the cache.
@@ -78,6 +81,9 @@ func newFsys(e Engine, cfg Config) *fsys {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Count == nil {
+		cfg.Count = func(string) {}
 	}
 	f := &fsys{engine: e, cfg: cfg, log: cfg.Logger, started: time.Now(), notifier: newNotifier(cfg.Logger)}
 	e.OnChange(f.notifier.changed)
@@ -157,12 +163,14 @@ type rootNode struct {
 }
 
 func (n *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.sys.cfg.Count("getattr")
 	n.sys.dirAttr(&out.Attr)
 	out.SetTimeout(n.sys.cfg.DirTimeout)
 	return 0
 }
 
 func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	n.sys.cfg.Count("readdir")
 	names := n.sys.engine.Names()
 	entries := dots(n.EmbeddedInode(), len(names))
 	for _, p := range names {
@@ -172,6 +180,7 @@ func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 }
 
 func (n *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.sys.cfg.Count("lookup")
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -221,6 +230,7 @@ func (n *dirNode) key(name string) string {
 }
 
 func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.sys.cfg.Count("getattr")
 	n.sys.dirAttr(&out.Attr)
 	out.SetTimeout(n.sys.cfg.DirTimeout)
 	return 0
@@ -262,6 +272,7 @@ func showNames(l *cache.Listing) []shown {
 // Readdir lists the keys below the directory (see showNames), and reads
 // the listed secrets ahead in batches where the provider can.
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	n.sys.cfg.Count("readdir")
 	l, err := n.sys.known(ctx, n.provider, n.dir)
 	if err == nil && !l.Complete() {
 		l, err = n.sys.list(ctx, n.provider, n.dir)
@@ -305,6 +316,7 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // name does; anything else is read as a secret. The listing and the read
 // each get their own budget.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.sys.cfg.Count("lookup")
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -445,6 +457,7 @@ func (n *fileNode) OnForget() {
 func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add(d).UnixNano()) }
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.sys.cfg.Count("getattr")
 	n.sys.fileAttr(n.secret, &out.Attr)
 	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
@@ -455,6 +468,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 // round trip. In audit mode every open reaches here and is recorded, and
 // the data still comes from the page cache.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.sys.cfg.Count("open")
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		n.sys.audit(ctx, "denied", n.ref, syscall.EROFS)
 		return nil, 0, syscall.EROFS
@@ -491,6 +505,7 @@ func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno 
 
 // Read serves the node's own bytes: the page cache is filled from here.
 func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.sys.cfg.Count("read")
 	v := n.secret.Value
 	if off >= int64(len(v)) {
 		return fuse.ReadResultData(nil), 0

@@ -2,9 +2,12 @@ package integration
 
 import (
 	"bufio"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -239,5 +242,89 @@ func TestConfigFileAndReload(t *testing.T) {
 	_, stderr, code := secretfs(t, nil, "get", "--config", conf, "env:SFS_CF_A")
 	if code != 2 || !strings.Contains(stderr, "ttls") {
 		t.Errorf("get with a bad config file: exit %d, %q; want a usage error naming the key", code, stderr)
+	}
+}
+
+// metricsAddr returns where a daemon serves its metrics, from its log.
+func metricsAddr(t *testing.T, d *daemon) string {
+	t.Helper()
+	var addr string
+	eventually(t, 5*time.Second, "the metrics address is logged", func() bool {
+		for line := range strings.Lines(d.Stderr()) {
+			if i := strings.Index(line, `msg="serving metrics" addr=`); i >= 0 {
+				addr = strings.TrimSpace(line[i+len(`msg="serving metrics" addr=`):])
+				return true
+			}
+		}
+		return false
+	})
+	return addr
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// metricValue reads one sample, 0 when absent.
+func metricValue(body, sample string) float64 {
+	for line := range strings.Lines(body) {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func TestMetricsMoveAndNeverNameASecret(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"svc/metric-secret-name": "metric-secret-value"})
+	d := mount(t, []string{"SFS_MET_KEY=metric-env-value"}, "--providers", "env,test", "--test-dir", b.Dir,
+		"--env-allow", "SFS_MET_*", "--metrics-addr", "127.0.0.1:0")
+	base := "http://" + metricsAddr(t, d)
+	_, before := httpGet(t, base+"/metrics")
+	for _, p := range []string{"test/svc/metric-secret-name", "env/SFS_MET_KEY"} {
+		if _, err := os.ReadFile(d.Path(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Stat(d.Path("test", "svc", "missing-metric-name"))
+	code, after := httpGet(t, base+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	moves := []string{
+		`secretfs_backend_requests_total{provider="test",result="ok"}`,
+		`secretfs_backend_requests_total{provider="env",result="ok"}`,
+		`secretfs_backend_requests_total{provider="test",result="not_found"}`,
+		`secretfs_fuse_requests_total{op="lookup"}`,
+		"secretfs_cache_misses_total",
+		"secretfs_cache_entries",
+	}
+	for _, s := range moves {
+		if metricValue(after, s) <= metricValue(before, s) {
+			t.Errorf("%s did not move: %v -> %v", s, metricValue(before, s), metricValue(after, s))
+		}
+	}
+	for _, s := range []string{`secretfs_provider_up{provider="test"} 1`, "secretfs_build_info{", `secretfs_backend_request_duration_seconds_bucket{provider="test"`} {
+		if !strings.Contains(after, s) {
+			t.Errorf("/metrics lacks %s", s)
+		}
+	}
+	for _, secret := range []string{"metric-secret-name", "metric-secret-value", "metric-env-value", "SFS_MET_KEY", "missing-metric-name", "svc/"} {
+		if strings.Contains(after, secret) {
+			t.Errorf("/metrics contains %q, a secret's name or value", secret)
+		}
+	}
+	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q, want 200 ok", code, body)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/fs"
+	"github.com/secretfs/secretfs/metrics"
 	"github.com/secretfs/secretfs/resolver"
 )
 
@@ -42,6 +43,7 @@ type mountFlags struct {
 	maxEntries        int
 	auditLog          string
 	shutdownGrace     time.Duration
+	metricsAddr       string
 }
 
 // newMountFlags defines the flags of mount.
@@ -60,6 +62,7 @@ func newMountFlags() *mountFlags {
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
+	f.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and health at /healthz on HOST:PORT (e.g. 127.0.0.1:9464)")
 	return m
 }
 
@@ -129,12 +132,24 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	r.Timeout = m.timeout
+	met := metrics.New(version())
 	c := cache.New(r, cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale,
-		MaxEntries: m.maxEntries, Timeout: m.timeout, Logger: log})
+		MaxEntries: m.maxEntries, Timeout: m.timeout, Logger: log, Observer: met})
 	defer c.Close()
+	cfg.Count = met.FUSERequest
 	srv, err := fs.Mount(dir, c, cfg, mo)
 	if err != nil {
 		return err
+	}
+	if m.metricsAddr != "" {
+		met.Watch(c, r.Names())
+		ms, err := metrics.Serve(m.metricsAddr, met.Handler(func(ctx context.Context) error { return statWithin(ctx, dir) }))
+		if err != nil {
+			srv.Unmount()
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer ms.Close()
+		log.Info("serving metrics", "addr", ms.Addr())
 	}
 	log.Info("mounted", "mountpoint", dir, "providers", strings.Join(r.Names(), ","), "ttl", m.ttl)
 	fmt.Fprintf(stdout, "secretfs: mounted %s (providers: %s)\n", dir, strings.Join(r.Names(), ","))
@@ -167,6 +182,19 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale,
 		"backend_calls", st.Calls, "refreshes", st.Refreshes, "throttled", st.Throttled)
 	return nil
+}
+
+// statWithin stats dir, the mount's root, giving up when ctx ends (a
+// daemon that does not answer its own mount is not healthy).
+func statWithin(ctx context.Context, dir string) error {
+	res := make(chan error, 1)
+	go func() { _, err := os.Stat(dir); res <- err }()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("the mount does not answer: %w", ctx.Err())
+	}
 }
 
 // waitForStop waits for a signal that stops the daemon (true) or for the
