@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -326,5 +327,95 @@ func TestMetricsMoveAndNeverNameASecret(t *testing.T) {
 	}
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q, want 200 ok", code, body)
+	}
+}
+
+func TestSystemdNotify(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	want := func(what string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("the notify socket closed before %s", what)
+				}
+				if strings.Contains(m, what) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %s on the notify socket", what)
+			}
+		}
+	}
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	dir := t.TempDir()
+	d := startDaemon(t, dir, []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"}, "--providers", "test", "--test-dir", b.Dir)
+	want("READY=1")
+	want("WATCHDOG=1")
+	want("WATCHDOG=1") // again: it keeps pinging while the mount answers
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	want("STATUS=serving")
+	if err := d.terminate(); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+	want("STOPPING=1")
+}
+
+func TestSystemdUnitVerifies(t *testing.T) {
+	t.Parallel()
+	unit, err := filepath.Abs("../contrib/systemd/secretfs.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No option that gives the service its own mount namespace: the mount
+	// must propagate out.
+	for _, bad := range []string{"ProtectSystem=", "ProtectHome=", "PrivateTmp=", "PrivateDevices=", "PrivateMounts=",
+		"ReadOnlyPaths=", "ProtectKernelTunables=", "ProtectKernelModules=", "ProtectControlGroups=", "TemporaryFileSystem=", "BindPaths="} {
+		for line := range strings.Lines(string(data)) {
+			if strings.HasPrefix(strings.TrimSpace(line), bad) {
+				t.Errorf("the unit sets %s, which unshares the mount namespace", bad)
+			}
+		}
+	}
+	for _, need := range []string{"Type=notify", "NoNewPrivileges=yes", "DeviceAllow=/dev/fuse", "RuntimeDirectory=secretfs", "CapabilityBoundingSet=CAP_SYS_ADMIN"} {
+		if !strings.Contains(string(data), need) {
+			t.Errorf("the unit lacks %s", need)
+		}
+	}
+	verify, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed here: the unit was checked by its text only")
+	}
+	// The unit names the installed binary; verify it with the one built here.
+	local := filepath.Join(t.TempDir(), "secretfs.service")
+	if err := os.WriteFile(local, []byte(strings.ReplaceAll(string(data), "/usr/local/bin/secretfs", secretfsBin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(verify, "verify", local).CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/pflag"
 
 	"github.com/secretfs/secretfs/cache"
@@ -153,6 +154,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("mounted", "mountpoint", dir, "providers", strings.Join(r.Names(), ","), "ttl", m.ttl)
 	fmt.Fprintf(stdout, "secretfs: mounted %s (providers: %s)\n", dir, strings.Join(r.Names(), ","))
+	notify(log, "READY=1\nSTATUS=serving "+dir+" (providers: "+strings.Join(r.Names(), ",")+")")
+	stopWatchdog := watchdog(log, dir)
+	defer stopWatchdog()
 
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
@@ -163,12 +167,14 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			return
 		}
 		m.apply(next, reloadables{cache: c, providers: ps, audit: audit}, log)
+		notify(log, "STATUS=serving "+dir+" (configuration reloaded)")
 	}
 	if !waitForStop(done, sigs, reload, log) {
 		log.Info("unmounted from outside", "mountpoint", dir)
 		return nil
 	}
 	log.Info("unmounting", "mountpoint", dir)
+	notify(log, "STOPPING=1\nSTATUS=unmounting "+dir)
 	if err := srv.Unmount(); err != nil {
 		return err
 	}
@@ -182,6 +188,45 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale,
 		"backend_calls", st.Calls, "refreshes", st.Refreshes, "throttled", st.Throttled)
 	return nil
+}
+
+// notify tells systemd (Type=notify) about the service, when it runs
+// under systemd (NOTIFY_SOCKET).
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("systemd notification failed", "error", err)
+	}
+}
+
+// watchdog pings systemd's watchdog (WATCHDOG_USEC) at half its interval
+// while the mount answers a stat of its root. It returns the function that
+// stops it.
+func watchdog(log *slog.Logger, dir string) func() {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), interval/2)
+			err := statWithin(ctx, dir)
+			cancel()
+			if err != nil {
+				log.Warn("the mount does not answer; not pinging the watchdog", "error", err)
+				continue
+			}
+			notify(log, "WATCHDOG=1")
+		}
+	}()
+	return func() { close(done) }
 }
 
 // statWithin stats dir, the mount's root, giving up when ctx ends (a
