@@ -6,7 +6,12 @@ VAULT_BIN := $(BIN)/vault-dev
 MNT       ?= $(CURDIR)/mnt
 UNIT_PKGS := $(shell $(GO) list ./... | grep -v /integration)
 
-.PHONY: build run test test-unit test-integration backends lint bench fuzz clean
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+SBINDIR   ?= /sbin
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+
+.PHONY: build run test test-unit test-integration backends lint bench fuzz clean install
 
 build:
 	$(GO) build -o $(BIN)/secretfs ./cmd/secretfs
@@ -52,6 +57,16 @@ bench: backends
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./resolver
 	cp $$($(GO) env GOCACHE)/fuzz/github.com/secretfs/secretfs/resolver/FuzzParse/* resolver/testdata/fuzz/FuzzParse/ 2>/dev/null || true
+
+# The binary, the mount(8) helper (fstab: type fuse.secretfs) and the
+# systemd unit. PREFIX and DESTDIR as usual; the helper goes where mount(8)
+# looks for helpers (/sbin).
+install: build
+	install -D -m 0755 $(BIN)/secretfs $(DESTDIR)$(PREFIX)/bin/secretfs
+	install -d $(DESTDIR)$(SBINDIR)
+	ln -sf $(PREFIX)/bin/secretfs $(DESTDIR)$(SBINDIR)/mount.fuse.secretfs
+	install -D -m 0644 contrib/systemd/secretfs.service $(DESTDIR)$(UNITDIR)/secretfs.service
+	sed -i 's|/usr/local/bin/secretfs|$(PREFIX)/bin/secretfs|g' $(DESTDIR)$(UNITDIR)/secretfs.service
 
 clean:
 	rm -rf $(BIN)

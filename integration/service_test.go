@@ -419,3 +419,93 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// daemonFor returns the pid of a secretfs process serving dir, or 0.
+func daemonFor(dir string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		if len(args) > 2 && args[1] == "mount" && args[len(args)-1] == dir {
+			pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+			return pid
+		}
+	}
+	return 0
+}
+
+// The fstab route: mount(8) runs /sbin/mount.fuse.secretfs, a symlink to
+// the binary, which daemonizes; umount stops the daemon.
+func TestFstabMountAndUmount(t *testing.T) {
+	t.Parallel()
+	const helper = "/sbin/mount.fuse.secretfs"
+	if target, err := os.Readlink(helper); err == nil {
+		if target != secretfsBin {
+			t.Skipf("%s is installed already (-> %s); not replacing it", helper, target)
+		}
+	} else {
+		if err := os.Symlink(secretfsBin, helper); err != nil {
+			t.Skipf("cannot install the helper %s: %v", helper, err)
+		}
+		t.Cleanup(func() { os.Remove(helper) })
+	}
+	b := newTestBackend(t, map[string]string{"k": "fstab-value"})
+	dir := t.TempDir()
+	cmd := exec.Command("mount", "-t", "fuse.secretfs", "secretfs", dir,
+		"-o", "providers=env:test,test_dir="+b.Dir+",env_allow=SFS_FSTAB_*,file_mode=0440,ttl=1m,_netdev,nofail,x-systemd.automount")
+	cmd.Env = append(os.Environ(), "SFS_FSTAB_X=from-env")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount -t fuse.secretfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if isMounted(dir) {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	for p, want := range map[string]string{"test/k": "fstab-value", "env/SFS_FSTAB_X": "from-env"} {
+		if got, err := os.ReadFile(filepath.Join(dir, p)); err != nil || string(got) != want {
+			t.Errorf("cat %s = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, "test", "k")); err != nil || st.Mode().Perm() != 0o440 {
+		t.Errorf("file mode %v, %v; want 0440 from file_mode=0440", st.Mode(), err)
+	}
+	pid := daemonFor(dir)
+	if pid == 0 {
+		t.Fatal("no daemon serves the mount")
+	}
+	if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v\n%s", err, out)
+	}
+	eventually(t, 10*time.Second, "umount stops the daemon", func() bool { return syscall.Kill(pid, 0) != nil })
+	if isMounted(dir) {
+		t.Error("mount left behind after umount")
+	}
+	// A bad option fails the mount, with the reason.
+	out, err := exec.Command("mount", "-t", "fuse.secretfs", "secretfs", dir, "-o", "no_such_option=1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no_such_option") {
+		t.Errorf("mount with a bad option: %v, %q; want a failure naming it", err, out)
+	}
+}
+
+func TestMakeInstall(t *testing.T) {
+	t.Parallel()
+	dest := t.TempDir()
+	out, err := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest, "PREFIX=/usr").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	if target, err := os.Readlink(filepath.Join(dest, "sbin", "mount.fuse.secretfs")); err != nil || target != "/usr/bin/secretfs" {
+		t.Errorf("the helper: %q, %v; want a symlink to /usr/bin/secretfs", target, err)
+	}
+	if st, err := os.Stat(filepath.Join(dest, "usr", "bin", "secretfs")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("the binary: %v, %v", st, err)
+	}
+	unit, err := os.ReadFile(filepath.Join(dest, "usr", "lib", "systemd", "system", "secretfs.service"))
+	if err != nil || !strings.Contains(string(unit), "ExecStart=/usr/bin/secretfs mount") {
+		t.Errorf("the unit: %v; want ExecStart at the installed binary", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -27,7 +28,11 @@ const (
 )
 
 func main() {
-	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == helperName {
+		args = append([]string{"mount-helper"}, args...)
+	}
+	err := run(args, os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "secretfs:", err)
 	}
@@ -86,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "mount":
 		return runMount(rest, stdout, stderr)
+	case "mount-helper":
+		return runHelper(rest, stdout, stderr)
 	case "get":
 		return runGet(rest, stdout, stderr)
 	case "ls":

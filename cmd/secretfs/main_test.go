@@ -179,3 +179,37 @@ func TestProviderAndModeFlagErrors(t *testing.T) {
 		t.Errorf("-o allow_other,,ro = %+v, %v; want allow_other and the empty entry skipped", mo, err)
 	}
 }
+
+func TestHelperFlags(t *testing.T) {
+	tests := []struct {
+		opts []string
+		want string
+	}{
+		{[]string{"providers=env:aws", "file_mode=0440", "ttl=1m", "_netdev", "nofail", "x-systemd.automount", "rw", "defaults", "nosuid"},
+			"--providers=env,aws --file-mode=0440 --ttl=1m"},
+		{[]string{"allow_other", "uid=1000", "default_permissions", "env-allow=A_*:B_*"},
+			"--allow-other --uid=1000 --env-allow=A_*,B_* -o default_permissions"},
+		{[]string{"", "noauto", "comment=x-gvfs-hide"}, ""},
+	}
+	for _, tt := range tests {
+		got, err := helperFlags(tt.opts)
+		if err != nil || strings.Join(got, " ") != tt.want {
+			t.Errorf("helperFlags(%q) = %q, %v; want %q", tt.opts, got, err, tt.want)
+		}
+	}
+	for _, bad := range [][]string{{"nosuchoption=1"}, {"ttl"}, {"options=ro"}} {
+		if _, err := helperFlags(bad); exitCode(err) != exitUsage {
+			t.Errorf("helperFlags(%q) = %v, want a usage error", bad, err)
+		}
+	}
+	if _, _, err := runCapture(t, "mount-helper", "secretfs"); exitCode(err) != exitUsage {
+		t.Errorf("the helper without a mountpoint: %v, want usage", err)
+	}
+	dir := t.TempDir()
+	if _, _, err := runCapture(t, "mount-helper", "secretfs", dir, "-f", "-o", "ttl=soon"); exitCode(err) != exitUsage {
+		t.Errorf("the helper with a bad value: %v, want usage", err)
+	}
+	if _, _, err := runCapture(t, "mount-helper", "secretfs", dir, "-f", "-o", "ttl=1m,providers=env"); err != nil {
+		t.Errorf("the helper's fake mount (-f): %v", err)
+	}
+}

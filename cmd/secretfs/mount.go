@@ -45,6 +45,7 @@ type mountFlags struct {
 	auditLog          string
 	shutdownGrace     time.Duration
 	metricsAddr       string
+	logFile           string
 }
 
 // newMountFlags defines the flags of mount.
@@ -63,6 +64,7 @@ func newMountFlags() *mountFlags {
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
+	f.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr (reopened on SIGHUP, for logrotate)")
 	f.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and health at /healthz on HOST:PORT (e.g. 127.0.0.1:9464)")
 	return m
 }
@@ -99,16 +101,24 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var logFile *reopenFile
+	if m.logFile != "" {
+		if logFile, err = openReopenFile(m.logFile, stderr); err != nil {
+			return fmt.Errorf("--log-file: %w", err)
+		}
+		defer logFile.Close()
+		stderr = logFile
+	}
 	log, err := m.logger(stderr)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
 	cfg.Timeout = m.timeout
-	var audit *auditFile
+	var audit *reopenFile
 	if m.auditLog != "" {
-		if audit, err = openAudit(m.auditLog, stderr); err != nil {
-			return err
+		if audit, err = openReopenFile(m.auditLog, stderr); err != nil {
+			return fmt.Errorf("--audit-log: %w", err)
 		}
 		defer audit.Close()
 		cfg.Audit = slog.New(slog.NewJSONHandler(audit, nil)).With("audit", true)
@@ -166,7 +176,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			log.Error("configuration reload rejected; the running configuration stays", "error", err)
 			return
 		}
-		m.apply(next, reloadables{cache: c, providers: ps, audit: audit}, log)
+		m.apply(next, reloadables{cache: c, providers: ps, files: []*reopenFile{audit, logFile}}, log)
 		notify(log, "STATUS=serving "+dir+" (configuration reloaded)")
 	}
 	if !waitForStop(done, sigs, reload, log) {
@@ -324,7 +334,7 @@ func parseMode(flag, s string) (uint32, error) {
 type reloadables struct {
 	cache     *cache.Cache
 	providers []resolver.Provider
-	audit     *auditFile
+	files     []*reopenFile // the audit log and the log file, where there are
 }
 
 // live are the flags a reload applies without remounting.
@@ -369,34 +379,38 @@ func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) 
 		m.levelVar.Set(level)
 		m.logLevel = next.logLevel
 	}
-	if run.audit != nil {
-		if err := run.audit.Reopen(); err != nil {
-			log.Error("audit log not reopened", "error", err)
+	for _, f := range run.files {
+		if f != nil {
+			if err := f.Reopen(); err != nil {
+				log.Error("file not reopened", "path", f.path, "error", err)
+			}
 		}
 	}
 	log.Info("configuration reloaded", "ttl", m.ttl, "negative_ttl", m.negTTL, "max_stale", m.maxStale, "log_level", m.logLevel)
 }
 
-// auditFile is the audit log, which a reload reopens (for logrotate).
-type auditFile struct {
+// reopenFile is a log (the audit log, --log-file) that a reload reopens by
+// its name, for logrotate.
+type reopenFile struct {
 	mu   sync.Mutex
 	path string    // "" for stderr
 	w    io.Writer // guarded by mu
 	f    *os.File  // guarded by mu; nil for stderr
 }
 
-func openAudit(path string, stderr io.Writer) (*auditFile, error) {
+// openReopenFile opens path for appending; "-" is stderr.
+func openReopenFile(path string, stderr io.Writer) (*reopenFile, error) {
 	if path == "-" {
-		return &auditFile{w: stderr}, nil
+		return &reopenFile{w: stderr}, nil
 	}
-	a := &auditFile{path: path}
+	a := &reopenFile{path: path}
 	if err := a.Reopen(); err != nil {
-		return nil, fmt.Errorf("--audit-log: %w", err)
+		return nil, err
 	}
 	return a, nil
 }
 
-func (a *auditFile) Write(p []byte) (int, error) {
+func (a *reopenFile) Write(p []byte) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.w.Write(p)
@@ -404,7 +418,7 @@ func (a *auditFile) Write(p []byte) (int, error) {
 
 // Reopen opens the file by its name again: records go to the new file, as
 // logrotate expects after it moved the old one away.
-func (a *auditFile) Reopen() error {
+func (a *reopenFile) Reopen() error {
 	if a.path == "" {
 		return nil
 	}
@@ -423,7 +437,7 @@ func (a *auditFile) Reopen() error {
 }
 
 // Close closes the file.
-func (a *auditFile) Close() error {
+func (a *reopenFile) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.f != nil {
