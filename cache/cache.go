@@ -278,6 +278,7 @@ func (e *entry) servableStale(now time.Time) bool {
 // health is what is known of one provider.
 type health struct {
 	gen     uint64 // counts outages, so that a probe of an old one stops
+	lastErr string // the kind of the last failure (Result), never its text
 	down    bool
 	since   time.Time
 	backoff time.Duration
@@ -457,6 +458,29 @@ func (c *Cache) Len() (values, negatives int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.values.Len(), c.negatives.Len()
+}
+
+// Health is what is known of one provider.
+type Health struct {
+	Provider string
+	Up       bool
+	LastErr  string    // the kind of its last failure (see Result); "" if none
+	Since    time.Time // when it went down, while it is
+}
+
+// Health returns what is known of each provider that has failed once.
+func (c *Cache) Health() map[string]Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]Health, len(c.health))
+	for p, h := range c.health {
+		hh := Health{Provider: p, Up: !h.down, LastErr: h.lastErr}
+		if h.down {
+			hh.Since = h.since
+		}
+		out[p] = hh
+	}
+	return out
 }
 
 // Down reports whether provider is marked down.
@@ -741,7 +765,7 @@ func (c *Cache) fill(ctx context.Context, k key) (any, error) {
 
 	case resolver.KindUnavailable, resolver.KindUnknown:
 		if kind == resolver.KindUnavailable {
-			c.markDown(k.provider, func(ctx context.Context) error { _, err := c.fetch(ctx, k); return err })
+			c.markDown(k.provider, err, func(ctx context.Context) error { _, err := c.fetch(ctx, k); return err })
 		} else {
 			c.log.Error("unexpected backend error; keeping what is cached", "op", k.String(), "error", err)
 		}
@@ -912,7 +936,7 @@ func (c *Cache) isDown(provider string) bool {
 
 // markDown marks provider down, unless it is already, and arms its probe:
 // probe repeats the call that found the outage.
-func (c *Cache) markDown(provider string, probe func(context.Context) error) {
+func (c *Cache) markDown(provider string, err error, probe func(context.Context) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h := c.health[provider]
@@ -920,6 +944,7 @@ func (c *Cache) markDown(provider string, probe func(context.Context) error) {
 		h = &health{}
 		c.health[provider] = h
 	}
+	h.lastErr = Result(err)
 	if h.down {
 		return
 	}

@@ -509,3 +509,58 @@ func TestMakeInstall(t *testing.T) {
 		t.Errorf("the unit: %v; want ExecStart at the installed binary", err)
 	}
 }
+
+func TestStatusAndRefresh(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "one", "dir/a": "a1", "dir/sub/b": "b1"})
+	d := testMount(t, b, "--ttl", "1h")
+	read := func(p string) string {
+		got, err := os.ReadFile(d.Path("test", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	read("k")
+	read("dir/a")
+	read("dir/sub/b")
+	out, stderr, code := secretfs(t, nil, "status", d.Dir)
+	if code != 0 {
+		t.Fatalf("status: exit %d, %s", code, stderr)
+	}
+	for _, want := range []string{"mountpoint: " + d.Dir, "mode: fast", "provider test: up", "provider env: up", "uptime: ", "cache: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "one") || strings.Contains(out, "a1") {
+		t.Errorf("status shows a value:\n%s", out)
+	}
+
+	b.write("k", "two")
+	b.write("dir/a", "a2")
+	b.write("dir/sub/b", "b2")
+	if got := read("k"); got != "one" {
+		t.Fatalf("before refresh, within the TTL: %q", got)
+	}
+	if out, stderr, code := secretfs(t, nil, "refresh", d.Dir, "test:k"); code != 0 {
+		t.Fatalf("refresh: exit %d, %s %s", code, out, stderr)
+	}
+	if got := read("k"); got != "two" {
+		t.Errorf("after refresh test:k: %q, want the new value at once", got)
+	}
+	if _, stderr, code := secretfs(t, nil, "refresh", d.Dir, "test:dir/"); code != 0 {
+		t.Fatalf("refresh test:dir/: exit %d, %s", code, stderr)
+	}
+	if a, sub := read("dir/a"), read("dir/sub/b"); a != "a2" || sub != "b2" {
+		t.Errorf("after refresh test:dir/: %q %q, want a2 b2", a, sub)
+	}
+
+	empty := t.TempDir()
+	for _, args := range [][]string{{"status", empty}, {"refresh", empty, "test:k"}} {
+		_, stderr, code := secretfs(t, nil, args...)
+		if code != 1 || !strings.Contains(stderr, "no secretfs is mounted there") {
+			t.Errorf("%v on no mount: exit %d, %q; want 1 and a clear message", args, code, stderr)
+		}
+	}
+}

@@ -73,6 +73,8 @@ Usage:
   secretfs mount [flags] MOUNTPOINT    mount; cat MOUNTPOINT/PROVIDER/KEY[@VERSION][#FIELD]
   secretfs get [flags] REF             print one secret: PROVIDER:KEY[@VERSION][#FIELD]
   secretfs ls [flags] PROVIDER:[DIR]   list what a provider holds
+  secretfs status MOUNTPOINT           what a running mount is doing
+  secretfs refresh MOUNTPOINT REF...   re-fetch secrets now (PROVIDER:DIR/ for a directory)
   secretfs version                     print the version
 
 Run 'secretfs COMMAND --help' for a command's flags. Every flag can also be
@@ -93,6 +95,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runMount(rest, stdout, stderr)
 	case "mount-helper":
 		return runHelper(rest, stdout, stderr)
+	case "status":
+		return runStatus(rest, stdout, stderr)
+	case "refresh":
+		return runRefresh(rest, stdout, stderr)
 	case "get":
 		return runGet(rest, stdout, stderr)
 	case "ls":

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/secretfs/secretfs/cache"
+	"github.com/secretfs/secretfs/control"
 	"github.com/secretfs/secretfs/fs"
 	"github.com/secretfs/secretfs/metrics"
 	"github.com/secretfs/secretfs/resolver"
@@ -162,6 +164,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		defer ms.Close()
 		log.Info("serving metrics", "addr", ms.Addr())
 	}
+	if sock, err := serveControl(dir, cfg, c, r.Names(), log); err != nil {
+		log.Warn("running without a control socket (secretfs status and refresh will not reach this mount)", "error", err)
+	} else {
+		defer sock.Close()
+	}
 	log.Info("mounted", "mountpoint", dir, "providers", strings.Join(r.Names(), ","), "ttl", m.ttl)
 	fmt.Fprintf(stdout, "secretfs: mounted %s (providers: %s)\n", dir, strings.Join(r.Names(), ","))
 	notify(log, "READY=1\nSTATUS=serving "+dir+" (providers: "+strings.Join(r.Names(), ",")+")")
@@ -198,6 +205,21 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	log.Info("unmounted", "mountpoint", dir, "hits", st.Hits, "misses", st.Misses, "stale", st.Stale,
 		"backend_calls", st.Calls, "refreshes", st.Refreshes, "throttled", st.Throttled)
 	return nil
+}
+
+// serveControl starts the mount's control socket.
+func serveControl(dir string, cfg fs.Config, c *cache.Cache, providers []string, log *slog.Logger) (*control.Server, error) {
+	path, err := control.Path(dir)
+	if err != nil {
+		return nil, err
+	}
+	abs, _ := filepath.Abs(dir)
+	mode := "fast"
+	if cfg.Audit != nil {
+		mode = "audit"
+	}
+	h := &controlled{version: version(), mountpoint: abs, mode: mode, started: time.Now(), cache: c, providers: providers}
+	return control.Listen(path, h, log)
 }
 
 // notify tells systemd (Type=notify) about the service, when it runs

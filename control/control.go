@@ -1,0 +1,233 @@
+// Package control is the control socket of a running mount: `secretfs
+// status MOUNTPOINT` and `secretfs refresh MOUNTPOINT REF...` talk to it.
+//
+// The socket is a unix socket of mode 0600, owned by the mounting user,
+// under /run/secretfs for root and $XDG_RUNTIME_DIR/secretfs otherwise, with
+// a name derived from the mountpoint. A connection carries one JSON request
+// and one JSON response. Neither ever carries a secret value.
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Dir is where the sockets of a user live: /run/secretfs for root,
+// $XDG_RUNTIME_DIR/secretfs otherwise. It fails for a user with no runtime
+// directory.
+func Dir(uid int, runtimeDir string) (string, error) {
+	if uid == 0 {
+		return "/run/secretfs", nil
+	}
+	if runtimeDir == "" {
+		return "", errors.New("XDG_RUNTIME_DIR is not set")
+	}
+	return filepath.Join(runtimeDir, "secretfs"), nil
+}
+
+// Name is the socket's file name for a mountpoint (an absolute path): the
+// path made readable, and a hash of it so that no two mountpoints share one.
+func Name(mountpoint string) string {
+	sum := sha256.Sum256([]byte(mountpoint))
+	readable := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_':
+			return r
+		}
+		return '-'
+	}, strings.Trim(mountpoint, "/"))
+	if len(readable) > 48 {
+		readable = readable[len(readable)-48:]
+	}
+	return readable + "-" + hex.EncodeToString(sum[:4]) + ".sock"
+}
+
+// Path is the socket of mountpoint for the current user.
+func Path(mountpoint string) (string, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	dir, err := Dir(os.Getuid(), os.Getenv("XDG_RUNTIME_DIR"))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, Name(filepath.Clean(abs))), nil
+}
+
+// Status is what `secretfs status` shows.
+type Status struct {
+	Version    string           `json:"version"`
+	Mountpoint string           `json:"mountpoint"`
+	Started    time.Time        `json:"started"`
+	Mode       string           `json:"mode"` // fast or audit
+	Providers  []ProviderStatus `json:"providers"`
+	Cache      CacheStatus      `json:"cache"`
+}
+
+// ProviderStatus is one provider's health.
+type ProviderStatus struct {
+	Name      string    `json:"name"`
+	Up        bool      `json:"up"`
+	LastError string    `json:"last_error,omitempty"` // a kind of error, never its text
+	Since     time.Time `json:"since,omitzero"`
+}
+
+// CacheStatus counts what the cache holds and did.
+type CacheStatus struct {
+	Values    int    `json:"values"`
+	Negatives int    `json:"negatives"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Stale     uint64 `json:"stale"`
+	Calls     uint64 `json:"backend_calls"`
+}
+
+// Handler is what the daemon answers with.
+type Handler interface {
+	Status() Status
+	// Refresh drops and re-fetches the references (PROVIDER:KEY... or
+	// PROVIDER:DIR/ for a directory) and tells the kernel.
+	Refresh(ctx context.Context, refs []string) error
+}
+
+type request struct {
+	Op   string   `json:"op"`
+	Refs []string `json:"refs,omitempty"`
+}
+
+type response struct {
+	Status *Status `json:"status,omitempty"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// Server is a listening control socket.
+type Server struct {
+	ln   net.Listener
+	path string
+	done chan struct{}
+}
+
+// Listen serves h on the socket at path until Close. A socket left over
+// from a daemon that died is replaced.
+func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another daemon answers on it", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{ln: ln, path: path, done: make(chan struct{})}
+	go s.serve(h, log)
+	return s, nil
+}
+
+func (s *Server) serve(h Handler, log *slog.Logger) {
+	defer close(s.done)
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(time.Minute))
+			var req request
+			var resp response
+			if err := json.NewDecoder(conn).Decode(&req); err != nil {
+				resp.Error = "bad request: " + err.Error()
+			} else {
+				switch req.Op {
+				case "status":
+					st := h.Status()
+					resp.Status = &st
+				case "refresh":
+					ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+					if err := h.Refresh(ctx, req.Refs); err != nil {
+						resp.Error = err.Error()
+					}
+					cancel()
+					log.Info("refresh on request", "refs", strings.Join(req.Refs, " "), "error", resp.Error)
+				default:
+					resp.Error = fmt.Sprintf("unknown request %q", req.Op)
+				}
+			}
+			json.NewEncoder(conn).Encode(resp)
+		}()
+	}
+}
+
+// Path is where it listens.
+func (s *Server) Path() string { return s.path }
+
+// Close stops listening and removes the socket.
+func (s *Server) Close() {
+	s.ln.Close()
+	<-s.done
+	os.Remove(s.path)
+}
+
+// ErrNotMounted: nothing answers on the mountpoint's socket.
+var ErrNotMounted = errors.New("no secretfs is mounted there")
+
+func call(mountpoint string, req request) (response, error) {
+	path, err := Path(mountpoint)
+	if err != nil {
+		return response{}, err
+	}
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return response{}, fmt.Errorf("%s: %w (no control socket at %s)", mountpoint, ErrNotMounted, path)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return response{}, err
+	}
+	var resp response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		return response{}, fmt.Errorf("control socket: %w", err)
+	}
+	if resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
+
+// GetStatus asks the mount at mountpoint for its status.
+func GetStatus(mountpoint string) (Status, error) {
+	resp, err := call(mountpoint, request{Op: "status"})
+	if err != nil {
+		return Status{}, err
+	}
+	if resp.Status == nil {
+		return Status{}, errors.New("control socket: no status in the answer")
+	}
+	return *resp.Status, nil
+}
+
+// Refresh asks the mount at mountpoint to drop and re-fetch refs now.
+func Refresh(mountpoint string, refs []string) error {
+	_, err := call(mountpoint, request{Op: "refresh", Refs: refs})
+	return err
+}
