@@ -564,3 +564,18 @@ func TestStatusAndRefresh(t *testing.T) {
 		}
 	}
 }
+
+func TestGetAndLsEnableTheirProvider(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"app/k": "v", "app/h#f": "hidden"})
+	// No --providers: the reference names the provider, and its flags apply.
+	if out, stderr, code := secretfs(t, nil, "get", "--test-dir", b.Dir, "test:app/k"); code != 0 || out != "v" {
+		t.Errorf("get test:app/k without --providers: %q, exit %d, %s", out, code, stderr)
+	}
+	if out, stderr, code := secretfs(t, nil, "ls", "--test-dir", b.Dir, "test:app"); code != 0 || out != "k\n" {
+		t.Errorf("ls test:app = %q, exit %d, %s; want k only (h#f cannot be a path)", out, code, stderr)
+	}
+	if _, _, code := secretfs(t, nil, "ls", "--test-dir", b.Dir, "test:nope"); code != 3 {
+		t.Errorf("ls of a missing directory: exit %d, want 3", code)
+	}
+}
