@@ -73,6 +73,7 @@ type Status struct {
 	Mode       string           `json:"mode"` // fast or audit
 	Providers  []ProviderStatus `json:"providers"`
 	Cache      CacheStatus      `json:"cache"`
+	VmLck      string           `json:"vmlck"` // locked memory (--mlock), from /proc/self/status
 }
 
 // ProviderStatus is one provider's health.

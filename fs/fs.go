@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/secretfs/secretfs/access"
+	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -31,12 +34,23 @@ type Config struct {
 	Timeout time.Duration
 	Logger  *slog.Logger
 	// Audit, when set, gets one record for every open of a secret: who
-	// (uid, gid, pid), what (the reference) and the outcome. Never a value.
-	// It also puts the mount in audit mode: every open reaches the daemon.
-	Audit *slog.Logger
+	// (uid, gid, pid, program, cgroup), what (the reference and path) and
+	// the outcome, never a value. A record that cannot be written fails
+	// the open (EIO). It puts the mount in audit mode.
+	Audit Auditor
+	// Rules set owners and modes per path, and who may open (allow). The
+	// mount runs in audit mode when a rule has allow.
+	Rules *access.Rules
+	// Identities reads callers' programs and cgroups; one is made if nil.
+	Identities *access.Identities
 	// Count, when set, is told of every FUSE request that reaches the
 	// daemon, by operation (metrics).
 	Count func(op string)
+}
+
+// Auditor is where audit records go.
+type Auditor interface {
+	Write(audit.Record) error
 }
 
 // Engine is what the filesystem needs of the cache.
@@ -59,6 +73,12 @@ type fsys struct {
 	log      *slog.Logger
 	started  time.Time
 	notifier *notifier
+	// checkOpens is the audit mode: every open reaches the daemon. It is
+	// fixed for the life of the mount (the kernel decides NO_OPEN once).
+	checkOpens bool
+	rules      atomic.Pointer[access.Rules]
+	// auditFailed (unix seconds) rate-limits the log of audit failures.
+	auditFailed atomic.Int64
 }
 
 // NewRoot returns the root node of a secretfs tree.
@@ -85,13 +105,29 @@ func newFsys(e Engine, cfg Config) *fsys {
 	if cfg.Count == nil {
 		cfg.Count = func(string) {}
 	}
-	f := &fsys{engine: e, cfg: cfg, log: cfg.Logger, started: time.Now(), notifier: newNotifier(cfg.Logger)}
+	if cfg.Identities == nil {
+		cfg.Identities = &access.Identities{}
+	}
+	f := &fsys{engine: e, cfg: cfg, log: cfg.Logger, started: time.Now(), notifier: newNotifier(cfg.Logger),
+		checkOpens: cfg.Audit != nil || cfg.Rules.HasAllow()}
+	f.rules.Store(cfg.Rules)
 	e.OnChange(f.notifier.changed)
 	return f
 }
 
-// auditMode reports whether every open must reach the daemon.
-func (f *fsys) auditMode() bool { return f.cfg.Audit != nil }
+// AuditMode reports whether a mount with cfg runs in audit mode, where every
+// open reaches the daemon.
+func AuditMode(cfg Config) bool { return cfg.Audit != nil || cfg.Rules.HasAllow() }
+
+// setRules replaces the rules (a reload). A mount in the fast mode cannot
+// take allow rules: the kernel decided NO_OPEN for its life.
+func (f *fsys) setRules(rs *access.Rules) error {
+	if rs.HasAllow() && !f.checkOpens {
+		return errors.New("allow rules need the audit mode, which the kernel fixes per mount: restart to apply them")
+	}
+	f.rules.Store(rs)
+	return nil
+}
 
 func (f *fsys) dirAttr(out *fuse.Attr) {
 	out.Mode = syscall.S_IFDIR | f.cfg.DirMode
@@ -100,10 +136,24 @@ func (f *fsys) dirAttr(out *fuse.Attr) {
 	out.SetTimes(nil, &f.started, &f.started)
 }
 
-func (f *fsys) fileAttr(s resolver.Secret, out *fuse.Attr) {
+// fileAttr fills the attributes of the file at path (below the mount)
+// showing s: owner and mode from the first rule that matches, else the
+// global ones.
+func (f *fsys) fileAttr(path string, s resolver.Secret, out *fuse.Attr) {
 	out.Mode = syscall.S_IFREG | f.cfg.FileMode
 	out.Nlink = 1
 	out.Uid, out.Gid = f.cfg.UID, f.cfg.GID
+	if r := f.rules.Load().Match(path); r != nil {
+		if r.UID != nil {
+			out.Uid = *r.UID
+		}
+		if r.GID != nil {
+			out.Gid = *r.GID
+		}
+		if r.Mode != nil {
+			out.Mode = syscall.S_IFREG | *r.Mode
+		}
+	}
 	out.Size = uint64(len(s.Value))
 	out.Blocks = (out.Size + 511) / 512
 	mtime := f.started
@@ -222,6 +272,9 @@ type dirNode struct {
 	dir      string
 }
 
+// path is name's path below the mount, as rules match it.
+func (n *dirNode) path(name string) string { return n.provider + "/" + n.key(name) }
+
 func (n *dirNode) key(name string) string {
 	if n.dir == "" {
 		return name
@@ -300,6 +353,13 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	// `ls -l` or reading every file comes next, as a rule: read the
 	// values in batches where the provider can, rather than one by one.
 	if len(files) > 1 {
+		refs := make([]string, len(files))
+		for i, f := range files {
+			refs[i] = resolver.Reference{Provider: n.provider, Key: f}.String()
+		}
+		if aerr := n.sys.record(ctx, audit.Record{Op: "readdir", Path: n.provider + "/" + n.dir, Refs: refs, Result: "ok"}); aerr != 0 {
+			return nil, aerr
+		}
 		pctx, cancel := context.WithTimeout(ctx, n.sys.cfg.Timeout)
 		if err := n.sys.engine.Prefetch(pctx, n.provider, files); err != nil {
 			n.sys.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
@@ -361,6 +421,10 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	rk, err := resolver.ParseKey(name)
 	if err != nil {
+		// A name the grammar rejects leaves a trace too.
+		if aerr := n.sys.record(ctx, audit.Record{Op: "lookup", Path: n.path(name), Result: "invalid name"}); aerr != 0 {
+			return nil, aerr
+		}
 		return nil, syscall.ENOENT
 	}
 	plain := rk.Version == "" && rk.Field == "" && !strings.HasSuffix(name, "@")
@@ -390,7 +454,10 @@ func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Re
 		}
 	}
 	errno := toErrno(n.sys.log, "lookup "+ref.String(), err)
-	n.sys.audit(ctx, "lookup", ref, errno) // a failed read never reaches open
+	// A failed read never reaches open: it is recorded here.
+	if aerr := n.sys.record(ctx, audit.Record{Op: "lookup", Ref: ref.String(), Path: n.path(name), Result: errno.Error()}); aerr != 0 {
+		return nil, aerr
+	}
 	return nil, errno
 }
 
@@ -406,7 +473,7 @@ func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Refer
 		// not keep an answer that may already be old.
 		valid = 0
 	}
-	n.sys.fileAttr(v.Secret, &out.Attr)
+	n.sys.fileAttr(n.path(name), v.Secret, &out.Attr)
 	out.SetEntryTimeout(valid)
 	out.SetAttrTimeout(valid)
 	parent := n.EmbeddedInode()
@@ -419,7 +486,7 @@ func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Refer
 			return ch
 		}
 	}
-	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret, parent: parent, name: name}
+	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret, parent: parent, name: name, path: n.path(name)}
 	node.setValid(valid)
 	n.sys.notifier.watch(base, parent, name, node, gen)
 	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
@@ -435,6 +502,7 @@ type fileNode struct {
 	secret resolver.Secret
 	parent *gofs.Inode // where it was looked up, as name
 	name   string
+	path   string // below the mount: PROVIDER/DIR/NAME
 	// validUntil (unix nanoseconds) is until when the kernel may keep the
 	// attributes.
 	validUntil atomic.Int64
@@ -458,43 +526,77 @@ func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
-	n.sys.fileAttr(n.secret, &out.Attr)
+	n.sys.fileAttr(n.path, n.secret, &out.Attr)
 	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
 }
 
 // Open answers ENOSYS in the fast mode: the kernel then never sends OPEN
 // again on this mount, and serves warm reads from its page cache without a
-// round trip. In audit mode every open reaches here and is recorded, and
-// the data still comes from the page cache.
+// round trip. In audit mode every open reaches here: the allow rule that
+// matches is checked, a record is written through (an open whose record
+// cannot be written fails with EIO), and the data still comes from the
+// page cache.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	n.sys.cfg.Count("open")
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
-		n.sys.audit(ctx, "denied", n.ref, syscall.EROFS)
+		if errno := n.sys.record(ctx, audit.Record{Op: "denied", Ref: n.ref.String(), Path: n.path, Result: syscall.EROFS.Error()}); errno != 0 {
+			return nil, 0, errno
+		}
 		return nil, 0, syscall.EROFS
 	}
-	if !n.sys.auditMode() {
+	if !n.sys.checkOpens {
 		return nil, 0, syscall.ENOSYS
 	}
-	n.sys.audit(ctx, "open", n.ref, 0)
+	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
+	denied := false
+	if r := n.sys.rules.Load().Match(n.path); r != nil {
+		rec.Rule = r.Name()
+		if r.Allow != nil {
+			caller := n.sys.caller(ctx)
+			if ok, why := r.Permits(caller); !ok {
+				denied = true
+				rec.Op, rec.Result, rec.Reason = "denied", syscall.EACCES.Error(), why
+			}
+		}
+	}
+	if errno := n.sys.record(ctx, rec); errno != 0 {
+		return nil, 0, errno
+	}
+	if denied {
+		return nil, 0, syscall.EACCES
+	}
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// audit writes one record of an attempt to read ref: who, what, outcome.
-func (f *fsys) audit(ctx context.Context, what string, ref resolver.Reference, errno syscall.Errno) {
+// caller is who sent the request in ctx.
+func (f *fsys) caller(ctx context.Context) access.Caller {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return access.Caller{ExeErr: errors.New("no caller"), CgroupErr: errors.New("no caller")}
+	}
+	return f.cfg.Identities.Caller(c.Pid, c.Uid, c.Gid)
+}
+
+// record writes rec, with who asked, to the audit trail (if there is one).
+// It fails closed: a record that cannot be written is EIO for the request,
+// and logged at most once every 10s.
+func (f *fsys) record(ctx context.Context, rec audit.Record) syscall.Errno {
 	if f.cfg.Audit == nil {
-		return
+		return 0
 	}
-	attrs := []any{"ref", ref.String()}
-	if c, ok := fuse.FromContext(ctx); ok {
-		attrs = append(attrs, "uid", c.Uid, "gid", c.Gid, "pid", c.Pid)
+	c := f.caller(ctx)
+	rec.Time = time.Now()
+	rec.UID, rec.GID, rec.PID, rec.Exe, rec.Cgroup = c.UID, c.GID, c.PID, c.Exe, c.Cgroup
+	rec.Container = access.ContainerID(c.Cgroup)
+	if err := f.cfg.Audit.Write(rec); err != nil {
+		now := time.Now().Unix()
+		if last := f.auditFailed.Load(); now-last >= 10 && f.auditFailed.CompareAndSwap(last, now) {
+			f.log.Error("audit record not written; refusing reads until it can be (fail closed)", "error", err)
+		}
+		return syscall.EIO
 	}
-	if errno == 0 {
-		attrs = append(attrs, "result", "ok")
-	} else {
-		attrs = append(attrs, "result", errno.Error())
-	}
-	f.cfg.Audit.Info(what, attrs...)
+	return 0
 }
 
 // Flush says ENOSYS once: the kernel then stops sending FLUSH on close for

@@ -13,6 +13,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/secretfs/secretfs/access"
 )
 
 // MountOptions are the kernel-facing choices of a mount.
@@ -27,6 +29,7 @@ type MountOptions struct {
 
 // Server is a mounted secretfs.
 type Server struct {
+	sys  *fsys
 	srv  *fuse.Server
 	dir  string
 	done chan struct{} // closed when the filesystem is unmounted
@@ -82,11 +85,15 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	s := &Server{srv: srv, dir: dir, done: make(chan struct{})}
+	s := &Server{sys: root.sys, srv: srv, dir: dir, done: make(chan struct{})}
 	go root.sys.notifier.run(s.done)
 	go func() { srv.Wait(); close(s.done) }()
 	return s, nil
 }
+
+// SetRules replaces the access rules (a reload). Allow rules on a mount in
+// the fast mode are refused: they need a restart.
+func (s *Server) SetRules(rs *access.Rules) error { return s.sys.setRules(rs) }
 
 // Wait blocks until the filesystem is unmounted.
 func (s *Server) Wait() { <-s.done }

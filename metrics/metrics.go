@@ -103,6 +103,14 @@ func (m *Metrics) Watch(e Engine, providers []string) {
 	}
 }
 
+// WatchAudit adds the count of audit records that could not be written
+// (each failed the read that needed it).
+func (m *Metrics) WatchAudit(failures func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "secretfs_audit_write_failures_total", Help: "Audit records that could not be written; each refused its read.",
+	}, func() float64 { return float64(failures()) }))
+}
+
 // Handler serves /metrics and /healthz: 200 "ok" while healthy answers nil
 // within 2s, else 503.
 func (m *Metrics) Handler(healthy func(context.Context) error) http.Handler {

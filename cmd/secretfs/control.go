@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -40,6 +41,13 @@ func (h *controlled) Status() control.Status {
 	out := control.Status{
 		Version: h.version, Mountpoint: h.mountpoint, Started: h.started, Mode: h.mode,
 		Cache: control.CacheStatus{Values: values, Negatives: negatives, Hits: st.Hits, Misses: st.Misses, Stale: st.Stale, Calls: st.Calls},
+	}
+	if data, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(line, "VmLck:"); ok {
+				out.VmLck = strings.TrimSpace(v)
+			}
+		}
 	}
 	for _, p := range h.providers {
 		ps := control.ProviderStatus{Name: p, Up: true}
@@ -85,8 +93,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "mountpoint: %s\nversion: %s\nuptime: %s\nmode: %s\n",
-		st.Mountpoint, st.Version, time.Since(st.Started).Round(time.Second), st.Mode)
+	fmt.Fprintf(stdout, "mountpoint: %s\nversion: %s\nuptime: %s\nmode: %s\nlocked memory: %s\n",
+		st.Mountpoint, st.Version, time.Since(st.Started).Round(time.Second), st.Mode, st.VmLck)
 	for _, p := range st.Providers {
 		switch {
 		case p.Up && p.LastError == "":

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/providers/env"
 	"github.com/secretfs/secretfs/resolver"
@@ -57,6 +58,7 @@ type common struct {
 	configFile string
 	openers    map[string]opener
 	levelVar   slog.LevelVar // the logger's level, which a reload may change
+	rules      *access.Rules // from the config file's rules:
 }
 
 func newCommon(name string) *common {
@@ -91,8 +93,12 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	if _, err := config.Sources(c.flagSet, os.LookupEnv, nil); err != nil {
+	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules"})
+	if err != nil {
 		return usagef("%v", err)
+	}
+	if c.rules, err = access.Parse(sections["rules"]); err != nil {
+		return usagef("--config: %v", err)
 	}
 	return nil
 }

@@ -44,6 +44,10 @@ func exitCode(err error) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
+	var de *deniedError
+	if errors.As(err, &de) {
+		return exitPermission
+	}
 	switch resolver.KindOf(err) {
 	case resolver.KindOK:
 		return exitOK
@@ -74,6 +78,7 @@ Usage:
   secretfs get [flags] REF             print one secret: PROVIDER:KEY[@VERSION][#FIELD]
   secretfs ls [flags] PROVIDER:[DIR]   list what a provider holds
   secretfs status MOUNTPOINT           what a running mount is doing
+  secretfs check-access PATH --uid N   which access rule decides for a caller, and why
   secretfs refresh MOUNTPOINT REF...   re-fetch secrets now (PROVIDER:DIR/ for a directory)
   secretfs version                     print the version
 
@@ -97,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runHelper(rest, stdout, stderr)
 	case "status":
 		return runStatus(rest, stdout, stderr)
+	case "check-access":
+		return runCheckAccess(rest, stdout, stderr)
 	case "refresh":
 		return runRefresh(rest, stdout, stderr)
 	case "get":

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 	"github.com/spf13/pflag"
 
+	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/control"
 	"github.com/secretfs/secretfs/fs"
@@ -48,6 +50,7 @@ type mountFlags struct {
 	shutdownGrace     time.Duration
 	metricsAddr       string
 	logFile           string
+	mlock             bool
 }
 
 // newMountFlags defines the flags of mount.
@@ -66,6 +69,7 @@ func newMountFlags() *mountFlags {
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
+	f.BoolVar(&m.mlock, "mlock", false, "lock the process's memory (mlockall) so that values never reach swap; needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK")
 	f.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr (reopened on SIGHUP, for logrotate)")
 	f.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and health at /healthz on HOST:PORT (e.g. 127.0.0.1:9464)")
 	return m
@@ -117,15 +121,19 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Logger = log
 	cfg.Timeout = m.timeout
-	var audit *reopenFile
+	var trail *audit.Log
 	if m.auditLog != "" {
-		if audit, err = openReopenFile(m.auditLog, stderr); err != nil {
+		if trail, err = audit.Open(m.auditLog, stderr); err != nil {
 			return fmt.Errorf("--audit-log: %w", err)
 		}
-		defer audit.Close()
-		cfg.Audit = slog.New(slog.NewJSONHandler(audit, nil)).With("audit", true)
+		defer trail.Close()
+		cfg.Audit = trail
 	}
+	cfg.Rules = m.rules
 
+	if err := harden(m.mlock); err != nil {
+		return err
+	}
 	// Signals are taken before anything can log: a broken log pipe
 	// (SIGPIPE) or a closed terminal (SIGHUP) must never take the mount
 	// down, and every signal that stops the daemon unmounts first.
@@ -156,6 +164,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	if m.metricsAddr != "" {
 		met.Watch(c, r.Names())
+		met.WatchAudit(func() uint64 {
+			if trail == nil {
+				return 0
+			}
+			return trail.Failures()
+		})
 		ms, err := metrics.Serve(m.metricsAddr, met.Handler(func(ctx context.Context) error { return statWithin(ctx, dir) }))
 		if err != nil {
 			srv.Unmount()
@@ -183,7 +197,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			log.Error("configuration reload rejected; the running configuration stays", "error", err)
 			return
 		}
-		m.apply(next, reloadables{cache: c, providers: ps, files: []*reopenFile{audit, logFile}}, log)
+		run := reloadables{cache: c, providers: ps, trail: trail, fs: srv}
+		if logFile != nil {
+			run.files = append(run.files, logFile)
+		}
+		m.apply(next, run, log)
 		notify(log, "STATUS=serving "+dir+" (configuration reloaded)")
 	}
 	if !waitForStop(done, sigs, reload, log) {
@@ -207,6 +225,24 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// harden makes the process non-dumpable (a process of the same uid can then
+// neither ptrace it nor read its /proc/PID/environ or mem) with no core
+// files, and with mlock keeps its memory out of swap.
+func harden(mlock bool) error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+		return fmt.Errorf("no core files (RLIMIT_CORE): %w", err)
+	}
+	if mlock {
+		if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
+			return fmt.Errorf("--mlock: mlockall: %w (it needs CAP_IPC_LOCK, or an RLIMIT_MEMLOCK (ulimit -l) as large as the process)", err)
+		}
+	}
+	return nil
+}
+
 // serveControl starts the mount's control socket.
 func serveControl(dir string, cfg fs.Config, c *cache.Cache, providers []string, log *slog.Logger) (*control.Server, error) {
 	path, err := control.Path(dir)
@@ -215,7 +251,7 @@ func serveControl(dir string, cfg fs.Config, c *cache.Cache, providers []string,
 	}
 	abs, _ := filepath.Abs(dir)
 	mode := "fast"
-	if cfg.Audit != nil {
+	if fs.AuditMode(cfg) {
 		mode = "audit"
 	}
 	h := &controlled{version: version(), mountpoint: abs, mode: mode, started: time.Now(), cache: c, providers: providers}
@@ -356,8 +392,12 @@ func parseMode(flag, s string) (uint32, error) {
 type reloadables struct {
 	cache     *cache.Cache
 	providers []resolver.Provider
-	files     []*reopenFile // the audit log and the log file, where there are
+	files     []reopener // the log file, where there is one
+	trail     *audit.Log // the audit trail, where there is one
+	fs        *fs.Server
 }
+
+type reopener interface{ Reopen() error }
 
 // live are the flags a reload applies without remounting.
 var live = []string{"ttl", "negative-ttl", "max-stale", "env-allow", "log-level"}
@@ -402,11 +442,19 @@ func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) 
 		m.logLevel = next.logLevel
 	}
 	for _, f := range run.files {
-		if f != nil {
-			if err := f.Reopen(); err != nil {
-				log.Error("file not reopened", "path", f.path, "error", err)
-			}
+		if err := f.Reopen(); err != nil {
+			log.Error("log file not reopened", "error", err)
 		}
+	}
+	if run.trail != nil {
+		if err := run.trail.Reopen(); err != nil {
+			log.Error("audit log not reopened", "error", err)
+		}
+	}
+	if err := run.fs.SetRules(next.rules); err != nil {
+		log.Warn("the new rules need a restart; the old rules stay", "error", err)
+	} else {
+		m.rules = next.rules
 	}
 	log.Info("configuration reloaded", "ttl", m.ttl, "negative_ttl", m.negTTL, "max_stale", m.maxStale, "log_level", m.logLevel)
 }

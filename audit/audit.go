@@ -1,0 +1,160 @@
+// Package audit writes the audit trail: one JSON record per line for every
+// open of a secret (and every lookup that fails, every name the grammar
+// rejects, every directory read that reads values ahead), never a value.
+//
+// The trail fails closed. A record is written through, with no buffer, before
+// the open is answered; when it cannot be written (disk full, an I/O error, a
+// pipe gone), the caller refuses the read (EIO). Vault promises the same: if
+// no audit device can record a request, Vault refuses it.
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/syslog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Record is one audit record.
+type Record struct {
+	Time      time.Time `json:"time"`
+	Op        string    `json:"op"` // open, denied, lookup, readdir
+	Ref       string    `json:"ref,omitempty"`
+	Refs      []string  `json:"refs,omitempty"` // a directory read that read values ahead
+	Path      string    `json:"path,omitempty"` // below the mount
+	Result    string    `json:"result"`         // ok, or the error
+	Rule      string    `json:"rule,omitempty"` // the access rule that decided, "INDEX:GLOB"
+	Reason    string    `json:"reason,omitempty"`
+	UID       uint32    `json:"uid"`
+	GID       uint32    `json:"gid"`
+	PID       uint32    `json:"pid"`
+	Exe       string    `json:"exe,omitempty"`
+	Cgroup    string    `json:"cgroup,omitempty"`
+	Container string    `json:"container,omitempty"`
+}
+
+// Log is an audit trail. It is safe for concurrent use.
+type Log struct {
+	mu     sync.Mutex
+	path   string    // a file's, for Reopen; "" otherwise
+	w      io.Writer // guarded by mu
+	closer io.Closer // guarded by mu; the file or the syslog connection; nil for stderr
+
+	failures atomic.Uint64
+}
+
+// Open opens the trail: "-" is stderr, "syslog" the local syslog socket
+// (authpriv), anything else a file appended to (created 0600).
+func Open(dest string, stderr io.Writer) (*Log, error) {
+	switch dest {
+	case "-":
+		return &Log{w: stderr}, nil
+	case "syslog":
+		w, err := syslog.New(syslog.LOG_AUTHPRIV|syslog.LOG_INFO, "secretfs")
+		if err != nil {
+			return nil, fmt.Errorf("syslog: %w", err)
+		}
+		return &Log{w: w, closer: w}, nil
+	}
+	l := &Log{path: dest}
+	if err := l.Reopen(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Write writes rec through. An error means the record is not in the trail.
+func (l *Log) Write(rec Record) error {
+	rec.Ref, rec.Path, rec.Exe, rec.Cgroup = Escape(rec.Ref), Escape(rec.Path), Escape(rec.Exe), Escape(rec.Cgroup)
+	for i, r := range rec.Refs {
+		rec.Refs[i] = Escape(r)
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		l.failures.Add(1)
+		return err
+	}
+	line = append(line, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, err := l.w.Write(line)
+	if err == nil && n < len(line) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		l.failures.Add(1)
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// Failures counts the records that could not be written.
+func (l *Log) Failures() uint64 { return l.failures.Load() }
+
+// Reopen opens the file by its name again (logrotate); a no-op for stderr
+// and syslog.
+func (l *Log) Reopen() error {
+	if l.path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.closer
+	l.closer, l.w = f, f
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Close closes the trail.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closer != nil {
+		return l.closer.Close()
+	}
+	return nil
+}
+
+// Escape makes s valid UTF-8 by writing each byte that is not as \xNN, so
+// that a record can be matched to the name it is about (JSON would replace
+// such bytes with U+FFFD). A backslash is doubled, so that the escape is
+// unambiguous.
+func Escape(s string) string {
+	if utf8.ValidString(s) && !containsByte(s, '\\') {
+		return s
+	}
+	out := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out = fmt.Appendf(out, `\x%02x`, s[i])
+		case r == '\\':
+			out = append(out, '\\', '\\')
+		default:
+			out = append(out, s[i:i+size]...)
+		}
+		i += size
+	}
+	return string(out)
+}
+
+func containsByte(s string, b byte) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,333 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// rulesMount mounts the test provider with config text (which the test's
+// files go with) and the extra flags.
+func rulesMount(t *testing.T, b *testBackend, config string, args ...string) *daemon {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A mountpoint other users can reach (t.TempDir's parents are 0700).
+	dir, err := os.MkdirTemp("", "secretfs-rules-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.Remove(dir) })
+	return mountAt(t, dir, nil, append([]string{"--providers", "env,test", "--test-dir", b.Dir, "--env-allow", "NONE", "--config", conf}, args...)...)
+}
+
+// auditRecords reads the JSON records of an audit file.
+func auditRecords(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for line := range bytes.Lines(data) {
+		var rec map[string]any
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// as runs cat on path as uid and gid (and groups), and returns its output.
+func as(uid, gid int, groups string, path string) (string, error) {
+	args := []string{"--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(gid)}
+	if groups == "" {
+		args = append(args, "--clear-groups")
+	} else {
+		args = append(args, "--groups", groups)
+	}
+	out, err := exec.Command("setpriv", append(args, "cat", path)...).CombinedOutput()
+	return string(out), err
+}
+
+func TestRulesSetOwnersAndModes(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"prod/db": "p", "prod/deep/x": "x", "dev/db": "d"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/prod/**"
+    uid: 1000
+    gid: 2000
+    mode: "0440"
+  - path: "test/dev/*"
+    mode: "0444"
+`)
+	for p, want := range map[string][3]uint32{
+		"test/prod/db": {1000, 2000, 0o440}, "test/prod/deep/x": {1000, 2000, 0o440},
+		"test/dev/db": {uint32(os.Getuid()), uint32(os.Getgid()), 0o444},
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d.Path(p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != want[0] || st.Gid != want[1] || st.Mode&0o777 != want[2] {
+			t.Errorf("%s: owner %d:%d mode %o; want %d:%d %o", p, st.Uid, st.Gid, st.Mode&0o777, want[0], want[1], want[2])
+		}
+	}
+}
+
+func TestAllowByUIDAndGID(t *testing.T) {
+	t.Parallel()
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"uidonly": "for-1234", "gidonly": "for-4321", "open": "anyone"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/uidonly"
+    allow: {uids: [1234]}
+  - path: "test/gidonly"
+    allow: {gids: [4321]}
+`, "--allow-other", "--file-mode", "0444", "--dir-mode", "0555", "--audit-log", audit)
+	tests := []struct {
+		file       string
+		uid, gid   int
+		groups     string
+		allowed    bool
+		wantOutput string
+	}{
+		{"uidonly", 1234, 100, "", true, "for-1234"},
+		{"uidonly", 1235, 100, "", false, ""},
+		{"gidonly", 1235, 4321, "", true, "for-4321"},
+		{"gidonly", 1235, 100, "4321", true, "for-4321"}, // a supplementary group
+		{"gidonly", 1235, 100, "", false, ""},
+		{"open", 1235, 100, "", true, "anyone"},
+	}
+	for _, tt := range tests {
+		out, err := as(tt.uid, tt.gid, tt.groups, d.Path("test", tt.file))
+		if tt.allowed && (err != nil || out != tt.wantOutput) {
+			t.Errorf("%s as %d:%d (%s): %q, %v; want it read", tt.file, tt.uid, tt.gid, tt.groups, out, err)
+		}
+		if !tt.allowed && (err == nil || !strings.Contains(out, "Permission denied")) {
+			t.Errorf("%s as %d:%d (%s): %q, %v; want Permission denied", tt.file, tt.uid, tt.gid, tt.groups, out, err)
+		}
+	}
+	denials := 0
+	for _, rec := range auditRecords(t, audit) {
+		if rec["op"] == "denied" {
+			denials++
+			if rec["rule"] == nil || rec["reason"] == nil || rec["uid"] != float64(1235) || rec["exe"] == nil || rec["path"] == nil {
+				t.Errorf("a denial record lacks rule, reason, uid, exe or path: %v", rec)
+			}
+		}
+	}
+	if denials != 2 {
+		t.Errorf("%d denial records, want 2", denials)
+	}
+}
+
+func TestAllowByProgram(t *testing.T) {
+	t.Parallel()
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Skip("no cat")
+	}
+	real, _ := filepath.EvalSymlinks(cat)
+	other := filepath.Join(t.TempDir(), "other-cat")
+	data, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestBackend(t, map[string]string{"app/key": "only-for-cat"})
+	d := rulesMount(t, b, fmt.Sprintf(`
+rules:
+  - path: "test/app/**"
+    allow: {exe: [%q]}
+`, real))
+	p := d.Path("test", "app", "key")
+	if out, err := exec.Command(real, p).CombinedOutput(); err != nil || string(out) != "only-for-cat" {
+		t.Errorf("the allowed program: %q, %v", out, err)
+	}
+	if out, err := exec.Command(other, p).CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("another program (the same bytes elsewhere): %q, %v; want Permission denied", out, err)
+	}
+}
+
+func TestAllowByCgroup(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+		t.Skip("cgroup v2 is not mounted at /sys/fs/cgroup: allow by cgroup is not tested here")
+	}
+	name := fmt.Sprintf("secretfs-it-%d", os.Getpid())
+	cg := filepath.Join("/sys/fs/cgroup", name)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("cgroup v2 is not writable here (%v): allow by cgroup is not tested", err)
+	}
+	t.Cleanup(func() {
+		for range 50 {
+			if os.Remove(cg) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	b := newTestBackend(t, map[string]string{"pod/key": "for-the-pod"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/pod/**"
+    allow: {cgroups: ["*/`+name+`"]}
+`)
+	p := d.Path("test", "pod", "key")
+	out, err := exec.Command("sh", "-c", "echo $$ > "+cg+"/cgroup.procs && exec cat "+p).CombinedOutput()
+	if err != nil || string(out) != "for-the-pod" {
+		t.Errorf("a reader in the cgroup: %q, %v", out, err)
+	}
+	if out, err := exec.Command("cat", p).CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("a reader outside the cgroup: %q, %v; want Permission denied", out, err)
+	}
+}
+
+func TestAuditFailsClosed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	audit := filepath.Join(dir, "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := testMount(t, b, "--audit-log", audit, "--metrics-addr", "127.0.0.1:0")
+	if _, err := os.ReadFile(d.Path("test", "k")); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break // full
+		}
+	}
+	f.Close()
+	// The audit file's last page may take a few more records; then none.
+	var lastErr error
+	for range 100 {
+		if _, lastErr = os.ReadFile(d.Path("test", "k")); lastErr != nil {
+			break
+		}
+	}
+	wantErrno(t, "a read whose audit record cannot be written", lastErr, syscall.EIO)
+	_, body := httpGet(t, "http://"+metricsAddr(t, d)+"/metrics")
+	if metricValue(body, "secretfs_audit_write_failures_total") < 1 {
+		t.Errorf("secretfs_audit_write_failures_total did not count the failure")
+	}
+	if !strings.Contains(d.Stderr(), "fail closed") {
+		t.Errorf("the failure was not logged")
+	}
+	os.Remove(filler)
+	if got, err := os.ReadFile(d.Path("test", "k")); err != nil || string(got) != "v" {
+		t.Errorf("once space returns: %q, %v; want the read served again", got, err)
+	}
+}
+
+func TestAuditRecordsRejectedNamesAndReadAhead(t *testing.T) {
+	t.Parallel()
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"dir/a": "1", "dir/b": "2"})
+	d := testMount(t, b, "--audit-log", audit)
+	for _, name := range []string{"FOO#", "@", "x#", "bad\xffname"} {
+		os.Stat(d.Path("test", name))
+	}
+	readDir(t, d.Path("test", "dir"))
+	var rejected, readahead int
+	for _, rec := range auditRecords(t, audit) {
+		if rec["result"] == "invalid name" {
+			rejected++
+		}
+		if rec["op"] == "readdir" && fmt.Sprint(rec["refs"]) == "[test:dir/a test:dir/b]" {
+			readahead++
+		}
+		if p, _ := rec["path"].(string); strings.Contains(p, "bad") && p != `test/bad\xffname` && p != "test/bad\\xffname" {
+			t.Errorf("an invalid UTF-8 name was recorded as %q, want it escaped", p)
+		}
+	}
+	if rejected < 3 || readahead != 1 {
+		t.Errorf("records: %d of rejected names (want the 3 the grammar rejects), %d of the directory read ahead (want 1)", rejected, readahead)
+	}
+	data, _ := os.ReadFile(audit)
+	if !bytes.Contains(data, []byte(`bad\\xffname`)) {
+		t.Errorf("the invalid UTF-8 name is not escaped as \\xff in the trail:\n%s", data)
+	}
+}
+
+func TestCheckAccess(t *testing.T) {
+	t.Parallel()
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	os.WriteFile(conf, []byte(`
+rules:
+  - path: "aws/prod/**"
+    mode: "0440"
+    allow: {uids: [1000], exe: ["/usr/local/bin/myapp"]}
+`), 0o600)
+	tests := []struct {
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/local/bin/myapp"}, 0, "allowed by rule 1:aws/prod/**"},
+		{[]string{"aws/prod/db", "--uid", "1001", "--exe", "/usr/local/bin/myapp"}, 5, "uid 1001 is not in [1000]"},
+		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/bin/cat"}, 5, `executable "/usr/bin/cat"`},
+		{[]string{"aws/prod/db", "--uid", "1000"}, 5, "cannot be read"},
+		{[]string{"env/HOME", "--uid", "1000"}, 0, "no rule matches"},
+		{[]string{"aws/prod/db"}, 2, ""},
+	}
+	for _, tt := range tests {
+		out, stderr, code := secretfs(t, nil, append([]string{"check-access", "--config", conf}, tt.args...)...)
+		if code != tt.wantCode || !strings.Contains(out, tt.want) {
+			t.Errorf("check-access %v: exit %d, %q (%s); want %d and %q", tt.args, code, out, stderr, tt.wantCode, tt.want)
+		}
+	}
+	os.WriteFile(conf, []byte("rules:\n  - path: \"a\"\n    mode: \"999\"\n"), 0o600)
+	if _, stderr, code := secretfs(t, nil, "check-access", "--config", conf, "a", "--uid", "0"); code != 2 || !strings.Contains(stderr, "rule 1") {
+		t.Errorf("a bad rule: exit %d, %q; want a usage error naming the rule", code, stderr)
+	}
+}
+
+func TestMlock(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := testMount(t, b, "--mlock")
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmLck:"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(v)[0])
+			if kb <= 0 {
+				t.Errorf("VmLck = %s with --mlock, want > 0", strings.TrimSpace(v))
+			}
+			out, _, _ := secretfs(t, nil, "status", d.Dir)
+			if !strings.Contains(out, "locked memory: "+strings.TrimSpace(v)) && !strings.Contains(out, "locked memory: ") {
+				t.Errorf("status does not report the locked memory:\n%s", out)
+			}
+			return
+		}
+	}
+	t.Error("no VmLck in /proc/PID/status")
+}
