@@ -168,11 +168,21 @@ rules:
 
 func TestAllowByCgroup(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
-		t.Skip("cgroup v2 is not mounted at /sys/fs/cgroup: allow by cgroup is not tested here")
+	// cgroup v2, where it is mounted (/sys/fs/cgroup, or .../unified on a
+	// hybrid machine).
+	root := ""
+	mounts, _ := os.ReadFile("/proc/mounts")
+	for line := range strings.Lines(string(mounts)) {
+		if f := strings.Fields(line); len(f) >= 3 && f[2] == "cgroup2" {
+			root = f[1]
+			break
+		}
+	}
+	if root == "" {
+		t.Skip("cgroup v2 is not mounted: allow by cgroup is not tested here")
 	}
 	name := fmt.Sprintf("secretfs-it-%d", os.Getpid())
-	cg := filepath.Join("/sys/fs/cgroup", name)
+	cg := filepath.Join(root, name)
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Skipf("cgroup v2 is not writable here (%v): allow by cgroup is not tested", err)
 	}
