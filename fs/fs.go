@@ -126,6 +126,7 @@ func (f *fsys) setRules(rs *access.Rules) error {
 		return errors.New("allow rules need the audit mode, which the kernel fixes per mount: restart to apply them")
 	}
 	f.rules.Store(rs)
+	f.notifier.everything() // owners and modes the kernel holds may have changed
 	return nil
 }
 

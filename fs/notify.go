@@ -63,6 +63,18 @@ func (n *notifier) poke() {
 	}
 }
 
+// everything has the kernel forget every name it was told of (the rules
+// that set owners and modes changed).
+func (n *notifier) everything() {
+	n.gen.Add(1)
+	n.mu.Lock()
+	for ref := range n.watched {
+		n.pending[ref] = struct{}{}
+	}
+	n.mu.Unlock()
+	n.poke()
+}
+
 // watch records that name in parent shows base, through node, as the
 // kernel is told by a lookup that began at generation gen. If anything
 // changed since, the name is told again, after the lookup's answer.

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -340,4 +341,154 @@ func TestMlock(t *testing.T) {
 		}
 	}
 	t.Error("no VmLck in /proc/PID/status")
+}
+
+// A daemon that runs as an ordinary user is not dumpable: a peer of the
+// same uid can neither ptrace it nor read its environment, and it writes no
+// core file.
+func TestNonRootDaemonIsNotDumpable(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("fusermount3 (Debian package fuse3) is not installed: a non-root mount is not tested here")
+	}
+	// /dev/fuse is 0600 here: let the user open it for this test, then put
+	// it back.
+	st, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if st.Mode().Perm()&0o006 != 0o006 {
+		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+			t.Skipf("cannot open /dev/fuse to other users: %v", err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/fuse", st.Mode().Perm()) })
+	}
+	const uid = 1000
+	shared, err := os.MkdirTemp("", "secretfs-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	os.Chmod(shared, 0o755)
+	bin := filepath.Join(shared, "secretfs")
+	data, err := os.ReadFile(secretfsBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(shared, "mnt")
+	os.Mkdir(dir, 0o755)
+	os.Chown(dir, uid, uid)
+	cmd := exec.Command("setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(uid), "--clear-groups",
+		bin, "mount", "--providers", "env", "--env-allow", "SFS_ND_*", dir)
+	cmd.Env = append(os.Environ(), "SFS_ND_SECRET=not-for-peers", "XDG_RUNTIME_DIR=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+		if isMounted(dir) {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	line := make([]byte, 256)
+	n, _ := stdout.Read(line)
+	if !strings.Contains(string(line[:n]), "mounted") {
+		t.Fatalf("the user's daemon did not mount: %q\n%s", line[:n], stderr.String())
+	}
+	if out, err := exec.Command("setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(uid), "--clear-groups",
+		"cat", filepath.Join(dir, "env", "SFS_ND_SECRET")).CombinedOutput(); err != nil || string(out) != "not-for-peers" {
+		t.Errorf("the user reads its own mount: %q, %v", out, err)
+	}
+	pid := strconv.Itoa(cmd.Process.Pid)
+	out, err := exec.Command("setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(uid), "--clear-groups",
+		"cat", "/proc/"+pid+"/environ").CombinedOutput()
+	if err == nil || strings.Contains(string(out), "not-for-peers") {
+		t.Errorf("a peer of the same uid read the daemon's environment: %v, %q", err, out)
+	}
+	limits, _ := os.ReadFile("/proc/" + pid + "/limits")
+	for l := range strings.Lines(string(limits)) {
+		if strings.HasPrefix(l, "Max core file size") && !strings.Contains(l, " 0 ") {
+			t.Errorf("core files are possible: %s", strings.TrimSpace(l))
+		}
+	}
+	if !strings.Contains(stderr.String(), "control socket") {
+		t.Errorf("a user without XDG_RUNTIME_DIR: the missing control socket was not logged:\n%s", stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Errorf("the user's daemon after SIGTERM: %v\n%s", waitErr, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the user's daemon did not exit after SIGTERM")
+	}
+	if isMounted(dir) {
+		t.Error("the user's mount was left behind")
+	}
+}
+
+func TestRulesReload(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	write := func(text string) {
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Audit mode (an allow rule at start): rules change on SIGHUP.
+	write("rules:\n  - path: \"test/k\"\n    mode: \"0440\"\n    allow: {uids: [0]}\n")
+	d := testMount(t, b, "--config", conf, "--ttl", "1h")
+	if got, err := os.ReadFile(d.Path("test", "k")); err != nil || string(got) != "v" {
+		t.Fatalf("root, allowed: %q, %v", got, err)
+	}
+	write("rules:\n  - path: \"test/k\"\n    mode: \"0444\"\n    allow: {uids: [1234]}\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the new rules apply", func() bool {
+		_, err := os.ReadFile(d.Path("test", "k"))
+		return errors.Is(err, syscall.EACCES)
+	})
+	eventually(t, 5*time.Second, "the new mode shows", func() bool {
+		st, err := os.Stat(d.Path("test", "k"))
+		return err == nil && st.Mode().Perm() == 0o444
+	})
+	// A bad rule on reload: rejected, the running rules stay.
+	write("rules:\n  - path: \"/abs\"\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the bad rule is rejected", func() bool { return strings.Contains(d.Stderr(), "reload rejected") })
+	if _, err := os.ReadFile(d.Path("test", "k")); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("after a rejected reload: %v, want the running rules (EACCES)", err)
+	}
+
+	// The fast mode (no allow rule, no audit log at start) cannot take an
+	// allow rule: the old rules stay until a restart.
+	conf2 := filepath.Join(t.TempDir(), "fast.yaml")
+	os.WriteFile(conf2, []byte("rules:\n  - path: \"test/k\"\n    mode: \"0440\"\n"), 0o600)
+	fast := testMount(t, b, "--config", conf2)
+	os.WriteFile(conf2, []byte("rules:\n  - path: \"test/k\"\n    allow: {uids: [1234]}\n"), 0o600)
+	fast.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the restart is logged", func() bool { return strings.Contains(fast.Stderr(), "need a restart") })
+	if got, err := os.ReadFile(fast.Path("test", "k")); err != nil || string(got) != "v" {
+		t.Errorf("a fast-mode mount after an allow rule was added: %q, %v; want the old rules", got, err)
+	}
+	// A bad rule at start is a usage error.
+	os.WriteFile(conf2, []byte("rules:\n  - path: \"a\"\n    nope: 1\n"), 0o600)
+	if _, stderr, code := secretfs(t, nil, "mount", "--providers", "test", "--test-dir", b.Dir, "--config", conf2, t.TempDir()); code != 2 || !strings.Contains(stderr, "nope") {
+		t.Errorf("a bad rule at start: exit %d, %q; want 2 naming the key", code, stderr)
+	}
 }
