@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"golang.org/x/sys/unix"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/cache"
