@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Identities reads what /proc says of callers: groups, executable, cgroup.
@@ -65,23 +67,42 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 	return c
 }
 
-// startTime is field 22 of /proc/PID/stat: when the process started.
+// startTime is field 22 of /proc/PID/stat: when the process started. It
+// is read on every open in audit mode, so with one read into a buffer on
+// the stack rather than os.ReadFile's several.
 func startTime(dir string) (uint64, error) {
-	data, err := os.ReadFile(dir + "/stat")
+	fd, err := unix.Open(dir+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}
+	var buf [1024]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil {
+		return 0, err
+	}
+	data := buf[:max(n, 0)]
 	// The command (field 2) may hold spaces and parentheses: fields are
 	// counted after its closing parenthesis.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("%s/stat: no command", dir)
 	}
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("%s/stat: short", dir)
+	// Field 22 is the 20th after the command.
+	rest := data[i+1:]
+	for f := 0; f < 19; f++ {
+		rest = bytes.TrimLeft(rest, " ")
+		j := bytes.IndexByte(rest, ' ')
+		if j < 0 {
+			return 0, fmt.Errorf("%s/stat: short", dir)
+		}
+		rest = rest[j:]
 	}
-	return strconv.ParseUint(fields[19], 10, 64) // field 22 is the 20th after the command
+	rest = bytes.TrimLeft(rest, " ")
+	if j := bytes.IndexByte(rest, ' '); j >= 0 {
+		rest = rest[:j]
+	}
+	return strconv.ParseUint(string(rest), 10, 64)
 }
 
 func groups(dir string) []uint32 {

@@ -551,17 +551,19 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
 	denied := false
+	var caller *access.Caller
 	if r := n.sys.rules.Load().Match(n.path); r != nil {
 		rec.Rule = r.Name()
 		if r.Allow != nil {
-			caller := n.sys.caller(ctx)
-			if ok, why := r.Permits(caller); !ok {
+			c := n.sys.caller(ctx)
+			caller = &c
+			if ok, why := r.Permits(c); !ok {
 				denied = true
 				rec.Op, rec.Result, rec.Reason = "denied", syscall.EACCES.Error(), why
 			}
 		}
 	}
-	if errno := n.sys.record(ctx, rec); errno != 0 {
+	if errno := n.sys.recordAs(rec, caller, ctx); errno != 0 {
 		return nil, 0, errno
 	}
 	if denied {
@@ -583,10 +585,20 @@ func (f *fsys) caller(ctx context.Context) access.Caller {
 // It fails closed: a record that cannot be written is EIO for the request,
 // and logged at most once every 10s.
 func (f *fsys) record(ctx context.Context, rec audit.Record) syscall.Errno {
+	return f.recordAs(rec, nil, ctx)
+}
+
+// recordAs is record with the caller already known (nil: read it).
+func (f *fsys) recordAs(rec audit.Record, known *access.Caller, ctx context.Context) syscall.Errno {
 	if f.cfg.Audit == nil {
 		return 0
 	}
-	c := f.caller(ctx)
+	var c access.Caller
+	if known != nil {
+		c = *known
+	} else {
+		c = f.caller(ctx)
+	}
 	rec.Time = time.Now()
 	rec.UID, rec.GID, rec.PID, rec.Exe, rec.Cgroup = c.UID, c.GID, c.PID, c.Exe, c.Cgroup
 	rec.Container = access.ContainerID(c.Cgroup)
