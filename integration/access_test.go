@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -384,8 +385,10 @@ func TestNonRootDaemonIsNotDumpable(t *testing.T) {
 	cmd := exec.Command("setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(uid), "--clear-groups",
 		bin, "mount", "--providers", "env", "--env-allow", "SFS_ND_*", dir)
 	cmd.Env = append(os.Environ(), "SFS_ND_SECRET=not-for-peers", "XDG_RUNTIME_DIR=")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var stderrMu sync.Mutex
+	var stderrBuf bytes.Buffer
+	cmd.Stderr = lockedWriter{&stderrMu, &stderrBuf}
+	stderr := func() string { stderrMu.Lock(); defer stderrMu.Unlock(); return stderrBuf.String() }
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -407,7 +410,7 @@ func TestNonRootDaemonIsNotDumpable(t *testing.T) {
 	line := make([]byte, 256)
 	n, _ := stdout.Read(line)
 	if !strings.Contains(string(line[:n]), "mounted") {
-		t.Fatalf("the user's daemon did not mount: %q\n%s", line[:n], stderr.String())
+		t.Fatalf("the user's daemon did not mount: %q\n%s", line[:n], stderr())
 	}
 	if out, err := exec.Command("setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(uid), "--clear-groups",
 		"cat", filepath.Join(dir, "env", "SFS_ND_SECRET")).CombinedOutput(); err != nil || string(out) != "not-for-peers" {
@@ -425,14 +428,14 @@ func TestNonRootDaemonIsNotDumpable(t *testing.T) {
 			t.Errorf("core files are possible: %s", strings.TrimSpace(l))
 		}
 	}
-	if !strings.Contains(stderr.String(), "control socket") {
-		t.Errorf("a user without XDG_RUNTIME_DIR: the missing control socket was not logged:\n%s", stderr.String())
+	if !strings.Contains(stderr(), "control socket") {
+		t.Errorf("a user without XDG_RUNTIME_DIR: the missing control socket was not logged:\n%s", stderr())
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
 		if waitErr != nil {
-			t.Errorf("the user's daemon after SIGTERM: %v\n%s", waitErr, stderr.String())
+			t.Errorf("the user's daemon after SIGTERM: %v\n%s", waitErr, stderr())
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("the user's daemon did not exit after SIGTERM")

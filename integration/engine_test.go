@@ -71,8 +71,10 @@ func TestAuditModeRecordsEveryOpen(t *testing.T) {
 	opens := 0
 	for line := range bytes.Lines(data) {
 		var rec struct {
-			Msg, Ref, Result string
-			PID              int `json:"pid"`
+			Msg    string `json:"op"`
+			Ref    string `json:"ref"`
+			Result string `json:"result"`
+			PID    int    `json:"pid"`
 		}
 		if err := json.Unmarshal(line, &rec); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)

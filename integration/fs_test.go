@@ -207,7 +207,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`"ref":"env:SFS_IT_API_KEY"`, `"ref":"env:SFS_IT_DB#password"`, `"result":"ok"`, `"uid":`, `"pid":`,
-		`"msg":"lookup","audit":true,"ref":"env:MISSING"`, `"result":"no such file or directory"`} {
+		`"op":"lookup","ref":"env:MISSING"`, `"result":"no such file or directory"`} {
 		if !bytes.Contains(auditData, []byte(want)) {
 			t.Errorf("audit trail lacks %s:\n%s", want, auditData)
 		}
