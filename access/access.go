@@ -2,7 +2,7 @@
 // file, its mode, and who may open it.
 //
 //	rules:
-//	  - path: "aws/prod/**"   # glob on the path below the mount; ** crosses '/'
+//	  - path: "aws/prod/**"   # glob on a secret's path below the mount; ** crosses '/'
 //	    uid: 1000             # owner of the files it matches
 //	    gid: 1000
 //	    mode: "0440"          # files only; directories keep --dir-mode
@@ -12,8 +12,11 @@
 //	      exe: ["/usr/local/bin/myapp"]  # the caller's /proc/PID/exe; * matches anything
 //	      cgroups: ["*/docker-3f9c*"]    # the caller's cgroup path; * matches anything
 //
-// The first rule whose path matches decides; a path no rule matches keeps
-// the global flags. Inside allow every listed kind must match, and within a
+// A rule matches a secret, PROVIDER/KEY: every name that reads it (its
+// fields "#F", its versions "@V", the "NAME@" of a name that is also a
+// directory) is governed by the same rule, so no other spelling of a name
+// gets around it. The first rule whose path matches decides; a secret no
+// rule matches keeps the global flags. Inside allow every listed kind must match, and within a
 // kind any entry may. A caller whose executable or cgroup cannot be read is
 // denied where the rule asks for it, never let through.
 //
@@ -80,16 +83,19 @@ func Parse(node *yaml.Node) (*Rules, error) {
 		return &Rules{}, nil
 	}
 	var raw []rawRule
-	// Decode strictly, so that an unknown key is an error: re-encode the
-	// node and decode it with KnownFields.
-	var buf bytes.Buffer
-	if err := yaml.NewEncoder(&buf).Encode(node); err != nil {
+	if err := strict(node, &raw); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("rules: %w", err)
+	// An allow: whose entries are all commented out is null, and would
+	// decode as no allow list at all, which lets everyone in.
+	if node.Kind == yaml.SequenceNode {
+		for i, m := range node.Content {
+			for j := 0; m.Kind == yaml.MappingNode && j+1 < len(m.Content); j += 2 {
+				if k, v := m.Content[j], m.Content[j+1]; k.Value == "allow" && v.Tag == "!!null" {
+					return nil, fmt.Errorf("rules: rule %d: allow is empty: give uids, gids, exe or cgroups, or remove it", i+1)
+				}
+			}
+		}
 	}
 	rs := &Rules{}
 	for i, r := range raw {
@@ -102,9 +108,23 @@ func Parse(node *yaml.Node) (*Rules, error) {
 	return rs, nil
 }
 
+// strict decodes node into v so that an unknown key is an error.
+func strict(node *yaml.Node, v any) error {
+	var buf bytes.Buffer
+	if err := yaml.NewEncoder(&buf).Encode(node); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
 func compile(index int, r rawRule) (*Rule, error) {
 	if r.Path == "" {
 		return nil, fmt.Errorf("no path")
+	}
+	if strings.Contains(r.Path, "#") {
+		return nil, fmt.Errorf("a rule matches a secret and all its fields: write the secret's path, without #FIELD")
 	}
 	re, err := pathGlob(r.Path)
 	if err != nil {
@@ -168,8 +188,8 @@ func anyGlob(glob string) *regexp.Regexp {
 	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
 }
 
-// Match returns the first rule whose path matches path (below the mount,
-// such as "aws/prod/db#password"), or nil.
+// Match returns the first rule whose path matches a secret's path
+// (PROVIDER/KEY, without field or version), or nil.
 func (rs *Rules) Match(path string) *Rule {
 	if rs == nil {
 		return nil

@@ -8,25 +8,35 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // Identities reads what /proc says of callers: groups, executable, cgroup.
 // It caches them per (pid, process start time), so that a pid the kernel
-// reuses never inherits another process's identity. It is safe for
-// concurrent use.
+// reuses never inherits another process's identity, and for one second at
+// most, so that a process that runs another program, drops groups or moves
+// to another cgroup is seen as it is now. It is safe for concurrent use.
 type Identities struct {
 	Proc string // "/proc" when empty
 
 	mu    sync.Mutex
-	cache map[procKey]Caller // guarded by mu
+	cache map[procKey]cached // guarded by mu
 }
 
 type procKey struct {
 	pid   uint32
 	start uint64
 }
+
+type cached struct {
+	caller Caller
+	read   time.Time
+}
+
+// identityTTL is how long what /proc said of a process is trusted.
+const identityTTL = time.Second
 
 // maxIdentities bounds the cache; it starts afresh when full.
 const maxIdentities = 4096
@@ -41,9 +51,10 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 	start, err := startTime(dir)
 	if err == nil {
 		ids.mu.Lock()
-		c, ok := ids.cache[procKey{pid, start}]
+		e, ok := ids.cache[procKey{pid, start}]
 		ids.mu.Unlock()
-		if ok {
+		if ok && time.Since(e.read) < identityTTL {
+			c := e.caller
 			c.UID, c.GID = uid, gid
 			return c
 		}
@@ -58,9 +69,9 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 		if again, err := startTime(dir); err == nil && again == start {
 			ids.mu.Lock()
 			if ids.cache == nil || len(ids.cache) >= maxIdentities {
-				ids.cache = make(map[procKey]Caller)
+				ids.cache = make(map[procKey]cached)
 			}
-			ids.cache[procKey{pid, start}] = c
+			ids.cache[procKey{pid, start}] = cached{c, time.Now()}
 			ids.mu.Unlock()
 		}
 	}

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dir is where the sockets of a user live: /run/secretfs for root,
@@ -122,15 +124,27 @@ type Server struct {
 // Listen serves h on the socket at path until Close. A socket left over
 // from a daemon that died is replaced.
 func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
+	}
+	// The directory must be this user's alone: a socket in a directory
+	// others may write could be replaced under us.
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return nil, err
+	}
+	if st.Uid != uint32(os.Getuid()) || st.Mode&0o022 != 0 || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, fmt.Errorf("control socket directory %s: not a directory of this user's that only it may write", dir)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s: another daemon answers on it", path)
 	}
 	os.Remove(path)
+	old := unix.Umask(0o177) // the socket is 0600 from the start
 	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -137,14 +138,18 @@ func (f *fsys) dirAttr(out *fuse.Attr) {
 	out.SetTimes(nil, &f.started, &f.started)
 }
 
-// fileAttr fills the attributes of the file at path (below the mount)
-// showing s: owner and mode from the first rule that matches, else the
-// global ones.
-func (f *fsys) fileAttr(path string, s resolver.Secret, out *fuse.Attr) {
+// secretPath is what rules match: the secret a reference reads, as
+// PROVIDER/KEY, whatever name (field, version, "NAME@") reads it.
+func secretPath(ref resolver.Reference) string { return ref.Provider + "/" + ref.Key }
+
+// fileAttr fills the attributes of a file showing s of the secret at
+// secret (see secretPath): owner and mode from the first rule that
+// matches, else the global ones.
+func (f *fsys) fileAttr(secret string, s resolver.Secret, out *fuse.Attr) {
 	out.Mode = syscall.S_IFREG | f.cfg.FileMode
 	out.Nlink = 1
 	out.Uid, out.Gid = f.cfg.UID, f.cfg.GID
-	if r := f.rules.Load().Match(path); r != nil {
+	if r := f.rules.Load().Match(secret); r != nil {
 		if r.UID != nil {
 			out.Uid = *r.UID
 		}
@@ -474,7 +479,7 @@ func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Refer
 		// not keep an answer that may already be old.
 		valid = 0
 	}
-	n.sys.fileAttr(n.path(name), v.Secret, &out.Attr)
+	n.sys.fileAttr(secretPath(ref), v.Secret, &out.Attr)
 	out.SetEntryTimeout(valid)
 	out.SetAttrTimeout(valid)
 	parent := n.EmbeddedInode()
@@ -527,7 +532,7 @@ func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
-	n.sys.fileAttr(n.path, n.secret, &out.Attr)
+	n.sys.fileAttr(secretPath(n.ref), n.secret, &out.Attr)
 	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
 }
@@ -552,7 +557,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
 	denied := false
 	var caller *access.Caller
-	if r := n.sys.rules.Load().Match(n.path); r != nil {
+	if r := n.sys.rules.Load().Match(secretPath(n.ref)); r != nil {
 		rec.Rule = r.Name()
 		if r.Allow != nil {
 			c := n.sys.caller(ctx)
@@ -576,7 +581,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 func (f *fsys) caller(ctx context.Context) access.Caller {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
-		return access.Caller{ExeErr: errors.New("no caller"), CgroupErr: errors.New("no caller")}
+		// Nobody known: no uid, gid, program or cgroup that a rule lists.
+		return access.Caller{UID: math.MaxUint32, GID: math.MaxUint32, ExeErr: errors.New("no caller"), CgroupErr: errors.New("no caller")}
 	}
 	return f.cfg.Identities.Caller(c.Pid, c.Uid, c.Gid)
 }

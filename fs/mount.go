@@ -47,7 +47,7 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mountpoint: %w", err)
 	}
-	if abs, err := filepath.Abs(dir); err == nil && mountedSecretfs(abs) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil && mountedSecretfs(absPath(real)) {
 		return nil, fmt.Errorf("mountpoint %s: a secretfs is mounted there already; unmount it first", dir)
 	}
 	if !st.IsDir() {
@@ -134,6 +134,13 @@ func CleanStale(dir string) error {
 		return fmt.Errorf("clean up stale mount %s: %w", dir, err)
 	}
 	return nil
+}
+
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }
 
 // mountedSecretfs reports whether dir is the mountpoint of a secretfs.

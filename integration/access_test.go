@@ -166,6 +166,10 @@ rules:
 	if out, err := exec.Command(other, p).CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
 		t.Errorf("another program (the same bytes elsewhere): %q, %v; want Permission denied", out, err)
 	}
+	// Another name of the same secret is governed by the same rule.
+	if out, err := exec.Command(other, d.Path("test", "app", "key@")).CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("another program through key@: %q, %v; want Permission denied", out, err)
+	}
 }
 
 func TestAllowByCgroup(t *testing.T) {
@@ -287,21 +291,27 @@ func TestAuditRecordsRejectedNamesAndReadAhead(t *testing.T) {
 	}
 }
 
-func TestCheckAccess(t *testing.T) {
-	t.Parallel()
+func TestCheckAccess(t *testing.T) { // not parallel: it sets SECRETFS_UID
 	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	// Keys only mount knows are fine here, and neither the file's uid nor
+	// SECRETFS_UID is taken for the caller's.
 	os.WriteFile(conf, []byte(`
+allow-other: true
+audit-log: /var/log/secretfs/audit.jsonl
+uid: 1000
 rules:
   - path: "aws/prod/**"
     mode: "0440"
     allow: {uids: [1000], exe: ["/usr/local/bin/myapp"]}
 `), 0o600)
+	t.Setenv("SECRETFS_UID", "1000")
 	tests := []struct {
 		args     []string
 		wantCode int
 		want     string
 	}{
 		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/local/bin/myapp"}, 0, "allowed by rule 1:aws/prod/**"},
+		{[]string{"aws/prod/db@AWSPREVIOUS#password", "--uid", "1000", "--exe", "/usr/local/bin/myapp"}, 0, "allowed by rule 1:aws/prod/**"},
 		{[]string{"aws/prod/db", "--uid", "1001", "--exe", "/usr/local/bin/myapp"}, 5, "uid 1001 is not in [1000]"},
 		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/bin/cat"}, 5, `executable "/usr/bin/cat"`},
 		{[]string{"aws/prod/db", "--uid", "1000"}, 5, "cannot be read"},

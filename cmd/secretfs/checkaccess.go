@@ -1,12 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/secretfs/secretfs/access"
+	"github.com/secretfs/secretfs/config"
+	"github.com/secretfs/secretfs/resolver"
 )
 
 const checkAccessUsage = `Usage: secretfs check-access [--config FILE] PATH --uid N [--gid N] [--groups N,N] [--exe P] [--cgroup C]
@@ -16,37 +21,58 @@ and cgroup. Exit 0 if it may open, 5 if not. Nothing is mounted.
 `
 
 func runCheckAccess(args []string, stdout, stderr io.Writer) error {
-	c := newCommon("check-access")
-	var uid, gid uint32
-	var groups []string
-	var exe, cgroup string
-	c.flagSet.Uint32Var(&uid, "uid", 0, "the caller's uid")
-	c.flagSet.Uint32Var(&gid, "gid", 0, "the caller's gid")
-	c.flagSet.StringSliceVar(&groups, "groups", nil, "the caller's supplementary groups")
-	c.flagSet.StringVar(&exe, "exe", "", "the caller's executable (as /proc/PID/exe shows it)")
-	c.flagSet.StringVar(&cgroup, "cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)")
-	if err := c.parse(args, stdout, checkAccessUsage); err != nil {
-		return helpOK(err)
+	// The caller's flags are a set of their own: the config file and
+	// SECRETFS_* set the mount's settings, never the caller checked.
+	set := pflag.NewFlagSet("check-access", pflag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	conf := set.String(config.FlagName, "", "the config file whose rules to check")
+	uid := set.Uint32("uid", 0, "the caller's uid")
+	gid := set.Uint32("gid", 0, "the caller's gid")
+	groups := set.StringSlice("groups", nil, "the caller's supplementary groups")
+	exe := set.String("exe", "", "the caller's executable (as /proc/PID/exe shows it)")
+	cgroup := set.String("cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)")
+	if err := set.Parse(args); errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprint(stdout, checkAccessUsage, "\nFlags:\n", set.FlagUsages())
+		return nil
+	} else if err != nil {
+		return usagef("%v", err)
 	}
-	if c.flagSet.NArg() != 1 || !c.flagSet.Changed("uid") {
+	if set.NArg() != 1 || !set.Changed("uid") {
 		return usagef("check-access takes one PATH and --uid")
 	}
-	path := strings.Trim(c.flagSet.Arg(0), "/")
-	caller := access.Caller{UID: uid, GID: gid, Exe: exe, Cgroup: cgroup}
-	for _, g := range groups {
+	// The rules, read as mount reads them (every key of the file is known).
+	m := newMountFlags()
+	mountArgs := []string{}
+	if *conf != "" {
+		mountArgs = append(mountArgs, "--"+config.FlagName, *conf)
+	}
+	if err := m.parse(mountArgs, io.Discard, mountUsage); err != nil {
+		return err
+	}
+	// Rules match the secret a path reads, whatever its field or version.
+	path := strings.Trim(set.Arg(0), "/")
+	provider, rest, _ := strings.Cut(path, "/")
+	ref, err := resolver.ParseKey(rest)
+	if err != nil {
+		return err
+	}
+	secret := provider + "/" + ref.Key
+	caller := access.Caller{UID: *uid, GID: *gid, Exe: *exe, Cgroup: *cgroup}
+	for _, g := range *groups {
 		n, err := strconv.ParseUint(g, 10, 32)
 		if err != nil {
 			return usagef("--groups %q: want numbers", g)
 		}
 		caller.Groups = append(caller.Groups, uint32(n))
 	}
-	if exe == "" {
+	if *exe == "" {
 		caller.ExeErr = fmt.Errorf("not given (--exe)")
 	}
-	if cgroup == "" {
+	if *cgroup == "" {
 		caller.CgroupErr = fmt.Errorf("not given (--cgroup)")
 	}
-	r := c.rules.Match(path)
+	c := m.common
+	r := c.rules.Match(secret)
 	if r == nil {
 		fmt.Fprintf(stdout, "%s: no rule matches (of %d): the global --uid, --gid and --file-mode apply, and the kernel's mode check alone decides\n", path, c.rules.Len())
 		return nil

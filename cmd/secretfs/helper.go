@@ -55,8 +55,15 @@ func runHelper(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	mountArgs := append(append([]string{"mount"}, flags...), positional[1])
-	if _, err := parseMountFlags(mountArgs[1:], io.Discard); err != nil {
+	m, err := parseMountFlags(mountArgs[1:], io.Discard)
+	if err != nil {
 		return err
+	}
+	if m.auditLog == "-" && m.logFile == "" {
+		// The daemon's stderr is gone once the helper returns: every audit
+		// record would fail, and so would every read (the trail fails
+		// closed).
+		return usagef("%s: audit_log=- needs log_file= (the daemon has no stderr once mounted)", helperName)
 	}
 	if fake {
 		return nil

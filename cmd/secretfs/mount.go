@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/audit"
@@ -137,8 +139,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	// Signals are taken before anything can log: a broken log pipe
 	// (SIGPIPE) or a closed terminal (SIGHUP) must never take the mount
 	// down, and every signal that stops the daemon unmounts first.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGPIPE)
+	signal.Ignore(syscall.SIGPIPE) // a write to a broken pipe fails with EPIPE, and that is all
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -178,11 +181,17 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		defer ms.Close()
 		log.Info("serving metrics", "addr", ms.Addr())
 	}
-	if sock, err := serveControl(dir, cfg, c, r.Names(), log); err != nil {
+	sock, err := serveControl(dir, cfg, c, r.Names(), log)
+	if err != nil {
 		log.Warn("running without a control socket (secretfs status and refresh will not reach this mount)", "error", err)
-	} else {
-		defer sock.Close()
 	}
+	closeSock := func() {
+		if sock != nil {
+			sock.Close() // a new mount at the same place may take the name
+			sock = nil
+		}
+	}
+	defer closeSock()
 	log.Info("mounted", "mountpoint", dir, "providers", strings.Join(r.Names(), ","), "ttl", m.ttl)
 	fmt.Fprintf(stdout, "secretfs: mounted %s (providers: %s)\n", dir, strings.Join(r.Names(), ","))
 	notify(log, "READY=1\nSTATUS=serving "+dir+" (providers: "+strings.Join(r.Names(), ",")+")")
@@ -193,6 +202,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	go func() { srv.Wait(); close(done) }()
 	reload := func() {
 		next, err := parseMountFlags(args, io.Discard)
+		if err == nil && next.rules.HasAllow() && !fs.AuditMode(cfg) {
+			err = errors.New("allow rules need the audit mode, which the kernel fixes per mount: they need a restart")
+		}
 		if err != nil {
 			log.Error("configuration reload rejected; the running configuration stays", "error", err)
 			return
@@ -210,6 +222,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("unmounting", "mountpoint", dir)
 	notify(log, "STOPPING=1\nSTATUS=unmounting "+dir)
+	closeSock()
 	if err := srv.Unmount(); err != nil {
 		return err
 	}
@@ -297,22 +310,25 @@ func watchdog(log *slog.Logger, dir string) func() {
 	return func() { close(done) }
 }
 
+// stats runs one stat of a mount's root at a time: a probe of a mount that
+// hangs waits on the stat already under way instead of starting another
+// (each would hold a thread).
+var stats singleflight.Group
+
 // statWithin stats dir, the mount's root, giving up when ctx ends (a
 // daemon that does not answer its own mount is not healthy).
 func statWithin(ctx context.Context, dir string) error {
-	res := make(chan error, 1)
-	go func() { _, err := os.Stat(dir); res <- err }()
+	res := stats.DoChan(dir, func() (any, error) { _, err := os.Stat(dir); return nil, err })
 	select {
-	case err := <-res:
-		return err
+	case r := <-res:
+		return r.Err
 	case <-ctx.Done():
 		return fmt.Errorf("the mount does not answer: %w", ctx.Err())
 	}
 }
 
 // waitForStop waits for a signal that stops the daemon (true) or for the
-// mount to go away from outside (false). SIGHUP reloads; SIGHUP and SIGPIPE
-// never stop it.
+// mount to go away from outside (false). SIGHUP reloads and never stops it.
 func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, reload func(), log *slog.Logger) bool {
 	for {
 		select {
@@ -320,9 +336,6 @@ func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, reload func()
 			return false
 		case s := <-sigs:
 			switch s {
-			case syscall.SIGPIPE:
-				// A reader of our output went away; the write failed, and
-				// that is all.
 			case syscall.SIGHUP:
 				log.Info("SIGHUP: reloading the configuration")
 				reload()
@@ -356,7 +369,9 @@ func (m *mountFlags) fsConfig() (fs.Config, fs.MountOptions, error) {
 		switch {
 		case name == "" && !hasVal: // "a,,b": nothing between the commas
 		case name == "allow_other" && !hasVal:
-			mo.AllowOther = true
+			if !m.flagSet.Changed("allow-other") { // --allow-other wins over -o
+				mo.AllowOther = true
+			}
 		case name == "default_permissions" && !hasVal, name == "ro" && !hasVal:
 			// ro: always; default_permissions: comes with allow_other
 		case name == "debug" && !hasVal:
@@ -366,9 +381,11 @@ func (m *mountFlags) fsConfig() (fs.Config, fs.MountOptions, error) {
 			if err != nil {
 				return cfg, mo, usagef("-o %s: want a number", o)
 			}
-			if name == "uid" {
+			switch {
+			case m.flagSet.Changed(name): // --uid and --gid win over -o
+			case name == "uid":
 				cfg.UID = uint32(n)
-			} else {
+			default:
 				cfg.GID = uint32(n)
 			}
 		case name == "rw":
