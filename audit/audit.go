@@ -40,12 +40,59 @@ type Record struct {
 
 // Log is an audit trail. It is safe for concurrent use.
 type Log struct {
-	mu     sync.Mutex
-	path   string    // a file's, for Reopen; "" otherwise
-	w      io.Writer // guarded by mu
-	closer io.Closer // guarded by mu; the file or the syslog connection; nil for stderr
+	mu     sync.Mutex // one record at a time, whole
+	w      io.Writer
+	closer io.Closer // the file or the syslog connection; nil for stderr
 
 	failures atomic.Uint64
+}
+
+// File is a file appended to, that Reopen opens again by its name (after
+// logrotate moved it away). The audit trail is written to one, and so may
+// the daemon's log be. It is safe for concurrent use.
+type File struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File // guarded by mu
+}
+
+// OpenFile opens path for appending, created 0600.
+func OpenFile(path string) (*File, error) {
+	f := &File{path: path}
+	if err := f.Reopen(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Write appends p.
+func (f *File) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.f.Write(p)
+}
+
+// Reopen opens the file by its name again.
+func (f *File) Reopen() error {
+	nf, err := os.OpenFile(f.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	old := f.f
+	f.f = nf
+	f.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Close closes it.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.f.Close()
 }
 
 // Open opens the trail: "-" is stderr, "syslog" the local syslog socket
@@ -61,11 +108,11 @@ func Open(dest string, stderr io.Writer) (*Log, error) {
 		}
 		return &Log{w: w, closer: w}, nil
 	}
-	l := &Log{path: dest}
-	if err := l.Reopen(); err != nil {
+	f, err := OpenFile(dest)
+	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return &Log{w: f, closer: f}, nil
 }
 
 // Write writes rec through. An error means the record is not in the trail.
@@ -99,27 +146,14 @@ func (l *Log) Failures() uint64 { return l.failures.Load() }
 // Reopen opens the file by its name again (logrotate); a no-op for stderr
 // and syslog.
 func (l *Log) Reopen() error {
-	if l.path == "" {
-		return nil
-	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	old := l.closer
-	l.closer, l.w = f, f
-	l.mu.Unlock()
-	if old != nil {
-		old.Close()
+	if f, ok := l.w.(*File); ok {
+		return f.Reopen()
 	}
 	return nil
 }
 
 // Close closes the trail.
 func (l *Log) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closer != nil {
 		return l.closer.Close()
 	}

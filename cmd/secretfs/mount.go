@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -109,9 +108,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var logFile *reopenFile
+	var logFile *audit.File
 	if m.logFile != "" {
-		if logFile, err = openReopenFile(m.logFile, stderr); err != nil {
+		if logFile, err = audit.OpenFile(m.logFile); err != nil {
 			return fmt.Errorf("--log-file: %w", err)
 		}
 		defer logFile.Close()
@@ -474,61 +473,4 @@ func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) 
 		m.rules = next.rules
 	}
 	log.Info("configuration reloaded", "ttl", m.ttl, "negative_ttl", m.negTTL, "max_stale", m.maxStale, "log_level", m.logLevel)
-}
-
-// reopenFile is a log (the audit log, --log-file) that a reload reopens by
-// its name, for logrotate.
-type reopenFile struct {
-	mu   sync.Mutex
-	path string    // "" for stderr
-	w    io.Writer // guarded by mu
-	f    *os.File  // guarded by mu; nil for stderr
-}
-
-// openReopenFile opens path for appending; "-" is stderr.
-func openReopenFile(path string, stderr io.Writer) (*reopenFile, error) {
-	if path == "-" {
-		return &reopenFile{w: stderr}, nil
-	}
-	a := &reopenFile{path: path}
-	if err := a.Reopen(); err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
-func (a *reopenFile) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.w.Write(p)
-}
-
-// Reopen opens the file by its name again: records go to the new file, as
-// logrotate expects after it moved the old one away.
-func (a *reopenFile) Reopen() error {
-	if a.path == "" {
-		return nil
-	}
-	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	old := a.f
-	a.f, a.w = f, f
-	a.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	return nil
-}
-
-// Close closes the file.
-func (a *reopenFile) Close() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.f != nil {
-		return a.f.Close()
-	}
-	return nil
 }
