@@ -78,6 +78,10 @@ func CheckKey(key string) error {
 	return nil
 }
 
+// CheckProvider reports whether name can name a provider: lower-case
+// letters, digits, - and _.
+func CheckProvider(name string) error { return checkProvider(name) }
+
 func checkProvider(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: empty provider name", ErrInvalidReference)

@@ -17,6 +17,7 @@ import (
 	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/providers/env"
+	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 )
 
@@ -59,6 +60,10 @@ type common struct {
 	openers    map[string]opener
 	levelVar   slog.LevelVar // the logger's level, which a reload may change
 	rules      *access.Rules // from the config file's rules:
+
+	execFlags       []string  // --exec-provider NAME=PATH
+	execConcurrency int       // --exec-concurrency
+	execs           []execDef // the exec providers, from the flags and the file
 }
 
 func newCommon(name string) *common {
@@ -74,6 +79,8 @@ func newCommon(name string) *common {
 	c.flagSet.DurationVar(&c.timeout, "timeout", resolver.DefaultTimeout, "deadline of every backend call")
 	c.flagSet.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.flagSet.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	c.flagSet.StringArrayVar(&c.execFlags, "exec-provider", nil, "a program as a provider, NAME=PATH (repeatable; see the README's contract); defining one enables it")
+	c.flagSet.IntVar(&c.execConcurrency, "exec-concurrency", exec.DefaultConcurrency, "most calls of one exec provider at once")
 	c.flagSet.StringVar(&c.configFile, config.FlagName, "", "YAML file of settings: keys are the long flag names; flags and SECRETFS_* win over it")
 	for _, b := range backends {
 		c.openers[b.name] = b.flags(c.flagSet)
@@ -93,9 +100,12 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules"})
+	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules", "exec-providers"})
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if c.execs, err = c.execDefs(sections["exec-providers"]); err != nil {
+		return err
 	}
 	if c.rules, err = access.Parse(sections["rules"]); err != nil {
 		return usagef("--config: %v", err)
@@ -147,8 +157,8 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 	seen := make(map[string]bool)
 	for _, name := range c.providers {
 		name = strings.TrimSpace(name)
-		if name == "" || seen[name] {
-			continue
+		if name == "" || seen[name] || slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == name }) {
+			continue // an exec provider is opened below
 		}
 		seen[name] = true
 		o, ok := c.openers[name]
@@ -163,6 +173,12 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 		}
 		out = append(out, p)
 	}
+	execs, err := c.openExec(log)
+	if err != nil {
+		closeAll(out)
+		return nil, err
+	}
+	out = append(out, execs...)
 	if len(out) == 0 {
 		return nil, usagef("--providers: no provider given (have %s)", strings.Join(slices.Sorted(maps.Keys(c.openers)), ", "))
 	}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/secretfs/secretfs/providers/exec"
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// execDef is one exec provider, from --exec-provider NAME=PATH or the
+// config file's exec-providers: list.
+type execDef struct {
+	Name    string   `yaml:"name"`
+	Command []string `yaml:"command"`
+	Env     []string `yaml:"env"`
+	Timeout string   `yaml:"timeout"`
+	User    string   `yaml:"user"` // "UID[:GID]" to run as
+}
+
+// execDefs gathers the exec providers of the flags and the config file.
+func (c *common) execDefs(section *yaml.Node) ([]execDef, error) {
+	var defs []execDef
+	for _, f := range c.execFlags {
+		name, path, ok := strings.Cut(f, "=")
+		if !ok || name == "" || path == "" {
+			return nil, usagef("--exec-provider %q: want NAME=PATH", f)
+		}
+		defs = append(defs, execDef{Name: name, Command: []string{path}})
+	}
+	if section != nil {
+		var fromFile []execDef
+		if err := strictDecode(section, &fromFile); err != nil {
+			return nil, usagef("--config: exec-providers: %v", err)
+		}
+		defs = append(defs, fromFile...)
+	}
+	seen := map[string]bool{}
+	for _, d := range defs {
+		if err := resolver.CheckProvider(d.Name); err != nil {
+			return nil, usagef("exec provider %q: %v", d.Name, err)
+		}
+		if _, builtin := c.openers[d.Name]; builtin || seen[d.Name] {
+			return nil, usagef("exec provider %q: the name is taken", d.Name)
+		}
+		seen[d.Name] = true
+	}
+	return defs, nil
+}
+
+// openExec starts the exec providers.
+func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
+	var out []resolver.Provider
+	for _, d := range c.execs {
+		cfg := exec.Config{Name: d.Name, Command: d.Command, Env: d.Env, Timeout: c.timeout, Concurrency: c.execConcurrency, Logger: log}
+		if d.Timeout != "" {
+			t, err := time.ParseDuration(d.Timeout)
+			if err != nil || t <= 0 {
+				return nil, usagef("exec provider %s: timeout %q: want a duration such as 5s", d.Name, d.Timeout)
+			}
+			cfg.Timeout = t
+		}
+		if d.User != "" {
+			uid, gid, _ := strings.Cut(d.User, ":")
+			u, err := strconv.ParseUint(uid, 10, 32)
+			g := u
+			if err == nil && gid != "" {
+				g, err = strconv.ParseUint(gid, 10, 32)
+			}
+			if err != nil {
+				return nil, usagef("exec provider %s: user %q: want UID[:GID]", d.Name, d.User)
+			}
+			cfg.Credential = &syscall.Credential{Uid: uint32(u), Gid: uint32(g)}
+		}
+		p, err := exec.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func strictDecode(node *yaml.Node, v any) error {
+	data, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w", err)
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// shellProvider is an exec provider written as a shell script, as a user
+// would write one.
+const shellProvider = `#!/bin/sh
+# secretfs exec provider: get KEY [VERSION] | list [DIR]
+case "$1" in
+get)
+  case "$2" in
+  db/password) printf 's3cr3t' ;;
+  db/json) printf '{"user":"app","port":5432}' ;;
+  passed) printf '%s' "$SFS_PASSED" ;;
+  denied) echo "policy says no" >&2; exit 5 ;;
+  hang) (sleep 5; touch "$MARKER") & sleep 60 ;;
+  huge) head -c 3000000 /dev/zero ;;
+  garbage) exit 77 ;;
+  versioned) [ -n "$3" ] && exit 2; printf 'current' ;;
+  *) exit 3 ;;
+  esac ;;
+list)
+  case "$2" in
+  "") printf 'db/\npassed\nversioned\n' ;;
+  db) printf 'password\njson\n' ;;
+  *) exit 3 ;;
+  esac ;;
+*) exit 2 ;;
+esac
+`
+
+func TestExecProvider(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "provider.sh")
+	if err := os.WriteFile(script, []byte(shellProvider), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "grandchild-outlived-the-call")
+	conf := filepath.Join(dir, "secretfs.yaml")
+	os.WriteFile(conf, []byte("exec-providers:\n  - name: cfg\n    command: ["+script+"]\n    env: [SFS_PASSED, MARKER]\n    timeout: 1s\n"), 0o600)
+	d := mount(t, []string{"SFS_PASSED=passed-through", "MARKER=" + marker},
+		"--exec-provider", "sh="+script, "--config", conf, "--timeout", "1s", "--env-allow", "NONE")
+
+	if got := readDir(t, d.Dir); strings.Join(got, ",") != "cfg,env,sh" {
+		t.Errorf("ls / = %q: defining an exec provider enables it", got)
+	}
+	if got := readDir(t, d.Path("sh", "db")); strings.Join(got, ",") != "json,password" {
+		t.Errorf("ls sh/db = %q", got)
+	}
+	for p, want := range map[string]string{"sh/db/password": "s3cr3t", "sh/db/json#port": "5432", "sh/versioned": "current", "cfg/passed": "passed-through"} {
+		if got, err := os.ReadFile(d.Path(p)); err != nil || string(got) != want {
+			t.Errorf("cat %s = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	// Without env: passed through, the variable is not there.
+	if got, err := os.ReadFile(d.Path("sh", "passed")); err != nil || string(got) != "" {
+		t.Errorf("a variable not passed through: %q, %v", got, err)
+	}
+	for p, errno := range map[string]syscall.Errno{
+		"sh/nope": syscall.ENOENT, "sh/denied": syscall.EACCES, "sh/versioned@v1": syscall.ENOENT,
+		"sh/huge": syscall.EIO, "sh/garbage": syscall.EIO,
+	} {
+		_, err := os.ReadFile(d.Path(p))
+		wantErrno(t, p, err, errno)
+	}
+	start := time.Now()
+	_, err := os.ReadFile(d.Path("cfg", "hang"))
+	wantErrno(t, "a hanging program", err, syscall.EIO)
+	if el := time.Since(start); el > 4*time.Second {
+		t.Errorf("the hang took %v with a 1s timeout", el)
+	}
+	time.Sleep(5500*time.Millisecond - time.Since(start))
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("a grandchild of the hanging program outlived the call")
+	}
+	if !strings.Contains(d.Stderr(), "policy says no") {
+		t.Errorf("the program's stderr was not logged")
+	}
+	if strings.Contains(d.Stderr(), "s3cr3t") {
+		t.Errorf("a value reached the log")
+	}
+	if out, stderr, code := secretfs(t, nil, "get", "--exec-provider", "sh="+script, "sh:db/password"); code != 0 || out != "s3cr3t" {
+		t.Errorf("secretfs get sh:db/password = %q, exit %d, %s", out, code, stderr)
+	}
+	if _, _, code := secretfs(t, nil, "get", "--exec-provider", "sh="+script, "sh:denied"); code != 5 {
+		t.Errorf("secretfs get of a denied secret: exit %d, want 5", code)
+	}
+	// Trust: a program others may change is refused.
+	os.Chmod(script, 0o777)
+	if _, stderr, code := secretfs(t, nil, "get", "--exec-provider", "sh="+script, "sh:db/password"); code == 0 || !strings.Contains(stderr, "writable") {
+		t.Errorf("a world-writable program: exit %d, %q; want refused", code, stderr)
+	}
+	os.Chmod(script, 0o755)
+}
