@@ -19,6 +19,7 @@ import (
 	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
 )
 
 // Config sets what the filesystem shows. Zero modes take the defaults.
@@ -44,6 +45,8 @@ type Config struct {
 	Rules *access.Rules
 	// Identities reads callers' programs and cgroups; one is made if nil.
 	Identities *access.Identities
+	// Templates appear as MOUNT/templates/NAME.
+	Templates []*templates.Template
 	// Count, when set, is told of every FUSE request that reaches the
 	// daemon, by operation (metrics).
 	Count func(op string)
@@ -145,7 +148,7 @@ func secretPath(ref resolver.Reference) string { return ref.Provider + "/" + ref
 // fileAttr fills the attributes of a file showing s of the secret at
 // secret (see secretPath): owner and mode from the first rule that
 // matches, else the global ones.
-func (f *fsys) fileAttr(secret string, s resolver.Secret, out *fuse.Attr) {
+func (f *fsys) fileAttr(secret string, tmpl *templates.Template, s resolver.Secret, out *fuse.Attr) {
 	out.Mode = syscall.S_IFREG | f.cfg.FileMode
 	out.Nlink = 1
 	out.Uid, out.Gid = f.cfg.UID, f.cfg.GID
@@ -158,6 +161,17 @@ func (f *fsys) fileAttr(secret string, s resolver.Secret, out *fuse.Attr) {
 		}
 		if r.Mode != nil {
 			out.Mode = syscall.S_IFREG | *r.Mode
+		}
+	}
+	if tmpl != nil { // a template's own owner and mode win
+		if tmpl.UID != nil {
+			out.Uid = *tmpl.UID
+		}
+		if tmpl.GID != nil {
+			out.Gid = *tmpl.GID
+		}
+		if tmpl.Mode != nil {
+			out.Mode = syscall.S_IFREG | *tmpl.Mode
 		}
 	}
 	out.Size = uint64(len(s.Value))
@@ -228,6 +242,9 @@ func (n *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	n.sys.cfg.Count("readdir")
 	names := n.sys.engine.Names()
+	if len(n.sys.cfg.Templates) > 0 {
+		names = append(slices.Clone(names), TemplatesDir)
+	}
 	entries := dots(n.EmbeddedInode(), len(names))
 	for _, p := range names {
 		entries = append(entries, fuse.DirEntry{Name: p, Mode: syscall.S_IFDIR, Ino: childIno(n.EmbeddedInode(), p)})
@@ -239,6 +256,15 @@ func (n *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	n.sys.cfg.Count("lookup")
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
+	}
+	if n.sys.isTemplates(name) {
+		n.sys.dirAttr(&out.Attr)
+		out.SetEntryTimeout(n.sys.cfg.DirTimeout)
+		out.SetAttrTimeout(n.sys.cfg.DirTimeout)
+		if ch := n.GetChild(name); ch != nil {
+			return ch, 0
+		}
+		return n.NewInode(ctx, &templatesNode{sys: n.sys}, gofs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
 	if !slices.Contains(n.sys.engine.Names(), name) {
 		return nil, syscall.ENOENT
@@ -445,7 +471,7 @@ func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Re
 	gen := n.sys.notifier.generation()
 	v, err := n.sys.get(ctx, ref)
 	if err == nil {
-		return n.fileInode(ctx, name, ref, v, gen, out), 0
+		return n.sys.fileInode(ctx, n.EmbeddedInode(), name, content{ref: ref, path: n.path(name), secret: v.Secret, fresh: v.FreshFor, reads: []resolver.Reference{ref}}, gen, out), 0
 	}
 	kind := resolver.KindOf(err)
 	if orDir && (kind == resolver.KindNotFound || kind == resolver.KindPermission) {
@@ -467,35 +493,52 @@ func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Re
 	return nil, errno
 }
 
-// fileInode returns the node for name showing v: the one the kernel has
-// when it shows the same content, else a new node (a new inode), so that a
-// descriptor open on the old one keeps reading the old bytes. The kernel
-// keeps the entry for half of the value's remaining freshness: a name in
-// use is looked up again, and so counted as read, before it expires.
-func (n *dirNode) fileInode(ctx context.Context, name string, ref resolver.Reference, v cache.Value, gen uint64, out *fuse.EntryOut) *gofs.Inode {
-	valid := v.FreshFor / 2
-	if n.sys.notifier.generation() != gen {
+// content is what a file shows.
+type content struct {
+	ref    resolver.Reference // the secret, or templates:NAME
+	path   string             // below the mount, as looked up
+	secret resolver.Secret
+	fresh  time.Duration        // how long it stays fresh
+	reads  []resolver.Reference // the values it is made of: a change of one invalidates it
+	tmpl   *templates.Template  // the template it was rendered from, if any
+}
+
+// fileInode returns the node for name in parent showing c: the one the
+// kernel has when it shows the same content, else a new node (a new inode),
+// so that a descriptor open on the old one keeps reading the old bytes.
+// The kernel keeps the entry for half of the content's remaining
+// freshness: a name in use is looked up again, and so counted as read,
+// before it expires.
+func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c content, gen uint64, out *fuse.EntryOut) *gofs.Inode {
+	valid := c.fresh / 2
+	if f.notifier.generation() != gen {
 		// A value changed while this lookup was answered: the kernel must
 		// not keep an answer that may already be old.
 		valid = 0
 	}
-	n.sys.fileAttr(secretPath(ref), v.Secret, &out.Attr)
+	f.fileAttr(secretPath(c.ref), c.tmpl, c.secret, &out.Attr)
 	out.SetEntryTimeout(valid)
 	out.SetAttrTimeout(valid)
-	parent := n.EmbeddedInode()
-	base := ref
-	base.Field = ""
-	if ch := parent.GetChild(name); ch != nil {
-		if f, ok := ch.Operations().(*fileNode); ok && f.ref == ref && f.shows(v.Secret) {
-			f.setValid(valid)
-			n.sys.notifier.watch(base, parent, name, f, gen)
-			return ch
+	var node *fileNode
+	existing := parent.GetChild(name)
+	if existing != nil {
+		if old, ok := existing.Operations().(*fileNode); ok && old.ref == c.ref && old.shows(c.secret) {
+			node = old
 		}
 	}
-	node := &fileNode{sys: n.sys, ref: ref, secret: v.Secret, parent: parent, name: name, path: n.path(name)}
+	if node == nil {
+		node = &fileNode{sys: f, ref: c.ref, secret: c.secret, parent: parent, name: name, path: c.path, tmpl: c.tmpl}
+		existing = nil
+	}
 	node.setValid(valid)
-	n.sys.notifier.watch(base, parent, name, node, gen)
-	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
+	for _, r := range c.reads {
+		r.Field = ""
+		f.notifier.watch(r, parent, name, node, gen)
+	}
+	if existing != nil {
+		return existing
+	}
+	return parent.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
 }
 
 // fileNode is one version of one secret's content (with its field). Its
@@ -508,7 +551,8 @@ type fileNode struct {
 	secret resolver.Secret
 	parent *gofs.Inode // where it was looked up, as name
 	name   string
-	path   string // below the mount: PROVIDER/DIR/NAME
+	path   string              // below the mount: PROVIDER/DIR/NAME
+	tmpl   *templates.Template // the template it was rendered from, if any
 	// validUntil (unix nanoseconds) is until when the kernel may keep the
 	// attributes.
 	validUntil atomic.Int64
@@ -532,7 +576,7 @@ func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
-	n.sys.fileAttr(secretPath(n.ref), n.secret, &out.Attr)
+	n.sys.fileAttr(secretPath(n.ref), n.tmpl, n.secret, &out.Attr)
 	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
 }

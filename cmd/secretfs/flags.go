@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/config"
@@ -61,9 +62,10 @@ type common struct {
 	levelVar   slog.LevelVar // the logger's level, which a reload may change
 	rules      *access.Rules // from the config file's rules:
 
-	execFlags       []string  // --exec-provider NAME=PATH
-	execConcurrency int       // --exec-concurrency
-	execs           []execDef // the exec providers, from the flags and the file
+	execFlags       []string   // --exec-provider NAME=PATH
+	execConcurrency int        // --exec-concurrency
+	execs           []execDef  // the exec providers, from the flags and the file
+	templateSection *yaml.Node // the config file's templates:, for mount
 }
 
 func newCommon(name string) *common {
@@ -100,13 +102,14 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules", "exec-providers"})
+	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules", "exec-providers", "templates"})
 	if err != nil {
 		return usagef("%v", err)
 	}
 	if c.execs, err = c.execDefs(sections["exec-providers"]); err != nil {
 		return err
 	}
+	c.templateSection = sections["templates"]
 	if c.rules, err = access.Parse(sections["rules"]); err != nil {
 		return usagef("--config: %v", err)
 	}

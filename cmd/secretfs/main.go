@@ -79,6 +79,7 @@ Usage:
   secretfs ls [flags] PROVIDER:[DIR]   list what a provider holds
   secretfs status MOUNTPOINT           what a running mount is doing
   secretfs check-access PATH --uid N   which access rule decides for a caller, and why
+  secretfs render [flags] FILE         render a template once, without mounting
   secretfs refresh MOUNTPOINT REF...   re-fetch secrets now (PROVIDER:DIR/ for a directory)
   secretfs version                     print the version
 
@@ -104,6 +105,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runStatus(rest, stdout, stderr)
 	case "check-access":
 		return runCheckAccess(rest, stdout, stderr)
+	case "render":
+		return runRender(rest, stdout, stderr)
 	case "refresh":
 		return runRefresh(rest, stdout, stderr)
 	case "get":

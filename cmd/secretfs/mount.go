@@ -26,6 +26,7 @@ import (
 	"github.com/secretfs/secretfs/fs"
 	"github.com/secretfs/secretfs/metrics"
 	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
 )
 
 const mountUsage = `Usage: secretfs mount [flags] MOUNTPOINT
@@ -52,6 +53,8 @@ type mountFlags struct {
 	metricsAddr       string
 	logFile           string
 	mlock             bool
+	templateFlags     []string
+	templates         []*templates.Template
 }
 
 // newMountFlags defines the flags of mount.
@@ -70,6 +73,7 @@ func newMountFlags() *mountFlags {
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
+	f.StringArrayVar(&m.templateFlags, "template", nil, "render a template as MOUNT/templates/NAME, NAME=FILE (repeatable)")
 	f.BoolVar(&m.mlock, "mlock", false, "lock the process's memory (mlockall) so that values never reach swap; needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK")
 	f.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr (reopened on SIGHUP, for logrotate)")
 	f.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and health at /healthz on HOST:PORT (e.g. 127.0.0.1:9464)")
@@ -93,6 +97,10 @@ func parseMountFlags(args []string, stdout io.Writer) (*mountFlags, error) {
 		return nil, err
 	}
 	if _, _, err := m.fsConfig(); err != nil {
+		return nil, err
+	}
+	var err error
+	if m.templates, err = loadTemplates(m.templateFlags, m.templateSection); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -131,6 +139,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		cfg.Audit = trail
 	}
 	cfg.Rules = m.rules
+	cfg.Templates = m.templates
 
 	if err := harden(m.mlock); err != nil {
 		return err
@@ -153,6 +162,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	r, err := resolver.New(ps...)
 	if err != nil {
 		return err
+	}
+	if err := reservedNames(r.Names(), len(m.templates)); err != nil {
+		return usagef("%v", err)
 	}
 	r.Timeout = m.timeout
 	met := metrics.New(version())

@@ -1,0 +1,105 @@
+package fs
+
+import (
+	"context"
+	"slices"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/secretfs/secretfs/audit"
+	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
+)
+
+// TemplatesDir is the name at the root under which templates appear. No
+// provider may take it.
+const TemplatesDir = "templates"
+
+// templatesNode is MOUNT/templates: one file per template, rendered on
+// lookup from values the engine serves.
+type templatesNode struct {
+	gofs.Inode
+	readOnly
+	sys *fsys
+}
+
+func (n *templatesNode) template(name string) *templates.Template {
+	i := slices.IndexFunc(n.sys.cfg.Templates, func(t *templates.Template) bool { return t.Name == name })
+	if i < 0 {
+		return nil
+	}
+	return n.sys.cfg.Templates[i]
+}
+
+func (n *templatesNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.sys.cfg.Count("getattr")
+	n.sys.dirAttr(&out.Attr)
+	out.SetTimeout(n.sys.cfg.DirTimeout)
+	return 0
+}
+
+func (n *templatesNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	n.sys.cfg.Count("readdir")
+	entries := dots(n.EmbeddedInode(), len(n.sys.cfg.Templates))
+	for _, t := range n.sys.cfg.Templates {
+		entries = append(entries, fuse.DirEntry{Name: t.Name, Mode: syscall.S_IFREG, Ino: childIno(n.EmbeddedInode(), t.Name)})
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+// Lookup renders the template. Every secret it reads comes through the
+// engine (so from its cache, under its stale rules); a change of any of
+// them makes the kernel forget the file, and the next lookup renders it
+// again: a new inode when the bytes differ, so a held descriptor keeps the
+// old render whole. A secret that cannot be read fails the lookup with EIO
+// (or what the secret's error maps to), and the log names it, never a value.
+func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.sys.cfg.Count("lookup")
+	t := n.template(name)
+	if t == nil {
+		return nil, syscall.ENOENT
+	}
+	gen := n.sys.notifier.generation()
+	fresh := time.Duration(-1)
+	value, reads, err := t.Render(ctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
+		v, err := n.sys.get(ctx, ref)
+		if err == nil && (fresh < 0 || v.FreshFor < fresh) {
+			fresh = v.FreshFor
+		}
+		return v.Value, err
+	})
+	refs := make([]string, len(reads))
+	for i, r := range reads {
+		refs[i] = r.String()
+	}
+	path := TemplatesDir + "/" + name
+	self := resolver.Reference{Provider: TemplatesDir, Key: name}
+	rec := audit.Record{Op: "render", Ref: self.String(), Path: path, Refs: refs, Result: "ok"}
+	if err != nil {
+		errno := toErrno(n.sys.log, "render "+path, err)
+		if errno == syscall.ENOENT || errno == syscall.EINTR {
+			// A secret the template needs is missing: the file is not whole.
+			n.sys.log.Warn("template not rendered", "template", name, "error", err)
+			errno = syscall.EIO
+		}
+		rec.Result = errno.Error()
+		if aerr := n.sys.record(ctx, rec); aerr != 0 {
+			return nil, aerr
+		}
+		return nil, errno
+	}
+	if aerr := n.sys.record(ctx, rec); aerr != 0 {
+		return nil, aerr
+	}
+	return n.sys.fileInode(ctx, n.EmbeddedInode(), name, content{
+		ref: self, path: path, secret: resolver.Secret{Value: value}, fresh: max(fresh, 0), reads: reads, tmpl: t,
+	}, gen, out), 0
+}
+
+// isTemplates reports whether name at the root is the templates directory.
+func (f *fsys) isTemplates(name string) bool {
+	return name == TemplatesDir && len(f.cfg.Templates) > 0
+}
