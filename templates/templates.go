@@ -127,7 +127,7 @@ func Quote(v any) string {
 }
 
 // SingleQuote puts v in single quotes for a POSIX shell: a ' inside
-// becomes '\''.
+// becomes '\”.
 func SingleQuote(v any) string {
 	return "'" + strings.ReplaceAll(fmt.Sprint(v), "'", `'\''`) + "'"
 }
