@@ -97,6 +97,13 @@ func TestTemplateSyntaxErrorFailsTheStart(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, bad+":2") {
 		t.Errorf("a template with a syntax error: exit %d, %q; want 2 and %s:2", code, stderr, bad)
 	}
+	// As root, a template others may change is refused.
+	open := filepath.Join(t.TempDir(), "open.tmpl")
+	os.WriteFile(open, []byte("x"), 0o666)
+	os.Chmod(open, 0o666)
+	if _, stderr, code := secretfs(t, nil, "mount", "--template", "open="+open, t.TempDir()); os.Geteuid() == 0 && (code != 2 || !strings.Contains(stderr, "writable")) {
+		t.Errorf("a world-writable template: exit %d, %q; want refused", code, stderr)
+	}
 }
 
 func TestRenderCommand(t *testing.T) {

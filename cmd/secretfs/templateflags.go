@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/secretfs/secretfs/fs"
+	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 	"github.com/secretfs/secretfs/templates"
 )
@@ -57,6 +58,9 @@ func loadTemplates(flags []string, section *yaml.Node) ([]*templates.Template, e
 		case d.Text != nil && d.Source == "":
 			t, err = templates.Parse(d.Name, "", *d.Text)
 		case d.Text == nil && d.Source != "":
+			if err := exec.Trusted(d.Source); err != nil {
+				return nil, usagef("template %q: %v", d.Name, err)
+			}
 			t, err = templates.ParseFile(d.Name, d.Source)
 		default:
 			return nil, usagef("template %q: give source (a file) or text, one of them", d.Name)

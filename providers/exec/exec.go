@@ -78,7 +78,7 @@ func New(cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
 	}
-	if err := trusted(path); err != nil {
+	if err := Trusted(path); err != nil {
 		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
 	}
 	if cfg.MaxOutput <= 0 {
@@ -97,8 +97,10 @@ func New(cfg Config) (*Provider, error) {
 	return &Provider{cfg: cfg, path: path, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
 }
 
-// trusted refuses, when running as root, a program others could change.
-func trusted(path string) error {
+// Trusted refuses, when secretfs runs as root, a file others could change
+// (a program, a template): writable by group or others, or owned by a user
+// other than root or the daemon's. As sshd and sudo do.
+func Trusted(path string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -111,10 +113,10 @@ func trusted(path string) error {
 		return nil
 	}
 	if st.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("%s is writable by group or others (mode %04o): refusing to run it as root", path, st.Mode().Perm())
+		return fmt.Errorf("%s is writable by group or others (mode %04o): refusing it as root", path, st.Mode().Perm())
 	}
 	if sys.Uid != 0 && int(sys.Uid) != os.Getuid() {
-		return fmt.Errorf("%s is owned by uid %d, not root or this daemon's user: refusing to run it", path, sys.Uid)
+		return fmt.Errorf("%s is owned by uid %d, not root or this daemon's user: refusing it", path, sys.Uid)
 	}
 	return nil
 }
