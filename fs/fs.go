@@ -527,7 +527,7 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 		}
 	}
 	if node == nil {
-		node = &fileNode{sys: f, ref: c.ref, secret: c.secret, parent: parent, name: name, path: c.path, tmpl: c.tmpl}
+		node = &fileNode{sys: f, ref: c.ref, secret: c.secret, parent: parent, name: name, path: c.path, tmpl: c.tmpl, reads: c.reads}
 		existing = nil
 	}
 	node.setValid(valid)
@@ -551,8 +551,9 @@ type fileNode struct {
 	secret resolver.Secret
 	parent *gofs.Inode // where it was looked up, as name
 	name   string
-	path   string              // below the mount: PROVIDER/DIR/NAME
-	tmpl   *templates.Template // the template it was rendered from, if any
+	path   string               // below the mount: PROVIDER/DIR/NAME
+	tmpl   *templates.Template  // the template it was rendered from, if any
+	reads  []resolver.Reference // the values it is made of
 	// validUntil (unix nanoseconds) is until when the kernel may keep the
 	// attributes.
 	validUntil atomic.Int64
@@ -565,10 +566,12 @@ func (n *fileNode) shows(s resolver.Secret) bool {
 // OnForget drops the node's name from the notifier (unless a newer node
 // shows that name now), so that names nobody uses any more cost no memory.
 func (n *fileNode) OnForget() {
-	if n.parent != nil {
-		base := n.ref
-		base.Field = ""
-		n.sys.notifier.unwatch(base, n.parent, n.name, n)
+	if n.parent == nil {
+		return
+	}
+	for _, r := range n.reads {
+		r.Field = ""
+		n.sys.notifier.unwatch(r, n.parent, n.name, n)
 	}
 }
 
@@ -601,15 +604,33 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
 	denied := false
 	var caller *access.Caller
-	if r := n.sys.rules.Load().Match(secretPath(n.ref)); r != nil {
-		rec.Rule = r.Name()
-		if r.Allow != nil {
+	// The rule of the file decides, and for a template so do the rules of
+	// every secret it read: a template is no way around them.
+	paths := []string{secretPath(n.ref)}
+	if n.tmpl != nil {
+		for _, r := range n.reads {
+			paths = append(paths, secretPath(r))
+		}
+	}
+	rules := n.sys.rules.Load()
+	for i, p := range paths {
+		r := rules.Match(p)
+		if r == nil {
+			continue
+		}
+		if i == 0 {
+			rec.Rule = r.Name()
+		}
+		if r.Allow == nil || denied {
+			continue
+		}
+		if caller == nil {
 			c := n.sys.caller(ctx)
 			caller = &c
-			if ok, why := r.Permits(c); !ok {
-				denied = true
-				rec.Op, rec.Result, rec.Reason = "denied", syscall.EACCES.Error(), why
-			}
+		}
+		if ok, why := r.Permits(*caller); !ok {
+			denied = true
+			rec.Op, rec.Result, rec.Reason, rec.Rule = "denied", syscall.EACCES.Error(), why, r.Name()
 		}
 	}
 	if errno := n.sys.recordAs(rec, caller, ctx); errno != 0 {

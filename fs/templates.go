@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -79,9 +80,20 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	self := resolver.Reference{Provider: TemplatesDir, Key: name}
 	rec := audit.Record{Op: "render", Ref: self.String(), Path: path, Refs: refs, Result: "ok"}
 	if err != nil {
-		errno := toErrno(n.sys.log, "render "+path, err)
-		if errno == syscall.ENOENT || errno == syscall.EINTR {
-			// A secret the template needs is missing: the file is not whole.
+		var errno syscall.Errno
+		switch kind := resolver.KindOf(err); kind {
+		case resolver.KindPermission:
+			errno = syscall.EACCES
+		case resolver.KindCanceled:
+			errno = syscall.EINTR
+		case resolver.KindUnknown:
+			// A template function failed; its message may quote a value, so
+			// only the template and what it read are logged.
+			n.sys.log.Warn("template not rendered: a function failed", "template", name, "refs", strings.Join(refs, " "))
+			errno = syscall.EIO
+		default:
+			// A secret it needs is missing or unavailable: the file would
+			// not be whole. The error names the reference.
 			n.sys.log.Warn("template not rendered", "template", name, "error", err)
 			errno = syscall.EIO
 		}

@@ -115,12 +115,12 @@ func Quote(v any) string {
 	s := fmt.Sprint(v)
 	var b strings.Builder
 	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
+	for i := 0; i < len(s); i++ { // bytes: a value that is not UTF-8 reads back too
+		switch s[i] {
 		case '\\', '"', '$', '`':
 			b.WriteByte('\\')
 		}
-		b.WriteRune(r)
+		b.WriteByte(s[i])
 	}
 	b.WriteByte('"')
 	return b.String()

@@ -66,6 +66,7 @@ type common struct {
 	execConcurrency int        // --exec-concurrency
 	execs           []execDef  // the exec providers, from the flags and the file
 	templateSection *yaml.Node // the config file's templates:, for mount
+	execSection     *yaml.Node // the config file's exec-providers:, to tell a reload's changes
 }
 
 func newCommon(name string) *common {
@@ -109,7 +110,7 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if c.execs, err = c.execDefs(sections["exec-providers"]); err != nil {
 		return err
 	}
-	c.templateSection = sections["templates"]
+	c.templateSection, c.execSection = sections["templates"], sections["exec-providers"]
 	if c.rules, err = access.Parse(sections["rules"]); err != nil {
 		return usagef("--config: %v", err)
 	}

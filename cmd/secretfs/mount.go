@@ -17,6 +17,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
@@ -441,6 +442,14 @@ func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) 
 		}
 		restart = append(restart, "--"+f.Name)
 	})
+	for key, pair := range map[string][2]*yaml.Node{
+		"templates:": {m.templateSection, next.templateSection}, "exec-providers:": {m.execSection, next.execSection},
+	} {
+		if yamlText(pair[0]) != yamlText(pair[1]) {
+			restart = append(restart, key)
+		}
+	}
+	slices.Sort(restart)
 	if len(restart) > 0 {
 		msg := "these settings changed and need a restart (remount); the running values stay"
 		if m.auditLog == "" && next.auditLog != "" || m.auditLog != "" && next.auditLog == "" {
@@ -485,4 +494,13 @@ func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) 
 		m.rules = next.rules
 	}
 	log.Info("configuration reloaded", "ttl", m.ttl, "negative_ttl", m.negTTL, "max_stale", m.maxStale, "log_level", m.logLevel)
+}
+
+// yamlText is a config section as text, to compare two; "" for none.
+func yamlText(n *yaml.Node) string {
+	if n == nil {
+		return ""
+	}
+	b, _ := yaml.Marshal(n)
+	return string(b)
 }

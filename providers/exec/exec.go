@@ -157,18 +157,23 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	return names, nil
 }
 
-// exitErrors maps the contract's exit codes.
-func exitError(code int, op string) error {
+// exitError maps the contract's exit codes. Exit 2 on a get is "not
+// supported": for a version that is "no such version"; without one it is a
+// program that cannot do its job (a shell's usage error exits 2 too), which
+// says nothing about the secret: unavailable.
+func exitError(code int, args []string) error {
 	switch code {
 	case 3:
 		return resolver.ErrNotFound
 	case 5:
 		return resolver.ErrPermission
 	case 2:
-		if op == "get" { // a version it does not have: not there
-			return fmt.Errorf("%w (%w)", resolver.ErrNotFound, errors.ErrUnsupported)
+		switch {
+		case args[0] == "get" && len(args) > 2:
+			return fmt.Errorf("%w (%w: versions)", resolver.ErrNotFound, errors.ErrUnsupported)
+		case args[0] == "list":
+			return errors.ErrUnsupported
 		}
-		return errors.ErrUnsupported
 	}
 	return fmt.Errorf("%w: exit %d", resolver.ErrUnavailable, code)
 }
@@ -229,6 +234,9 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 		case <-time.After(time.Second):
 			// A grandchild that left the group (setsid) still holds the
 			// output: what it says is not to be trusted or waited for.
+			// Closing our ends ends the readers.
+			outR.Close()
+			errR.Close()
 			return nil, fmt.Errorf("%w: a process it started still holds its output", resolver.ErrUnavailable)
 		}
 	}
@@ -246,7 +254,7 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 	case err == nil:
 		return stdout.buf.Bytes(), nil
 	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return nil, exitError(ee.ExitCode(), args[0])
+		return nil, exitError(ee.ExitCode(), args)
 	default:
 		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
 	}
