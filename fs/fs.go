@@ -134,6 +134,14 @@ func (f *fsys) setRules(rs *access.Rules) error {
 	return nil
 }
 
+// dirGetattr answers a directory's getattr: every directory looks the same.
+func (f *fsys) dirGetattr(out *fuse.AttrOut) syscall.Errno {
+	f.cfg.Count("getattr")
+	f.dirAttr(&out.Attr)
+	out.SetTimeout(f.cfg.DirTimeout)
+	return 0
+}
+
 func (f *fsys) dirAttr(out *fuse.Attr) {
 	out.Mode = syscall.S_IFDIR | f.cfg.DirMode
 	out.Nlink = 2
@@ -233,10 +241,7 @@ type rootNode struct {
 }
 
 func (n *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.sys.cfg.Count("getattr")
-	n.sys.dirAttr(&out.Attr)
-	out.SetTimeout(n.sys.cfg.DirTimeout)
-	return 0
+	return n.sys.dirGetattr(out)
 }
 
 func (n *rootNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -315,10 +320,7 @@ func (n *dirNode) key(name string) string {
 }
 
 func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.sys.cfg.Count("getattr")
-	n.sys.dirAttr(&out.Attr)
-	out.SetTimeout(n.sys.cfg.DirTimeout)
-	return 0
+	return n.sys.dirGetattr(out)
 }
 
 // shown is one name a directory shows, and what it stands for.

@@ -36,10 +36,7 @@ func (n *templatesNode) template(name string) *templates.Template {
 }
 
 func (n *templatesNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.sys.cfg.Count("getattr")
-	n.sys.dirAttr(&out.Attr)
-	out.SetTimeout(n.sys.cfg.DirTimeout)
-	return 0
+	return n.sys.dirGetattr(out)
 }
 
 func (n *templatesNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
