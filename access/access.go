@@ -26,7 +26,6 @@
 package access
 
 import (
-	"bytes"
 	"fmt"
 	"regexp"
 	"slices"
@@ -34,6 +33,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/secretfs/secretfs/config"
 )
 
 // Rule is one entry of rules:.
@@ -83,7 +84,7 @@ func Parse(node *yaml.Node) (*Rules, error) {
 		return &Rules{}, nil
 	}
 	var raw []rawRule
-	if err := strict(node, &raw); err != nil {
+	if err := config.Decode(node, &raw); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	// An allow: whose entries are all commented out is null, and would
@@ -106,17 +107,6 @@ func Parse(node *yaml.Node) (*Rules, error) {
 		rs.list = append(rs.list, rule)
 	}
 	return rs, nil
-}
-
-// strict decodes node into v so that an unknown key is an error.
-func strict(node *yaml.Node, v any) error {
-	var buf bytes.Buffer
-	if err := yaml.NewEncoder(&buf).Encode(node); err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	return dec.Decode(v)
 }
 
 func compile(index int, r rawRule) (*Rule, error) {

@@ -118,6 +118,18 @@ func apply(set *pflag.FlagSet, path string, data []byte, sections []string) (map
 	return out, nil
 }
 
+// Decode decodes a section of the file (such as rules:) into v strictly:
+// a key that v has no field for is an error that names it.
+func Decode(section *yaml.Node, v any) error {
+	var buf bytes.Buffer
+	if err := yaml.NewEncoder(&buf).Encode(section); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
 // scalars returns a value's scalars: one, or a list's.
 func scalars(v *yaml.Node) ([]string, error) {
 	switch v.Kind {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -36,7 +36,7 @@ func (c *common) execDefs(section *yaml.Node) ([]execDef, error) {
 	}
 	if section != nil {
 		var fromFile []execDef
-		if err := strictDecode(section, &fromFile); err != nil {
+		if err := config.Decode(section, &fromFile); err != nil {
 			return nil, usagef("--config: exec-providers: %v", err)
 		}
 		defs = append(defs, fromFile...)
@@ -85,17 +85,4 @@ func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-func strictDecode(node *yaml.Node, v any) error {
-	data, err := yaml.Marshal(node)
-	if err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w", err)
-	}
-	return nil
 }

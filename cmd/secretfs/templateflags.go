@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/fs"
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
@@ -40,7 +41,7 @@ func loadTemplates(flags []string, section *yaml.Node) ([]*templates.Template, e
 	}
 	if section != nil {
 		var fromFile []templateDef
-		if err := strictDecode(section, &fromFile); err != nil {
+		if err := config.Decode(section, &fromFile); err != nil {
 			return nil, usagef("--config: templates: %v", err)
 		}
 		defs = append(defs, fromFile...)
