@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/syslog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,7 @@ func (l *Log) Close() error {
 // such bytes with U+FFFD). A backslash is doubled, so that the escape is
 // unambiguous.
 func Escape(s string) string {
-	if utf8.ValidString(s) && !containsByte(s, '\\') {
+	if utf8.ValidString(s) && strings.IndexByte(s, '\\') < 0 {
 		return s
 	}
 	out := make([]byte, 0, len(s)+8)
@@ -182,13 +183,4 @@ func Escape(s string) string {
 		i += size
 	}
 	return string(out)
-}
-
-func containsByte(s string, b byte) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return true
-		}
-	}
-	return false
 }
