@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/secretfs/secretfs/access"
 )
@@ -116,15 +118,30 @@ func (s *Server) Unmount() error {
 // stopped (SIGSTOP) never answers it.
 const staleCheck = 2 * time.Second
 
+// stats runs one stat of a mountpoint at a time: a check of a mount that
+// hangs waits on the stat already under way instead of starting another
+// (each would hold a thread for as long as the mount hangs).
+var stats singleflight.Group
+
+// StatWithin stats dir, giving up when ctx ends: a mount whose daemon is
+// stopped or stuck never answers. The stat's own error is returned as is.
+func StatWithin(ctx context.Context, dir string) error {
+	res := stats.DoChan(dir, func() (any, error) { _, err := os.Stat(dir); return nil, err })
+	select {
+	case r := <-res:
+		return r.Err
+	case <-ctx.Done():
+		return fmt.Errorf("%s does not answer: %w", dir, ctx.Err())
+	}
+}
+
 // CleanStale unmounts dir if it is a mount whose daemon is gone. It does
 // nothing to a healthy directory, and gives up on one that does not answer.
 func CleanStale(dir string) error {
-	res := make(chan error, 1)
-	go func() { _, err := os.Stat(dir); res <- err }()
-	var err error
-	select {
-	case err = <-res:
-	case <-time.After(staleCheck):
+	ctx, cancel := context.WithTimeout(context.Background(), staleCheck)
+	defer cancel()
+	err := StatWithin(ctx, dir)
+	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("mountpoint %s does not answer within %v: is the daemon that serves it stopped? (unmount it with umount -l)", dir, staleCheck)
 	}
 	if !errors.Is(err, syscall.ENOTCONN) {

@@ -18,7 +18,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/audit"
@@ -185,7 +184,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			}
 			return trail.Failures()
 		})
-		ms, err := metrics.Serve(m.metricsAddr, met.Handler(func(ctx context.Context) error { return statWithin(ctx, dir) }))
+		ms, err := metrics.Serve(m.metricsAddr, met.Handler(func(ctx context.Context) error { return fs.StatWithin(ctx, dir) }))
 		if err != nil {
 			srv.Unmount()
 			return fmt.Errorf("--metrics-addr: %w", err)
@@ -310,7 +309,7 @@ func watchdog(log *slog.Logger, dir string) func() {
 			case <-t.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), interval/2)
-			err := statWithin(ctx, dir)
+			err := fs.StatWithin(ctx, dir)
 			cancel()
 			if err != nil {
 				log.Warn("the mount does not answer; not pinging the watchdog", "error", err)
@@ -320,23 +319,6 @@ func watchdog(log *slog.Logger, dir string) func() {
 		}
 	}()
 	return func() { close(done) }
-}
-
-// stats runs one stat of a mount's root at a time: a probe of a mount that
-// hangs waits on the stat already under way instead of starting another
-// (each would hold a thread).
-var stats singleflight.Group
-
-// statWithin stats dir, the mount's root, giving up when ctx ends (a
-// daemon that does not answer its own mount is not healthy).
-func statWithin(ctx context.Context, dir string) error {
-	res := stats.DoChan(dir, func() (any, error) { _, err := os.Stat(dir); return nil, err })
-	select {
-	case r := <-res:
-		return r.Err
-	case <-ctx.Done():
-		return fmt.Errorf("the mount does not answer: %w", ctx.Err())
-	}
 }
 
 // waitForStop waits for a signal that stops the daemon (true) or for the
