@@ -196,9 +196,7 @@ func TestAWSThrottlingServesStale(t *testing.T) {
 	}
 	_, err := os.ReadFile(d.Path("aws", "busy", "a", "b", "never-read"))
 	wantErrno(t, "uncached while throttled", err, syscall.EIO)
-	if !strings.Contains(d.Stderr(), "ThrottlingException") {
-		t.Errorf("the throttling was not logged")
-	}
+	d.waitLog(t, "ThrottlingException", "the throttling was not logged")
 	if _, _, code := secretfs(t, k.Env(t), "get", "--providers", "aws", "aws:busy/a/b/key"); code != 6 {
 		t.Errorf("get while throttled: exit %d, want 6 (unavailable)", code)
 	}

@@ -81,9 +81,7 @@ func TestExecProvider(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("a grandchild of the hanging program outlived the call")
 	}
-	if !strings.Contains(d.Stderr(), "policy says no") {
-		t.Errorf("the program's stderr was not logged")
-	}
+	d.waitLog(t, "policy says no", "the program's stderr was not logged")
 	if strings.Contains(d.Stderr(), "s3cr3t") {
 		t.Errorf("a value reached the log")
 	}

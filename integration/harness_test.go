@@ -141,6 +141,21 @@ func (d *daemon) syncLog(t testing.TB, provider string) {
 	}
 }
 
+// waitLog reports an error unless the daemon's log comes to contain want
+// within 5 s: stderr is a pipe, copied by another goroutine, so a line
+// written before a reply may reach us after it.
+func (d *daemon) waitLog(t testing.TB, want, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(d.Stderr(), want) {
+		if time.Now().After(deadline) {
+			t.Errorf("%s: the log has no %q", what, want)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Path joins names below the mountpoint.
 func (d *daemon) Path(elem ...string) string {
 	return filepath.Join(append([]string{d.Dir}, elem...)...)

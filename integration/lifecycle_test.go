@@ -96,9 +96,7 @@ func TestHangingBackendGivesEIOWithinTimeout(t *testing.T) {
 	if got, err := os.ReadFile(d.Path("test", "ok")); err != nil || string(got) != "fine" {
 		t.Errorf("after the hang, another key: %q, %v", got, err)
 	}
-	if !strings.Contains(d.Stderr(), "backend unavailable") {
-		t.Errorf("the timeout was not logged:\n%s", d.Stderr())
-	}
+	d.waitLog(t, "backend unavailable", "the timeout was not logged")
 }
 
 func TestStaleWhileBackendDown(t *testing.T) {
@@ -117,9 +115,7 @@ func TestStaleWhileBackendDown(t *testing.T) {
 	}
 	_, err := os.ReadFile(d.Path("test", "never-read"))
 	wantErrno(t, "uncached key while down", err, syscall.EIO)
-	if !strings.Contains(d.Stderr(), "serving the last good value") {
-		t.Errorf("stale serving was not logged")
-	}
+	d.waitLog(t, "serving the last good value", "stale serving was not logged")
 	b.write("db/pass", "recovered-value")
 	b.setDown(false)
 	eventually(t, 15*time.Second, "reads recover", func() bool {
@@ -252,9 +248,7 @@ func TestShutdownGraceEnds(t *testing.T) {
 	if err := d.terminate(); err != nil {
 		t.Errorf("exit after SIGTERM and the grace: %v, want 0", err)
 	}
-	if !strings.Contains(d.Stderr(), "shutdown grace") {
-		t.Errorf("the end of the grace was not logged")
-	}
+	d.waitLog(t, "shutdown grace", "the end of the grace was not logged")
 }
 
 func TestStaleMountpointIsCleanedUp(t *testing.T) {

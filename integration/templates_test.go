@@ -64,9 +64,7 @@ REGION={{ secret "env:SFS_TPL_REGION" | quote }}
 	}
 	_, err = os.ReadFile(d.Path("templates", "broken.env"))
 	wantErrno(t, "a template whose secret is missing", err, syscall.EIO)
-	if !strings.Contains(d.Stderr(), "env:SFS_TPL_MISSING") {
-		t.Errorf("the log does not name the missing reference")
-	}
+	d.waitLog(t, "env:SFS_TPL_MISSING", "the log names the missing reference")
 	if strings.Contains(d.Stderr(), "aws-one") || strings.Contains(d.Stderr(), "second line") {
 		t.Errorf("a value reached the log")
 	}

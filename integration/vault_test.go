@@ -173,9 +173,7 @@ func TestVaultReloginAfterRevocation(t *testing.T) {
 	if got, err := os.ReadFile(p); err != nil || string(got) != "web-token" {
 		t.Errorf("after revocation: %q, %v; want the value (a new login, no error)", got, err)
 	}
-	if !strings.Contains(d.Stderr(), "logging in again") {
-		t.Errorf("no re-login logged:\n%s", d.Stderr())
-	}
+	d.waitLog(t, "logging in again", "no re-login logged")
 }
 
 func TestVaultTokenRenewal(t *testing.T) {
