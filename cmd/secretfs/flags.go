@@ -17,20 +17,28 @@ import (
 
 	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/config"
+	"github.com/secretfs/secretfs/csi"
 	"github.com/secretfs/secretfs/providers/env"
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 )
 
 // backend is a provider the command line can enable. flags adds the
-// provider's own flags to set and returns the function that opens it with
+// provider's own flags to set and returns the functions that open it with
 // the values they got.
 type backend struct {
 	name  string
 	flags func(set *pflag.FlagSet) opener
 }
 
-type opener func(ctx context.Context, log *slog.Logger) (resolver.Provider, error)
+// opener opens a provider: open for mount, get and ls; pod, when set, for
+// one pod identity of csi-provider, which describes the provider with csi
+// (its Open is pod with the logger).
+type opener struct {
+	open func(ctx context.Context, log *slog.Logger) (resolver.Provider, error)
+	pod  func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error)
+	csi  csi.Backend
+}
 
 // backends lists what --providers may name, in order. Files that add a
 // backend append to it from init.
@@ -41,13 +49,18 @@ var backends = []backend{
 func envFlags(set *pflag.FlagSet) opener {
 	allow := set.StringSlice("env-allow", []string{"*"},
 		"glob of environment variables the env provider shows (repeatable); VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN and SECRETFS_* only when named exactly")
-	return func(context.Context, *slog.Logger) (resolver.Provider, error) {
+	open := func(context.Context, *slog.Logger) (resolver.Provider, error) {
 		p, err := env.New(*allow)
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
 		return p, nil
 	}
+	// Offered to pods only with csi-provider --allow-env: it is the node
+	// plugin's own environment.
+	return opener{open: open, pod: func(ctx context.Context, log *slog.Logger, _ csi.Identity) (resolver.Provider, error) {
+		return open(ctx, log)
+	}}
 }
 
 // common holds the flags every command that reads secrets has.
@@ -170,7 +183,7 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 			return nil, usagef("--providers: unknown provider %q (have %s)", name, strings.Join(slices.Sorted(maps.Keys(c.openers)), ", "))
 		}
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		p, err := o(ctx, log)
+		p, err := o.open(ctx, log)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("provider %s: %w", name, err)

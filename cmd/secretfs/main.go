@@ -3,6 +3,7 @@
 //	secretfs mount [flags] MOUNTPOINT   serve /MOUNTPOINT/PROVIDER/KEY[@VERSION][#FIELD]
 //	secretfs get [flags] REF            print one secret, PROVIDER:KEY[@VERSION][#FIELD]
 //	secretfs ls [flags] PROVIDER:[DIR]  list what a provider holds
+//	secretfs csi-provider --endpoint SOCK  a provider of the Secrets Store CSI driver
 //	secretfs version
 package main
 
@@ -81,6 +82,7 @@ Usage:
   secretfs check-access PATH --uid N   which access rule decides for a caller, and why
   secretfs render [flags] FILE         render a template once, without mounting
   secretfs refresh MOUNTPOINT REF...   re-fetch secrets now (PROVIDER:DIR/ for a directory)
+  secretfs csi-provider --endpoint SOCK serve the Kubernetes Secrets Store CSI driver
   secretfs version                     print the version
 
 Run 'secretfs COMMAND --help' for a command's flags. Every flag can also be
@@ -109,6 +111,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runRender(rest, stdout, stderr)
 	case "refresh":
 		return runRefresh(rest, stdout, stderr)
+	case "csi-provider":
+		return runCSI(rest, stdout, stderr)
 	case "get":
 		return runGet(rest, stdout, stderr)
 	case "ls":

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/secretfs/secretfs/csi"
 	"github.com/secretfs/secretfs/internal/testprovider"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -17,11 +18,14 @@ import (
 func init() {
 	backends = append(backends, backend{name: "test", flags: func(set *pflag.FlagSet) opener {
 		dir := set.String("test-dir", "", "directory the test provider serves (test builds only)")
-		return func(context.Context, *slog.Logger) (resolver.Provider, error) {
+		open := func(context.Context, *slog.Logger) (resolver.Provider, error) {
 			if *dir == "" {
 				return nil, usagef("--test-dir is required with the test provider")
 			}
 			return &testprovider.Provider{ProviderName: "test", Dir: *dir}, nil
 		}
+		return opener{open: open, pod: func(ctx context.Context, log *slog.Logger, _ csi.Identity) (resolver.Provider, error) {
+			return open(ctx, log)
+		}}
 	}})
 }

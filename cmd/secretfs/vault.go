@@ -1,11 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/secretfs/secretfs/csi"
 	"github.com/secretfs/secretfs/providers/vault"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -26,9 +31,33 @@ func vaultFlags(set *pflag.FlagSet) opener {
 	set.StringVar(&c.Role, "vault-role", "", "role to log in as (kubernetes and jwt auth)")
 	set.StringVar(&c.JWTFile, "vault-jwt-file", "", "file holding the JWT, read at every login (kubernetes default: "+vault.DefaultKubernetesJWT+")")
 	set.StringSliceVar(&c.Mounts, "vault-mounts", nil, "KV mounts to list at the top, for tokens that may not list mounts (e.g. secret,kv)")
-	return func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
-		c := c
-		c.Logger = log
-		return vault.New(ctx, c)
+	return opener{
+		open: func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
+			c := c
+			c.Logger = log
+			return vault.New(ctx, c)
+		},
+		csi: csi.Backend{Role: csi.ParamVaultRole, Audience: csi.ParamVaultAudience, DefaultAudience: "vault",
+			Params: []string{csi.ParamVaultAddress, csi.ParamVaultRole, csi.ParamVaultAuthMount, csi.ParamVaultNamespace, csi.ParamVaultAudience}},
+		pod: func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error) {
+			c := c
+			c.Logger = log
+			addr := id.Settings[csi.ParamVaultAddress]
+			if id.NodeCredentials {
+				// The node's token goes to the node's Vault and nowhere else.
+				node := cmp.Or(c.Address, os.Getenv("VAULT_ADDR"))
+				if addr != "" && strings.TrimRight(addr, "/") != strings.TrimRight(node, "/") {
+					return nil, fmt.Errorf("vault: %s %q is not the node's Vault, and node credentials go to no other: %w",
+						csi.ParamVaultAddress, addr, resolver.ErrPermission)
+				}
+				return vault.New(ctx, c)
+			}
+			// The pod logs in with its own token (Kubernetes or JWT auth:
+			// one login request) and nothing of the node's.
+			c = vault.Config{Address: cmp.Or(addr, c.Address), Namespace: cmp.Or(id.Settings[csi.ParamVaultNamespace], c.Namespace),
+				Auth: vault.AuthKubernetes, AuthMount: cmp.Or(id.Settings[csi.ParamVaultAuthMount], "kubernetes"),
+				Role: id.Settings[csi.ParamVaultRole], JWT: id.Token, Mounts: c.Mounts, Logger: log}
+			return vault.New(ctx, c)
+		},
 	}
 }

@@ -17,6 +17,12 @@
 // rejected credentials (UnrecognizedClientException, ExpiredToken,
 // InvalidSignature): they say nothing about the secret.
 //
+// A WebIdentity in the Config replaces the chain's credentials with a
+// role assumed through AssumeRoleWithWebIdentity, with a token that is
+// asked for at every refresh (a Kubernetes pod's service-account token);
+// the credentials are cached until shortly before they expire. The
+// region and endpoints still come from the chain.
+//
 // Prefixes confine the provider: a name outside them is not found without
 // an API call, and listings never show it. This keeps both IAM policies and
 // listings small.
@@ -49,8 +55,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	smithymw "github.com/aws/smithy-go/middleware"
 
@@ -75,8 +83,22 @@ type Config struct {
 	Region   string   // overrides the SDK's region (AWS_REGION, profile)
 	Profile  string   // a shared config profile
 	Prefixes []string // only names that start with one of these; all when empty
-	Logger   *slog.Logger
+	// WebIdentity, when set, is the role to assume instead of the chain's
+	// credentials.
+	WebIdentity *WebIdentity
+	Logger      *slog.Logger
 }
+
+// WebIdentity is a role assumed with a web identity token.
+type WebIdentity struct {
+	RoleARN     string
+	SessionName string // default: secretfs
+	// Token returns the current token; it is called at every refresh.
+	Token func() ([]byte, error)
+}
+
+// GetIdentityToken implements stscreds.IdentityTokenRetriever.
+func (w *WebIdentity) GetIdentityToken() ([]byte, error) { return w.Token() }
 
 // Provider reads AWS Secrets Manager. It is safe for concurrent use.
 type Provider struct {
@@ -116,6 +138,14 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if awsCfg.Region == "" {
 		return nil, errors.New("aws: no region: set --aws-region, AWS_REGION or a profile's region")
+	}
+	if w := cfg.WebIdentity; w != nil {
+		name := w.SessionName
+		if name == "" {
+			name = "secretfs"
+		}
+		awsCfg.Credentials = aws.NewCredentialsCache(stscreds.NewWebIdentityRoleProvider(sts.NewFromConfig(awsCfg), w.RoleARN, w,
+			func(o *stscreds.WebIdentityRoleOptions) { o.RoleSessionName = name }))
 	}
 	p.api = sm.NewFromConfig(awsCfg, func(o *sm.Options) {
 		o.APIOptions = append(o.APIOptions, p.countCalls)
@@ -213,8 +243,10 @@ func (p *Provider) mapError(op, key string, err error) error {
 		if strings.Contains(strings.ToLower(apiErr.ErrorMessage()), "deletion") {
 			return fmt.Errorf("aws %s: %w (scheduled for deletion)", key, resolver.ErrNotFound)
 		}
-	case "AccessDeniedException", "AccessDenied", "DecryptionFailure":
+	case "AccessDeniedException", "AccessDenied", "DecryptionFailure", "InvalidIdentityToken", "IDPRejectedClaim":
 		// DecryptionFailure: as a rule, KMS refusing this principal the key.
+		// InvalidIdentityToken, IDPRejectedClaim: STS refusing a web
+		// identity its role.
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrPermission, code)
 	case "UnrecognizedClientException", "ExpiredTokenException", "ExpiredToken", "InvalidSignatureException",
 		"IncompleteSignature", "InvalidClientTokenId":
@@ -223,7 +255,7 @@ func (p *Provider) mapError(op, key string, err error) error {
 		return fmt.Errorf("aws %s %s: %w: credentials rejected (%s)", op, key, resolver.ErrUnavailable, code)
 	case "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "Throttling":
 		return fmt.Errorf("aws %s %s: %w: %w (%s)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled, code)
-	case "InternalServiceError", "InternalFailure", "ServiceUnavailable", "RequestTimeout":
+	case "InternalServiceError", "InternalFailure", "ServiceUnavailable", "RequestTimeout", "IDPCommunicationError":
 		return fmt.Errorf("aws %s %s: %w: %s", op, key, resolver.ErrUnavailable, code)
 	}
 	var re interface{ HTTPStatusCode() int }

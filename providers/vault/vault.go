@@ -71,6 +71,10 @@ type Config struct {
 	RoleIDFile, SecretIDFile string
 	Role                     string
 	JWTFile                  string
+	// JWT, when set, gives the JWT of kubernetes and jwt auth instead of
+	// JWTFile; it is called at every login (a Kubernetes pod's current
+	// service-account token, say).
+	JWT func() (string, error)
 	// Mounts, when set, are the mounts listed at the top instead of asking
 	// Vault (for tokens that may not list mounts).
 	Mounts []string
@@ -140,7 +144,7 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if cfg.AuthMount == "" {
 		cfg.AuthMount = cfg.Auth
 	}
-	if cfg.Auth == AuthKubernetes && cfg.JWTFile == "" {
+	if cfg.Auth == AuthKubernetes && cfg.JWTFile == "" && cfg.JWT == nil {
 		cfg.JWTFile = DefaultKubernetesJWT
 	}
 	log := cfg.Logger
@@ -209,13 +213,25 @@ func (p *Provider) checkAuthConfig() error {
 		if p.cfg.Role == "" {
 			return fmt.Errorf("vault: %s auth needs --vault-role", p.cfg.Auth)
 		}
-		if p.cfg.JWTFile == "" {
+		if p.cfg.JWTFile == "" && p.cfg.JWT == nil {
 			return errors.New("vault: jwt auth needs --vault-jwt-file")
 		}
 	default:
 		return fmt.Errorf("vault: unknown auth method %q (want token, approle, kubernetes or jwt)", p.cfg.Auth)
 	}
 	return nil
+}
+
+// jwt is the JWT to log in with.
+func (p *Provider) jwt() (string, error) {
+	if p.cfg.JWT == nil {
+		return readCredential("JWT", p.cfg.JWTFile)
+	}
+	jwt, err := p.cfg.JWT()
+	if err == nil && jwt == "" {
+		err = errors.New("vault: no JWT to log in with")
+	}
+	return jwt, err
 }
 
 // readCredential reads a file holding a credential, trimmed. The error
@@ -292,7 +308,7 @@ func (p *Provider) authenticate(ctx context.Context) (*api.Secret, error) {
 		}
 		body = map[string]any{"role_id": roleID, "secret_id": secretID}
 	case AuthKubernetes, AuthJWT:
-		jwt, err := readCredential("JWT", p.cfg.JWTFile)
+		jwt, err := p.jwt()
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,249 @@
+package csi
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"sigs.k8s.io/secrets-store-csi-driver/provider/v1alpha1"
+
+	"github.com/secretfs/secretfs/cache"
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// store is a fake backend: values by key, each readable only by the
+// service account named in its first path element ("a/x" by "a"), and a
+// count of calls by identity.
+type store struct {
+	mu      sync.Mutex
+	values  map[string]string   // guarded by mu
+	version map[string]string   // guarded by mu; a backend version, where there is one
+	calls   map[string]int      // guarded by mu; by service account
+	opened  map[string]int      // guarded by mu; provider instances, by service account
+	tokens  map[string][]string // guarded by mu; tokens the instances logged in with
+}
+
+func newStore() *store {
+	return &store{values: map[string]string{}, version: map[string]string{}, calls: map[string]int{}, opened: map[string]int{}, tokens: map[string][]string{}}
+}
+
+func (s *store) set(key, value, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.values[key], s.version[key] = value, version
+}
+
+type fakeProvider struct {
+	s  *store
+	sa string
+}
+
+func (p *fakeProvider) Name() string { return "fake" }
+
+func (p *fakeProvider) Get(_ context.Context, key, _ string) (resolver.Secret, error) {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	p.s.calls[p.sa]++
+	if !strings.HasPrefix(key, p.sa+"/") {
+		return resolver.Secret{}, fmt.Errorf("fake %s: %w", key, resolver.ErrPermission)
+	}
+	v, ok := p.s.values[key]
+	if !ok {
+		return resolver.Secret{}, fmt.Errorf("fake %s: %w", key, resolver.ErrNotFound)
+	}
+	return resolver.Secret{Value: []byte(v), Version: p.s.version[key]}, nil
+}
+
+func newServer(t *testing.T, s *store, allowNode bool) *Server {
+	t.Helper()
+	b := Backend{Name: "fake", Role: ParamVaultRole, Audience: ParamVaultAudience, DefaultAudience: "vault",
+		Params: []string{ParamVaultRole},
+		Open: func(_ context.Context, id Identity) (resolver.Provider, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.opened[id.ServiceAccount]++
+			if id.Token != nil {
+				tok, _ := id.Token()
+				s.tokens[id.ServiceAccount] = append(s.tokens[id.ServiceAccount], tok)
+			}
+			return &fakeProvider{s: s, sa: id.ServiceAccount}, nil
+		}}
+	srv, err := New(Options{Backends: []Backend{b}, AllowNodeCredentials: allowNode, MaxIdentities: 2,
+		Cache: cache.Options{TTL: 1 << 40}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// mountAs mounts objects for a pod of service account sa.
+func mountAs(srv *Server, sa, objects string, extra map[string]string) (*v1alpha1.MountResponse, error) {
+	m := map[string]string{AttrServiceAccount: sa, ParamObjects: objects, ParamVaultRole: "r",
+		AttrTokens: `{"vault":{"token":"token-of-` + sa + `"}}`}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return srv.Mount(context.Background(), &v1alpha1.MountRequest{Attributes: attrs(m), Permission: "420"})
+}
+
+func TestMountFilesModesAndVersions(t *testing.T) {
+	s := newStore()
+	s.set("a/json", `{"user":"u","pw":"p"}`, "7")
+	s.set("a/plain", "hello", "")
+	srv := newServer(t, s, false)
+	objects := "- ref: fake:a/json#pw\n  path: db/pw\n  mode: '0400'\n- ref: fake:a/plain\n  path: plain\n- template: 'U={{ secret \"fake:a/json#user\" }}'\n  path: t.env\n"
+	resp, err := mountAs(srv, "a", objects, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		path, content string
+		mode          int32
+	}{{"db/pw", "p", 0o400}, {"plain", "hello", 0o644}, {"t.env", "U=u", 0o644}}
+	for i, w := range want {
+		f := resp.Files[i]
+		if f.Path != w.path || string(f.Contents) != w.content || f.Mode != w.mode {
+			t.Errorf("file %d = %s %q %o, want %s %q %o", i, f.Path, f.Contents, f.Mode, w.path, w.content, w.mode)
+		}
+	}
+	v := map[string]string{}
+	for _, ov := range resp.ObjectVersion {
+		v[ov.Id] = ov.Version
+	}
+	if got, want := v["db/pw"], "7#pw"; got != want {
+		t.Errorf("version of a KV field = %q, want %q (the backend's version and the field)", got, want)
+	}
+	if !strings.HasPrefix(v["plain"], "hmac-sha256:") || strings.Contains(v["plain"], "hello") {
+		t.Errorf("version without a backend version = %q, want an HMAC", v["plain"])
+	}
+	// A new value changes that file's version only; the same value keeps it.
+	s.set("a/plain", "hello again", "")
+	srv2 := newServer(t, s, false)
+	srv2.macKey = srv.macKey
+	again, err := mountAs(srv2, "a", objects, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ov := range again.ObjectVersion {
+		changed := ov.Version != resp.ObjectVersion[i].Version
+		if wantChanged := ov.Id == "plain"; changed != wantChanged {
+			t.Errorf("version of %s changed: %v, want %v", ov.Id, changed, wantChanged)
+		}
+	}
+	// Another process's key gives other versions of the same content.
+	if srv2.mac([]byte("x")) == newServer(t, s, false).mac([]byte("x")) {
+		t.Error("two processes share an HMAC key")
+	}
+}
+
+func TestIdentitiesAreIsolatedAndShared(t *testing.T) {
+	s := newStore()
+	s.set("a/x", "for a", "")
+	srv := newServer(t, s, false)
+	for i := range 5 {
+		if _, err := mountAs(srv, "a", "- ref: fake:a/x\n  path: x\n", nil); err != nil {
+			t.Fatalf("mount %d: %v", i, err)
+		}
+	}
+	s.mu.Lock()
+	if got := s.calls["a"]; got != 1 {
+		t.Errorf("5 mounts of one identity made %d backend calls, want 1", got)
+	}
+	if got := s.opened["a"]; got != 1 {
+		t.Errorf("5 mounts of one identity opened %d providers (logins), want 1", got)
+	}
+	s.mu.Unlock()
+	// B may not read a/x, and A's cached value is not served to B.
+	_, err := mountAs(srv, "b", "- ref: fake:a/x\n  path: x\n", nil)
+	if got, want := status.Code(err), codes.PermissionDenied; got != want {
+		t.Errorf("B reading A's secret: %v, want %v", err, want)
+	}
+	// Another role is another identity, even for the same service account.
+	if _, err := mountAs(srv, "a", "- ref: fake:a/x\n  path: x\n", map[string]string{ParamVaultRole: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	if got := s.opened["a"]; got != 2 {
+		t.Errorf("a second role opened %d providers in all, want 2", got)
+	}
+	s.mu.Unlock()
+	if got := srv.Identities(); got > 2 {
+		t.Errorf("%d identities kept, want at most MaxIdentities (2)", got)
+	}
+}
+
+func TestIdentityNeedsARoleAndAToken(t *testing.T) {
+	s := newStore()
+	s.set("a/x", "v", "")
+	for _, tc := range []struct {
+		name      string
+		allowNode bool
+		extra     map[string]string
+		want      codes.Code
+		wantIn    string
+	}{
+		{"no role, node credentials off", false, map[string]string{ParamVaultRole: ""}, codes.PermissionDenied, "--allow-node-credentials"},
+		{"no role, node credentials on", true, map[string]string{ParamVaultRole: ""}, codes.OK, ""},
+		{"no token for the audience", false, map[string]string{AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, AttrTokens},
+		{"no tokens at all", false, map[string]string{AttrTokens: ""}, codes.InvalidArgument, "tokenRequests"},
+		{"provider not offered", false, map[string]string{ParamObjects: "- ref: env:HOME\n  path: x\n"}, codes.InvalidArgument, `"env" is not offered`},
+		{"missing secret", false, map[string]string{ParamObjects: "- ref: fake:a/none\n  path: x\n"}, codes.NotFound, "fake:a/none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newServer(t, s, tc.allowNode)
+			extra := map[string]string{ParamObjects: "- ref: fake:a/x\n  path: x\n"}
+			for k, v := range tc.extra {
+				extra[k] = v
+			}
+			_, err := mountAs(srv, "a", extra[ParamObjects], extra)
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("code = %v (%v), want %v", got, err, tc.want)
+			}
+			if err != nil && !strings.Contains(status.Convert(err).Message(), tc.wantIn) {
+				t.Errorf("message %q does not say %q", status.Convert(err).Message(), tc.wantIn)
+			}
+		})
+	}
+}
+
+func TestTokensAreRenewedNotMultiplied(t *testing.T) {
+	s := newStore()
+	s.set("a/x", "v", "")
+	srv := newServer(t, s, false)
+	if _, err := mountAs(srv, "a", "- ref: fake:a/x\n  path: x\n", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mountAs(srv, "a", "- ref: fake:a/x\n  path: x\n", map[string]string{AttrTokens: `{"vault":{"token":"newer"}}`}); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	var tok string
+	for _, e := range srv.engines {
+		tok, _ = e.token.get()
+	}
+	srv.mu.Unlock()
+	if tok != "newer" {
+		t.Errorf("the identity's token = %q, want the newest a mount brought", tok)
+	}
+}
+
+func TestMountAboveTheDriversLimit(t *testing.T) {
+	s := newStore()
+	s.set("a/big", strings.Repeat("x", 3<<20), "")
+	srv := newServer(t, s, false)
+	_, err := mountAs(srv, "a", "- ref: fake:a/big\n  path: one\n- ref: fake:a/big\n  path: two\n", nil)
+	if got, want := status.Code(err), codes.ResourceExhausted; got != want {
+		t.Fatalf("6 MiB of files: %v, want %v", err, want)
+	}
+	if !strings.Contains(err.Error(), "--max-call-recv-msg-size") {
+		t.Errorf("the message does not name the driver's flag: %v", err)
+	}
+	if _, err := mountAs(srv, "a", "- ref: fake:a/big\n  path: one\n", nil); err != nil {
+		t.Errorf("3 MiB (above the 1 MiB sync limit, below the driver's): %v, want served", err)
+	}
+}
