@@ -322,6 +322,12 @@ func (p *Provider) authenticate(ctx context.Context) (*api.Secret, error) {
 	lc.ClearToken()
 	secret, err := lc.Logical().WriteWithContext(ctx, "auth/"+strings.Trim(p.cfg.AuthMount, "/")+"/login", body)
 	if err != nil {
+		// 400: the method refused these credentials (an unknown role, a
+		// JWT whose claims the role does not accept): a denial.
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
+			return nil, fmt.Errorf("vault: %s login at auth/%s refused: %w: %s", p.cfg.Auth, p.cfg.AuthMount, resolver.ErrPermission, strings.Join(re.Errors, "; "))
+		}
 		return nil, fmt.Errorf("vault: %s login at auth/%s: %w", p.cfg.Auth, p.cfg.AuthMount, p.mapError("login", err))
 	}
 	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
