@@ -60,10 +60,14 @@ bench: backends
 	SECRETFS_KUMO_BIN=$(KUMO_BIN) SECRETFS_VAULT_BIN=$(VAULT_BIN) \
 		$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./integration/...
 
-# Fuzz the reference grammar; new interesting inputs stay in the corpus.
+# Fuzz the reference grammar and the CSI provider's parameters; new
+# interesting inputs stay in the corpus.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./resolver
+	$(GO) test -run '^$$' -fuzz 'FuzzParse$$' -fuzztime 60s ./resolver
 	cp $$($(GO) env GOCACHE)/fuzz/github.com/secretfs/secretfs/resolver/FuzzParse/* resolver/testdata/fuzz/FuzzParse/ 2>/dev/null || true
+	$(GO) test -run '^$$' -fuzz FuzzParseMount -fuzztime 60s ./csi
+	mkdir -p csi/testdata/fuzz/FuzzParseMount
+	cp $$($(GO) env GOCACHE)/fuzz/github.com/secretfs/secretfs/csi/FuzzParseMount/* csi/testdata/fuzz/FuzzParseMount/ 2>/dev/null || true
 
 # The binary, the mount(8) helper (fstab: type fuse.secretfs) and the
 # systemd unit. PREFIX and DESTDIR as usual; the helper goes where mount(8)

@@ -37,6 +37,13 @@ const (
 	DriverRecvLimit = 4 << 20
 )
 
+// Token audiences secretfs asks for by default: the CSIDriver object's
+// tokenRequests must list them (or the class names others).
+const (
+	DefaultVaultAudience = "vault"
+	DefaultAWSAudience   = "sts.amazonaws.com"
+)
+
 // Defaults of Options fields left zero.
 const (
 	DefaultMaxIdentities = 1000

@@ -24,7 +24,7 @@ func awsFlags(set *pflag.FlagSet) opener {
 		open: func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
 			return aws.New(ctx, aws.Config{Region: *region, Profile: *profile, Prefixes: *prefixes, Logger: log})
 		},
-		csi: csi.Backend{Role: csi.ParamAWSRoleARN, Audience: csi.ParamAWSAudience, DefaultAudience: "sts.amazonaws.com",
+		csi: csi.Backend{Role: csi.ParamAWSRoleARN, Audience: csi.ParamAWSAudience, DefaultAudience: csi.DefaultAWSAudience,
 			Params: []string{csi.ParamAWSRegion, csi.ParamAWSRoleARN, csi.ParamAWSAudience}},
 		// A pod assumes its class's awsRoleArn with its own token; the
 		// flags give the region (unless the class does) and the prefixes.

@@ -37,7 +37,7 @@ func vaultFlags(set *pflag.FlagSet) opener {
 			c.Logger = log
 			return vault.New(ctx, c)
 		},
-		csi: csi.Backend{Role: csi.ParamVaultRole, Audience: csi.ParamVaultAudience, DefaultAudience: "vault",
+		csi: csi.Backend{Role: csi.ParamVaultRole, Audience: csi.ParamVaultAudience, DefaultAudience: csi.DefaultVaultAudience,
 			Params: []string{csi.ParamVaultAddress, csi.ParamVaultRole, csi.ParamVaultAuthMount, csi.ParamVaultNamespace, csi.ParamVaultAudience}},
 		pod: func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error) {
 			c := c
