@@ -10,11 +10,32 @@ PREFIX    ?= /usr/local
 DESTDIR   ?=
 SBINDIR   ?= /sbin
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
+MANDIR    ?= $(PREFIX)/share/man
+DIST      := $(CURDIR)/dist
 
-.PHONY: build run test test-unit test-integration backends fuse-tools lint bench fuzz clean install
+# Providers a binary carries: make build PROVIDERS="env vault". Each one
+# left out is the build tag secretfs_no_NAME; exec providers are always in.
+ALL_PROVIDERS := env aws vault
+PROVIDERS     ?= $(ALL_PROVIDERS)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+TAGS    := $(subst $(space),$(comma),$(strip $(foreach p,$(ALL_PROVIDERS),$(if $(filter $(p),$(PROVIDERS)),,secretfs_no_$(p)))))
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
+# Every tag set CI checks: each provider alone, and all of them.
+TAG_SETS := secretfs_no_aws,secretfs_no_vault secretfs_no_env,secretfs_no_vault secretfs_no_env,secretfs_no_aws all
 
-build:
-	$(GO) build -o $(BIN)/secretfs ./cmd/secretfs
+.PHONY: build run test test-unit test-providers test-integration backends fuse-tools lint bench fuzz clean install release release-check licenses check-providers
+
+check-providers:
+	@bad="$(filter-out $(ALL_PROVIDERS),$(PROVIDERS))"; if [ -n "$$bad" ]; then \
+		echo "PROVIDERS: unknown $$bad (have: $(ALL_PROVIDERS))"; exit 2; fi; \
+	if [ -z "$(strip $(PROVIDERS))" ]; then echo "PROVIDERS is empty: a binary with exec providers only"; fi
+
+build: check-providers
+	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/secretfs ./cmd/secretfs
 
 # Mount with the env provider into ./mnt in the foreground; Ctrl-C unmounts.
 run: build
@@ -23,10 +44,20 @@ run: build
 
 # Everything: format and vet, unit tests with -race, then the end-to-end
 # suite (real FUSE mounts, the kumo AWS emulator, a Vault dev server).
-test: lint test-unit test-integration
+test: lint test-unit test-providers test-integration release-check
 
 test-unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+# Vet and unit-test every provider subset, so that none rots. Only
+# cmd/secretfs changes with the tags; other packages' results are cached.
+test-providers:
+	@set -e; for t in $(TAG_SETS); do \
+		[ "$$t" = all ] && t=; \
+		echo "tags: $${t:-(all providers)}"; \
+		$(GO) vet -tags "$$t" ./cmd/secretfs; \
+		$(GO) test -tags "$$t" $(UNIT_PKGS); \
+	done
 
 # Tests that mount as another user need fusermount3 (Debian's fuse3); the
 # test that uses it opens /dev/fuse to that user and puts its mode back.
@@ -69,8 +100,9 @@ fuzz:
 	mkdir -p csi/testdata/fuzz/FuzzParseMount
 	cp $$($(GO) env GOCACHE)/fuzz/github.com/secretfs/secretfs/csi/FuzzParseMount/* csi/testdata/fuzz/FuzzParseMount/ 2>/dev/null || true
 
-# The binary, the mount(8) helper (fstab: type fuse.secretfs) and the
-# systemd unit. PREFIX and DESTDIR as usual; the helper goes where mount(8)
+# The binary, the mount(8) helper (fstab: type fuse.secretfs), the systemd
+# unit, the manual page and the shell completions, all generated from the
+# binary. PREFIX and DESTDIR as usual; the helper goes where mount(8)
 # looks for helpers (/sbin).
 install: build
 	install -D -m 0755 $(BIN)/secretfs $(DESTDIR)$(PREFIX)/bin/secretfs
@@ -78,6 +110,40 @@ install: build
 	ln -sf $(PREFIX)/bin/secretfs $(DESTDIR)$(SBINDIR)/mount.fuse.secretfs
 	install -D -m 0644 contrib/systemd/secretfs.service $(DESTDIR)$(UNITDIR)/secretfs.service
 	sed -i 's|/usr/local/bin/secretfs|$(PREFIX)/bin/secretfs|g' $(DESTDIR)$(UNITDIR)/secretfs.service
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	$(BIN)/secretfs man | gzip -9n > $(DESTDIR)$(MANDIR)/man1/secretfs.1.gz
+	$(BIN)/secretfs completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/secretfs
+	$(BIN)/secretfs completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_secretfs
+
+# Static release binaries for linux/amd64 and linux/arm64 (PROVIDERS as
+# for build), each with an SPDX SBOM, and SHA256SUMS over all of them.
+release: check-providers
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for arch in amd64 arm64; do \
+		out=$(DIST)/secretfs-$(VERSION)-linux-$$arch; \
+		echo "building $$out"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -tags '$(TAGS)' -ldflags '-s -w $(LDFLAGS)' -o $$out ./cmd/secretfs; \
+		$(GO) run ./internal/inventory sbom $$out > $$out.spdx.json; \
+	done
+	cd $(DIST) && sha256sum secretfs-* > SHA256SUMS
+	@cat $(DIST)/SHA256SUMS
+
+# make release, then check what it made: the sums, static binaries of the
+# right architectures, the version stamped.
+release-check: release
+	cd $(DIST) && sha256sum --check --strict SHA256SUMS
+	@set -e; for arch in amd64 arm64; do \
+		bin=$(DIST)/secretfs-$(VERSION)-linux-$$arch; \
+		$(GO) version -m $$bin | grep -q "GOARCH=$$arch" || { echo "$$bin: not $$arch"; exit 1; }; \
+		$(GO) version -m $$bin | grep -q "CGO_ENABLED=0" || { echo "$$bin: not static"; exit 1; }; \
+		$(GO) version -m $$bin | grep -q -- "-trimpath=true" || { echo "$$bin: not -trimpath"; exit 1; }; \
+		grep -q '"spdxVersion": "SPDX-2.3"' $$bin.spdx.json || { echo "$$bin: no SBOM"; exit 1; }; \
+	done
+	$(DIST)/secretfs-$(VERSION)-linux-amd64 version
+
+# The licence of every module a binary (PROVIDERS as for build) carries.
+licenses: build
+	$(GO) run ./internal/inventory licenses $(BIN)/secretfs
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

@@ -1,3 +1,5 @@
+//go:build !secretfs_no_aws
+
 package main
 
 import (

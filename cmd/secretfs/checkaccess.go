@@ -20,17 +20,33 @@ such as aws/prod/db#password), and why, for a caller with these ids, program
 and cgroup. Exit 0 if it may open, 5 if not. Nothing is mounted.
 `
 
-func runCheckAccess(args []string, stdout, stderr io.Writer) error {
-	// The caller's flags are a set of their own: the config file and
-	// SECRETFS_* set the mount's settings, never the caller checked.
+// checkAccessFlags are the caller's flags: a set of their own, since the
+// config file and SECRETFS_* set the mount's settings, never the caller
+// checked.
+type checkAccessFlags struct {
+	set       *pflag.FlagSet
+	conf, exe *string
+	cgroup    *string
+	uid, gid  *uint32
+	groups    *[]string
+}
+
+func newCheckAccessFlags() checkAccessFlags {
 	set := pflag.NewFlagSet("check-access", pflag.ContinueOnError)
 	set.SetOutput(io.Discard)
-	conf := set.String(config.FlagName, "", "the config file whose rules to check")
-	uid := set.Uint32("uid", 0, "the caller's uid")
-	gid := set.Uint32("gid", 0, "the caller's gid")
-	groups := set.StringSlice("groups", nil, "the caller's supplementary groups")
-	exe := set.String("exe", "", "the caller's executable (as /proc/PID/exe shows it)")
-	cgroup := set.String("cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)")
+	return checkAccessFlags{set: set,
+		conf:   set.String(config.FlagName, "", "the config file whose rules to check"),
+		uid:    set.Uint32("uid", 0, "the caller's uid"),
+		gid:    set.Uint32("gid", 0, "the caller's gid"),
+		groups: set.StringSlice("groups", nil, "the caller's supplementary groups"),
+		exe:    set.String("exe", "", "the caller's executable (as /proc/PID/exe shows it)"),
+		cgroup: set.String("cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)"),
+	}
+}
+
+func runCheckAccess(args []string, stdout, stderr io.Writer) error {
+	f := newCheckAccessFlags()
+	set, conf, uid, gid, groups, exe, cgroup := f.set, f.conf, f.uid, f.gid, f.groups, f.exe, f.cgroup
 	if err := set.Parse(args); errors.Is(err, pflag.ErrHelp) {
 		fmt.Fprint(stdout, checkAccessUsage, "\nFlags:\n", set.FlagUsages())
 		return nil

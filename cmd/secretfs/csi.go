@@ -22,7 +22,6 @@ import (
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/csi"
 	"github.com/secretfs/secretfs/metrics"
-	"github.com/secretfs/secretfs/providers/env"
 	"github.com/secretfs/secretfs/resolver"
 )
 
@@ -47,21 +46,42 @@ the node's own credentials are used only with --allow-node-credentials.
 One line is printed to stdout when the socket is served.
 `
 
-func runCSI(args []string, stdout, stderr io.Writer) error {
+// csiFlags are csi-provider's flags: the common ones (providers, engine
+// budget, config file) and its own.
+type csiFlags struct {
+	*common
+	endpoint, healthAddr       *string
+	allowEnv, allowNode, mlock *bool
+	ttl, negTTL, maxStale      *time.Duration
+	idle, grace                *time.Duration
+	maxEntries, maxIdentities  *int
+}
+
+func newCSIFlags() *csiFlags {
 	c := newCommon("csi-provider")
 	f := c.flagSet
-	endpoint := f.String("endpoint", "", "unix socket to serve the driver on, e.g. /etc/kubernetes/secrets-store-csi-providers/secretfs.sock")
-	healthAddr := f.String("health-addr", "", "serve /healthz, /readyz and Prometheus /metrics on HOST:PORT (e.g. :8989)")
-	allowEnv := f.Bool("allow-env", false, "offer the env provider to pods: it shows this process's environment (mind --env-allow)")
-	allowNode := f.Bool("allow-node-credentials", false, "let classes without vaultRole or awsRoleArn read with the node's own credentials: only for single-tenant clusters")
-	ttl := f.Duration("ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again")
-	negTTL := f.Duration("negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered")
-	maxStale := f.Duration("max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
-	maxEntries := f.Int("max-entries", csi.DefaultMaxEntries, "most values held in memory for one identity")
-	maxIdentities := f.Int("max-identities", csi.DefaultMaxIdentities, "most identities (namespace, service account, provider settings) kept; the least recently used idle one goes first")
-	idle := f.Duration("identity-idle", csi.DefaultIdleTimeout, "close an identity (its cache and its Vault token) that no mount used for this long")
-	grace := f.Duration("shutdown-grace", 10*time.Second, "after SIGTERM, how long mounts under way may finish")
-	mlock := f.Bool("mlock", false, "lock the process's memory (mlockall) so that values never reach swap")
+	return &csiFlags{common: c,
+		endpoint:      f.String("endpoint", "", "unix socket to serve the driver on, e.g. /etc/kubernetes/secrets-store-csi-providers/secretfs.sock"),
+		healthAddr:    f.String("health-addr", "", "serve /healthz, /readyz and Prometheus /metrics on HOST:PORT (e.g. :8989)"),
+		allowEnv:      f.Bool("allow-env", false, "offer the env provider to pods: it shows this process's environment (mind --env-allow)"),
+		allowNode:     f.Bool("allow-node-credentials", false, "let classes without vaultRole or awsRoleArn read with the node's own credentials: only for single-tenant clusters"),
+		ttl:           f.Duration("ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again"),
+		negTTL:        f.Duration("negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered"),
+		maxStale:      f.Duration("max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)"),
+		maxEntries:    f.Int("max-entries", csi.DefaultMaxEntries, "most values held in memory for one identity"),
+		maxIdentities: f.Int("max-identities", csi.DefaultMaxIdentities, "most identities (namespace, service account, provider settings) kept; the least recently used idle one goes first"),
+		idle:          f.Duration("identity-idle", csi.DefaultIdleTimeout, "close an identity (its cache and its Vault token) that no mount used for this long"),
+		grace:         f.Duration("shutdown-grace", 10*time.Second, "after SIGTERM, how long mounts under way may finish"),
+		mlock:         f.Bool("mlock", false, "lock the process's memory (mlockall) so that values never reach swap"),
+	}
+}
+
+func runCSI(args []string, stdout, stderr io.Writer) error {
+	cf := newCSIFlags()
+	c, f := cf.common, cf.flagSet
+	endpoint, healthAddr, allowEnv, allowNode, mlock := cf.endpoint, cf.healthAddr, cf.allowEnv, cf.allowNode, cf.mlock
+	ttl, negTTL, maxStale, idle, grace := cf.ttl, cf.negTTL, cf.maxStale, cf.idle, cf.grace
+	maxEntries, maxIdentities := cf.maxEntries, cf.maxIdentities
 	if err := c.parse(args, stdout, csiUsage); err != nil {
 		return helpOK(err)
 	}
@@ -177,12 +197,9 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 func (c *common) podBackends(log *slog.Logger, allowEnv bool) ([]csi.Backend, error) {
 	var out []csi.Backend
 	narrow := c.flagSet.Changed("providers")
-	for _, b := range backends {
+	for _, b := range compiled() {
 		o := c.openers[b.name]
-		if o.pod == nil || (narrow && !slices.Contains(c.providers, b.name)) {
-			continue
-		}
-		if b.name == env.Name && !allowEnv {
+		if o.pod == nil || (narrow && !slices.Contains(c.providers, b.name)) || (b.podOptIn && !allowEnv) {
 			continue
 		}
 		cb := o.csi

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/csi"
-	"github.com/secretfs/secretfs/providers/env"
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -29,6 +27,9 @@ import (
 type backend struct {
 	name  string
 	flags func(set *pflag.FlagSet) opener
+	// podOptIn: csi-provider offers it to pods only when asked
+	// (--allow-env), as it exposes the node plugin itself.
+	podOptIn bool
 }
 
 // opener opens a provider: open for mount, get and ls; pod, when set, for
@@ -40,33 +41,54 @@ type opener struct {
 	csi  csi.Backend
 }
 
-// backends lists what --providers may name, in order. Files that add a
-// backend append to it from init.
-var backends = []backend{
-	{name: env.Name, flags: envFlags},
+// backends lists the providers this binary has: each file that adds one
+// appends it from init, under a build tag that leaves it out (see
+// builtinProviders).
+var backends []backend
+
+// builtinProviders are the providers secretfs has, in the order they are
+// listed. A binary carries those whose build tag (secretfs_no_NAME) was
+// not given; exec providers are always there.
+var builtinProviders = []string{"env", "aws", "vault"}
+
+// compiled is backends in builtinProviders' order (others, test ones,
+// last).
+func compiled() []backend {
+	rank := func(name string) int {
+		if i := slices.Index(builtinProviders, name); i >= 0 {
+			return i
+		}
+		return len(builtinProviders)
+	}
+	out := slices.Clone(backends)
+	slices.SortStableFunc(out, func(a, b backend) int { return rank(a.name) - rank(b.name) })
+	return out
 }
 
-func envFlags(set *pflag.FlagSet) opener {
-	allow := set.StringSlice("env-allow", []string{"*"},
-		"glob of environment variables the env provider shows (repeatable); VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SECRET_KEY, AWS_SESSION_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN and SECRETFS_* only when named exactly")
-	open := func(context.Context, *slog.Logger) (resolver.Provider, error) {
-		p, err := env.New(*allow)
-		if err != nil {
-			return nil, usagef("%v", err)
-		}
-		return p, nil
+// compiledNames names the providers of this binary, in order.
+func compiledNames() []string {
+	var names []string
+	for _, b := range compiled() {
+		names = append(names, b.name)
 	}
-	// Offered to pods only with csi-provider --allow-env: it is the node
-	// plugin's own environment.
-	return opener{open: open, pod: func(ctx context.Context, log *slog.Logger, _ csi.Identity) (resolver.Provider, error) {
-		return open(ctx, log)
-	}}
+	return names
+}
+
+// defaultProviders is what mount enables without --providers: env where
+// the binary has it, otherwise every provider it has.
+func defaultProviders() []string {
+	names := compiledNames()
+	if slices.Contains(names, "env") {
+		return []string{"env"}
+	}
+	return names
 }
 
 // common holds the flags every command that reads secrets has.
 type common struct {
 	flagSet    *pflag.FlagSet
 	providers  []string
+	enabled    bool // enable replaced the default providers
 	timeout    time.Duration
 	logLevel   string
 	logFormat  string
@@ -87,18 +109,14 @@ func newCommon(name string) *common {
 	c.flagSet.SetOutput(io.Discard) // errors are returned; --help prints to stdout
 	c.flagSet.SortFlags = true
 	c.flagSet.Usage = func() {}
-	var names []string
-	for _, b := range backends {
-		names = append(names, b.name)
-	}
-	c.flagSet.StringSliceVar(&c.providers, "providers", []string{env.Name}, "providers to enable, from: "+strings.Join(names, ","))
+	c.flagSet.StringSliceVar(&c.providers, "providers", defaultProviders(), "providers to enable, from: "+strings.Join(compiledNames(), ","))
 	c.flagSet.DurationVar(&c.timeout, "timeout", resolver.DefaultTimeout, "deadline of every backend call")
 	c.flagSet.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.flagSet.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	c.flagSet.StringArrayVar(&c.execFlags, "exec-provider", nil, "a program as a provider, NAME=PATH (repeatable; see the README's contract); defining one enables it")
 	c.flagSet.IntVar(&c.execConcurrency, "exec-concurrency", exec.DefaultConcurrency, "most calls of one exec provider at once")
 	c.flagSet.StringVar(&c.configFile, config.FlagName, "", "YAML file of settings: keys are the long flag names; flags and SECRETFS_* win over it")
-	for _, b := range backends {
+	for _, b := range compiled() {
 		c.openers[b.name] = b.flags(c.flagSet)
 	}
 	return c
@@ -156,10 +174,14 @@ func (c *common) level() (slog.Level, error) {
 	return level, nil
 }
 
-// enable adds the provider a reference names to those enabled (get and ls
-// need no --providers). A name the binary does not have is left for open
-// to report.
+// enable adds the provider a reference names to those enabled (get, ls and
+// render need no --providers); without --providers (or its setting in the
+// environment or the file) it replaces mount's default. A name the binary
+// does not have is left for open to report.
 func (c *common) enable(name string) {
+	if !c.flagSet.Changed("providers") && !c.enabled {
+		c.providers, c.enabled = nil, true
+	}
 	if !slices.Contains(c.providers, name) {
 		c.providers = append(c.providers, name)
 	}
@@ -169,6 +191,13 @@ func (c *common) enable(name string) {
 func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provider, error) {
 	if c.timeout <= 0 {
 		return nil, usagef("--timeout must be positive")
+	}
+	for _, name := range c.providers {
+		name = strings.TrimSpace(name)
+		if _, ok := c.openers[name]; !ok && slices.Contains(builtinProviders, name) && !slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == name }) {
+			return nil, usagef("provider %q is not compiled into this binary, which has %s (and exec providers); build one with it: make build PROVIDERS=\"...\"",
+				name, strings.Join(compiledNames(), ", "))
+		}
 	}
 	var out []resolver.Provider
 	seen := make(map[string]bool)
@@ -180,7 +209,7 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 		seen[name] = true
 		o, ok := c.openers[name]
 		if !ok {
-			return nil, usagef("--providers: unknown provider %q (have %s)", name, strings.Join(slices.Sorted(maps.Keys(c.openers)), ", "))
+			return nil, usagef("--providers: unknown provider %q (have %s)", name, strings.Join(compiledNames(), ", "))
 		}
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		p, err := o.open(ctx, log)
@@ -197,7 +226,7 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 	}
 	out = append(out, execs...)
 	if len(out) == 0 {
-		return nil, usagef("--providers: no provider given (have %s)", strings.Join(slices.Sorted(maps.Keys(c.openers)), ", "))
+		return nil, usagef("--providers: no provider given (have %s)", strings.Join(compiledNames(), ", "))
 	}
 	return out, nil
 }

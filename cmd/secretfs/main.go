@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -72,19 +73,7 @@ func (e *usageError) Error() string { return e.msg + " (see secretfs --help)" }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
-const topUsage = `secretfs mounts secrets as files.
-
-Usage:
-  secretfs mount [flags] MOUNTPOINT    mount; cat MOUNTPOINT/PROVIDER/KEY[@VERSION][#FIELD]
-  secretfs get [flags] REF             print one secret: PROVIDER:KEY[@VERSION][#FIELD]
-  secretfs ls [flags] PROVIDER:[DIR]   list what a provider holds
-  secretfs status MOUNTPOINT           what a running mount is doing
-  secretfs check-access PATH --uid N   which access rule decides for a caller, and why
-  secretfs render [flags] FILE         render a template once, without mounting
-  secretfs refresh MOUNTPOINT REF...   re-fetch secrets now (PROVIDER:DIR/ for a directory)
-  secretfs csi-provider --endpoint SOCK serve the Kubernetes Secrets Store CSI driver
-  secretfs version                     print the version
-
+const topUsageTail = `
 Run 'secretfs COMMAND --help' for a command's flags. Every flag can also be
 set in the environment as SECRETFS_<FLAG>, e.g. SECRETFS_TTL=1m.
 
@@ -92,38 +81,36 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid reference,
 5 permission denied, 6 backend unavailable.
 `
 
+// topUsage lists the commands.
+func topUsage() string {
+	var b strings.Builder
+	b.WriteString("secretfs mounts secrets as files.\n\nUsage:\n")
+	for _, c := range commands() {
+		if !c.hidden {
+			fmt.Fprintf(&b, "  %-37s %s\n", "secretfs "+c.name+" "+c.args, c.summary)
+		}
+	}
+	b.WriteString(topUsageTail)
+	return b.String()
+}
+
 // run is the whole program; main only maps its error to an exit code.
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, topUsage)
+		fmt.Fprint(stderr, topUsage())
 		return usagef("no command given")
 	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "mount":
-		return runMount(rest, stdout, stderr)
-	case "mount-helper":
-		return runHelper(rest, stdout, stderr)
-	case "status":
-		return runStatus(rest, stdout, stderr)
-	case "check-access":
-		return runCheckAccess(rest, stdout, stderr)
-	case "render":
-		return runRender(rest, stdout, stderr)
-	case "refresh":
-		return runRefresh(rest, stdout, stderr)
-	case "csi-provider":
-		return runCSI(rest, stdout, stderr)
-	case "get":
-		return runGet(rest, stdout, stderr)
-	case "ls":
-		return runLs(rest, stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "secretfs", version())
-		return nil
+	switch args[0] {
+	case "--version":
+		args[0] = "version"
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, topUsage)
+		fmt.Fprint(stdout, topUsage())
 		return nil
-	default:
-		return usagef("unknown command %q", cmd)
 	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	return usagef("unknown command %q", args[0])
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,7 +17,19 @@ func runCapture(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errb.String(), err
 }
 
+// needs skips t unless this build has every named provider (a build with
+// the tag secretfs_no_NAME leaves NAME out).
+func needs(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if !slices.Contains(compiledNames(), n) {
+			t.Skipf("this build has no %s provider (built with secretfs_no_%s)", n, n)
+		}
+	}
+}
+
 func TestGet(t *testing.T) {
+	needs(t, "env")
 	t.Setenv("SFS_TEST_PLAIN", "s3cret")
 	t.Setenv("SFS_TEST_JSON", `{"user":"bob","port":5432}`)
 	t.Setenv("VAULT_TOKEN", "must-not-show")
@@ -60,6 +73,7 @@ func TestGet(t *testing.T) {
 }
 
 func TestLs(t *testing.T) {
+	needs(t, "env")
 	t.Setenv("SFS_LS_B", "1")
 	t.Setenv("SFS_LS_A", "2")
 	out, _, err := runCapture(t, "ls", "--env-allow", "SFS_LS_*", "env:")
@@ -75,6 +89,7 @@ func TestLs(t *testing.T) {
 }
 
 func TestFlagsFromEnvironment(t *testing.T) {
+	needs(t, "env")
 	t.Setenv("SFS_ENV_FLAG", "x")
 	t.Setenv("SECRETFS_ENV_ALLOW", "NOTHING_*")
 	if _, _, err := runCapture(t, "get", "env:SFS_ENV_FLAG"); !errors.Is(err, resolver.ErrNotFound) {
@@ -91,6 +106,7 @@ func TestFlagsFromEnvironment(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
+	needs(t, "env")
 	for _, args := range [][]string{{"--help"}, {"mount", "--help"}, {"get", "--help"}, {"ls", "-h"}, {"version"}} {
 		out, _, err := runCapture(t, args...)
 		if err != nil || out == "" {
@@ -141,13 +157,14 @@ func TestMountOptions(t *testing.T) {
 }
 
 func TestGetAndLsEnableTheirProvider(t *testing.T) {
+	needs(t, "env", "aws", "vault")
 	t.Setenv("SFS_ENABLE", "yes")
 	// --providers names only aws; get env:… still enables env.
 	if out, _, err := runCapture(t, "get", "--providers", "aws", "--aws-region", "us-east-1", "env:SFS_ENABLE"); err != nil || out != "yes" {
 		t.Errorf("get env: with --providers aws = %q, %v", out, err)
 	}
 	_, _, err := runCapture(t, "get", "nosuch:x")
-	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "have aws, env, vault") {
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "have env, aws, vault") {
 		t.Errorf("get nosuch:x = %v (exit %d), want a usage error naming the providers the binary has", err, exitCode(err))
 	}
 	if _, _, err := runCapture(t, "ls", "env:NOPE"); exitCode(err) != exitNotFound {
@@ -161,6 +178,7 @@ func TestGetAndLsEnableTheirProvider(t *testing.T) {
 }
 
 func TestProviderAndModeFlagErrors(t *testing.T) {
+	needs(t, "env")
 	dir := t.TempDir()
 	for _, args := range [][]string{
 		{"mount", "--providers", "", dir},
@@ -181,6 +199,7 @@ func TestProviderAndModeFlagErrors(t *testing.T) {
 }
 
 func TestHelperFlags(t *testing.T) {
+	needs(t, "env")
 	tests := []struct {
 		opts []string
 		want string
@@ -211,5 +230,29 @@ func TestHelperFlags(t *testing.T) {
 	}
 	if _, _, err := runCapture(t, "mount-helper", "secretfs", dir, "-f", "-o", "ttl=1m,providers=env"); err != nil {
 		t.Errorf("the helper's fake mount (-f): %v", err)
+	}
+}
+
+// Whatever providers a build has, one it lacks is a usage error that says
+// what the binary has, for mount, get and ls alike; and version lists them.
+func TestProvidersOfThisBuild(t *testing.T) {
+	has := compiledNames()
+	out, _, err := runCapture(t, "version")
+	if err != nil || !strings.Contains(out, "\nproviders: "+strings.Join(has, ", ")+"\n") {
+		t.Errorf("version = %q, %v; want a line providers: %s", out, err, strings.Join(has, ", "))
+	}
+	for _, name := range builtinProviders {
+		if slices.Contains(has, name) {
+			continue
+		}
+		for _, args := range [][]string{{"mount", "--providers", name, t.TempDir()}, {"get", name + ":x"}, {"ls", name + ":"}} {
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				_, _, err := runCapture(t, args...)
+				want := "not compiled into this binary, which has " + strings.Join(has, ", ")
+				if exitCode(err) != exitUsage || !strings.Contains(err.Error(), want) {
+					t.Errorf("exit %d (%v), want %d and %q", exitCode(err), err, exitUsage, want)
+				}
+			})
+		}
 	}
 }
