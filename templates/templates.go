@@ -15,9 +15,9 @@
 package templates
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -50,8 +50,12 @@ func Parse(name, source, text string) (*Template, error) {
 	}
 	funcs := functions()
 	funcs["secret"] = func(string) (string, error) { return "", nil } // bound per render
+	funcs[tickName] = func() (string, error) { return "", nil }       // bound per render
 	tmpl, err := template.New(label).Option("missingkey=error").Funcs(funcs).Parse(text)
 	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	if err := instrument(tmpl); err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
 	return &Template{Name: name, Source: source, tmpl: tmpl}, nil
@@ -66,15 +70,17 @@ func ParseFile(name, path string) (*Template, error) {
 	return Parse(name, path, string(data))
 }
 
-// Render renders t, reading secrets with get. It returns what it read; an
-// error names the reference, never a value.
+// Render renders t, reading secrets with get, within the limits of
+// MaxSize, MaxItems and MaxSteps, until ctx ends. It returns what it read.
+// An error names the reference, never a value: a function's own message,
+// which may quote its argument, is left out.
 func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.Reference, error) {
 	var refs []resolver.Reference
 	tmpl, err := t.tmpl.Clone()
 	if err != nil {
 		return nil, nil, err
 	}
-	tmpl.Funcs(template.FuncMap{"secret": func(s string) (string, error) {
+	tmpl.Funcs(template.FuncMap{tickName: stepper(ctx), "secret": func(s string) (string, error) {
 		ref, err := resolver.Parse(s)
 		if err != nil {
 			return "", err
@@ -86,11 +92,30 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 		}
 		return string(v), nil
 	}})
-	var out bytes.Buffer
+	var out limitedBuffer
 	if err := tmpl.Execute(&out, nil); err != nil {
-		return nil, refs, fmt.Errorf("template %s: %w", t.Name, err)
+		return nil, refs, fmt.Errorf("template %s: %w", t.Name, withheld(err))
 	}
-	return out.Bytes(), refs, nil
+	return out.b, refs, nil
+}
+
+// ErrRender is a render that failed in a function or in the template
+// itself (not in reading a secret).
+var ErrRender = errors.New("render failed")
+
+// withheld keeps err when it is the engine's (a reference that could not
+// be read, a limit, the context), whose messages name no value; otherwise
+// it keeps where the template failed, and not a function's message.
+func withheld(err error) error {
+	if resolver.KindOf(err) != resolver.KindUnknown || errors.Is(err, ErrLimit) {
+		return err
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, ": error calling "); i >= 0 {
+		fn, _, _ := strings.Cut(msg[i+len(": error calling "):], ":")
+		return fmt.Errorf("%w: %s: %s failed (its message is left out: it may quote a value)", ErrRender, msg[:i], fn)
+	}
+	return fmt.Errorf("%w: %s", ErrRender, msg)
 }
 
 func functions() template.FuncMap {
@@ -105,7 +130,7 @@ func functions() template.FuncMap {
 		b, err := yaml.Marshal(v)
 		return strings.TrimSuffix(string(b), "\n"), err
 	}
-	return f
+	return guarded(f)
 }
 
 // Quote puts v in double quotes so that a POSIX shell (and a dotenv

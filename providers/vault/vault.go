@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -103,6 +104,10 @@ type Provider struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// authed is set by the first login that succeeds. Until then reads
+	// are unavailable: the client holds no token of this provider's.
+	authed atomic.Bool
+
 	bgMu      sync.Mutex
 	stopWatch func()         // guarded by bgMu; stops the current token watcher
 	closed    bool           // guarded by bgMu; set by Close: no new background work
@@ -137,6 +142,11 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	if cfg.Namespace != "" {
 		client.SetNamespace(cfg.Namespace)
+	}
+	if cfg.Auth != "" && cfg.Auth != AuthToken {
+		// The client took VAULT_TOKEN from the environment; a provider that
+		// logs in must never send it anywhere (another identity's Vault).
+		client.ClearToken()
 	}
 	if cfg.Auth == "" {
 		cfg.Auth = AuthToken
@@ -222,6 +232,22 @@ func (p *Provider) checkAuthConfig() error {
 	return nil
 }
 
+// brief is Vault's error messages, shortened and printable: what answers at
+// an address may not be Vault, and its body is no one's business.
+func brief(msgs []string) string {
+	s := strings.Join(msgs, "; ")
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
 // jwt is the JWT to log in with.
 func (p *Provider) jwt() (string, error) {
 	if p.cfg.JWT == nil {
@@ -266,6 +292,7 @@ func (p *Provider) login(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
+		p.authed.Store(true)
 		if secret != nil && secret.Auth != nil && secret.Auth.Renewable {
 			p.watch(secret)
 		}
@@ -326,7 +353,7 @@ func (p *Provider) authenticate(ctx context.Context) (*api.Secret, error) {
 		// JWT whose claims the role does not accept): a denial.
 		var re *api.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
-			return nil, fmt.Errorf("vault: %s login at auth/%s refused: %w: %s", p.cfg.Auth, p.cfg.AuthMount, resolver.ErrPermission, strings.Join(re.Errors, "; "))
+			return nil, fmt.Errorf("vault: %s login at auth/%s refused: %w: %s", p.cfg.Auth, p.cfg.AuthMount, resolver.ErrPermission, brief(re.Errors))
 		}
 		return nil, fmt.Errorf("vault: %s login at auth/%s: %w", p.cfg.Auth, p.cfg.AuthMount, p.mapError("login", err))
 	}
@@ -448,6 +475,9 @@ func deadTokenErrors(errs []string) bool {
 // longer valid (revoked, expired), it logs in again, unless another reader
 // already did, and runs call once more.
 func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) error {
+	if !p.authed.Load() {
+		return fmt.Errorf("vault: %w: not logged in yet", resolver.ErrUnavailable)
+	}
 	used := p.client.Token()
 	err := call()
 	if !errors.Is(err, resolver.ErrPermission) {

@@ -1,0 +1,108 @@
+package templates
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// No template takes the process's memory or CPU: each of these ends fast
+// with ErrLimit, allocating a bounded amount.
+func TestRenderLimits(t *testing.T) {
+	get := func(context.Context, resolver.Reference) ([]byte, error) { return []byte("abc"), nil }
+	for _, text := range []string{
+		`{{ repeat 300000000 "x" }}`,
+		`{{ until 1000000000 }}`,
+		`{{ untilStep 0 1000000000 1 }}`,
+		`{{ indent 100000000 "x" }}`,
+		`{{ nindent 5000 (repeat 1000 "a\n") }}`,
+		`{{ printf "%*d" 1000000000 1 }}`,
+		`{{ printf "%1000000000d" 1 }}`,
+		`{{ printf "%.1000000000f" 1.0 }}`,
+		`{{ replace "" (repeat 4000 "y") (repeat 4000 "x") }}`,
+		`{{ regexReplaceAll "" (repeat 4000 "x") (repeat 4000 "y") }}`,
+		`{{ wrapWith 1 (repeat 4000 "s") (repeat 4000 "x") }}`,
+		`{{ range 1000000000 }}{{ end }}`,
+		`{{ $l := until 1000 }}{{ range $l }}{{ range $l }}{{ range $l }}{{ end }}{{ end }}{{ end }}`,
+		`{{ define "a" }}{{ range 100 }}{{ "x" }}{{ end }}{{ end }}{{ define "b" }}{{ range 100 }}{{ template "a" }}{{ end }}{{ end }}{{ range 100 }}{{ template "b" }}{{ end }}`,
+		`{{ range 100000 }}{{ repeat 1000 "x" }}{{ end }}`,
+		`{{ $s := repeat 1000000 "x" }}{{ range 10 }}{{ $s = print $s $s }}{{ end }}{{ len $s }}`,
+		`{{ $s := repeat 1000000 "x" }}{{ range 10 }}{{ $s = html $s $s }}{{ end }}{{ len $s }}`,
+		`{{ splitList "" (repeat 200000 "x") }}`,
+	} {
+		t.Run(text, func(t *testing.T) {
+			tmpl, err := Parse("t", "", text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			_, _, err = tmpl.Render(context.Background(), get)
+			el := time.Since(start)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrLimit) {
+				t.Errorf("err = %v, want ErrLimit", err)
+			}
+			if el > 5*time.Second {
+				t.Errorf("took %v", el)
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > 1<<30 {
+				t.Errorf("allocated %d MiB", got>>20)
+			}
+		})
+	}
+}
+
+func TestRenderStopsWithItsContext(t *testing.T) {
+	tmpl, err := Parse("t", "", `{{ range 900000 }}{{ end }}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := tmpl.Render(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("a render under a canceled context: %v, want canceled", err)
+	}
+}
+
+// A function's own message may quote a value; a render error leaves it out
+// but says where, and errors of the engine keep their kind.
+func TestRenderErrorsHoldNoValue(t *testing.T) {
+	get := func(_ context.Context, ref resolver.Reference) ([]byte, error) {
+		if ref.Key == "missing" {
+			return nil, resolver.ErrNotFound
+		}
+		return []byte("TOPSECRETVALUE"), nil
+	}
+	for _, text := range []string{`{{ fail (secret "env:x") }}`, `{{ mustFromJson (secret "env:x") }}`, `{{ mustRegexMatch (print "(" (secret "env:x")) "a" }}`} {
+		tmpl, err := Parse("t", "", text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = tmpl.Render(context.Background(), get)
+		if !errors.Is(err, ErrRender) || strings.Contains(err.Error(), "TOPSECRET") || strings.Contains(err.Error(), "'T'") {
+			t.Errorf("%s: %v, want ErrRender without the value", text, err)
+		}
+	}
+	tmpl, _ := Parse("t", "", `{{ secret "env:missing" }}`)
+	if _, _, err := tmpl.Render(context.Background(), get); !errors.Is(err, resolver.ErrNotFound) || !strings.Contains(err.Error(), "env:missing") {
+		t.Errorf("a missing secret: %v, want not found naming env:missing", err)
+	}
+	for _, text := range []string{`{{ define "a" }}{{ template "a" }}{{ end }}`, `{{ define "a" }}{{ template "b" }}{{ end }}{{ define "b" }}{{ if true }}{{ template "a" }}{{ end }}{{ end }}`} {
+		if _, err := Parse("t", "", text); err == nil || !strings.Contains(err.Error(), "calls itself") {
+			t.Errorf("a recursive template: %v, want refused", err)
+		}
+	}
+	for _, name := range []string{"genPrivateKey", "randInt", "shuffle", "bcrypt"} {
+		if _, err := Parse("t", "", "{{ "+name+" }}"); err == nil {
+			t.Errorf("%s is offered", name)
+		}
+	}
+}
