@@ -163,22 +163,31 @@ func (m *modeText) UnmarshalYAML(n *yaml.Node) error {
 
 // ParseMount parses a MountRequest's attributes (the JSON the driver makes
 // of the class's parameters and the pod's attributes) and permission (the
-// driver's file mode, a JSON number such as "420").
+// driver's file mode, a JSON number such as "420"). The Request is never
+// nil: on an error it holds what could be read of the pod, for the log.
 func ParseMount(attributes, permission string) (*Request, error) {
+	req, err := parseMount(attributes, permission)
+	if err != nil && req == nil {
+		req = &Request{}
+	}
+	return req, err
+}
+
+func parseMount(attributes, permission string) (*Request, error) {
 	var attrs map[string]string
 	if err := json.Unmarshal([]byte(attributes), &attrs); err != nil {
 		return nil, paramErr("attributes", "not a JSON object of strings")
 	}
-	defMode, err := parsePermission(permission)
-	if err != nil {
-		return nil, err
-	}
 	req := &Request{Params: make(map[string]string), Pod: Pod{
 		Name: attrs[AttrPodName], Namespace: attrs[AttrPodNamespace], UID: attrs[AttrPodUID], ServiceAccount: attrs[AttrServiceAccount],
 	}}
+	defMode, err := parsePermission(permission)
+	if err != nil {
+		return req, err
+	}
 	for _, k := range []string{AttrPodNamespace, AttrServiceAccount} {
 		if attrs[k] == "" {
-			return nil, paramErr(k, "missing: the driver sends it with every mount")
+			return req, paramErr(k, "missing: the driver sends it with every mount")
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(attrs)) {
@@ -188,16 +197,16 @@ func ParseMount(attributes, permission string) (*Request, error) {
 		}
 		check, ok := params[k]
 		if !ok {
-			return nil, paramErr(k, "unknown (secretfs reads %s and %s)", ParamObjects, strings.Join(Params(), ", "))
+			return req, paramErr(k, "unknown (secretfs reads %s and %s)", ParamObjects, strings.Join(Params(), ", "))
 		}
 		if v == "" {
 			continue // as if not set
 		}
 		if len(v) > maxParamLength {
-			return nil, paramErr(k, "longer than %d bytes", maxParamLength)
+			return req, paramErr(k, "longer than %d bytes", maxParamLength)
 		}
 		if err := check(v); err != nil {
-			return nil, paramErr(k, "%q: %v", v, err)
+			return req, paramErr(k, "%q: %v", v, err)
 		}
 		req.Params[k] = v
 	}
@@ -206,7 +215,7 @@ func ParseMount(attributes, permission string) (*Request, error) {
 			Token string `json:"token"`
 		}
 		if err := json.Unmarshal([]byte(tok), &tokens); err != nil {
-			return nil, paramErr(AttrTokens, "not the JSON the driver makes of the tokens")
+			return req, paramErr(AttrTokens, "not the JSON the driver makes of the tokens")
 		}
 		req.Tokens = make(map[string]string, len(tokens))
 		for aud, t := range tokens {
@@ -216,7 +225,7 @@ func ParseMount(attributes, permission string) (*Request, error) {
 		}
 	}
 	if req.Objects, err = parseObjects(attrs[ParamObjects], defMode); err != nil {
-		return nil, err
+		return req, err
 	}
 	return req, nil
 }

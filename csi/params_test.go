@@ -6,6 +6,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/secrets-store-csi-driver/pkg/util/fileutil"
+	"sigs.k8s.io/secrets-store-csi-driver/provider/v1alpha1"
 )
 
 // attrs is a driver's attributes for pod "web" of namespace "shop".
@@ -144,11 +147,13 @@ func FuzzParseMount(f *testing.F) {
 			return
 		}
 		seen := make(map[string]bool)
+		var files []*v1alpha1.File
 		for _, o := range req.Objects {
-			if err := checkPath(o.Path); err != nil || seen[o.Path] {
-				t.Fatalf("accepted path %q: %v, duplicate %v", o.Path, err, seen[o.Path])
+			if seen[o.Path] {
+				t.Fatalf("accepted path %q twice", o.Path)
 			}
 			seen[o.Path] = true
+			files = append(files, &v1alpha1.File{Path: o.Path, Mode: int32(o.Mode)})
 			if o.Mode > 0o777 {
 				t.Fatalf("accepted mode %o", o.Mode)
 			}
@@ -157,6 +162,10 @@ func FuzzParseMount(f *testing.F) {
 					t.Fatalf("accepted ref %v: %v", o.Ref, err)
 				}
 			}
+		}
+		// What the driver's own writer checks before it writes.
+		if err := fileutil.Validate(files); err != nil {
+			t.Fatalf("accepted paths the driver refuses: %v", err)
 		}
 	})
 }

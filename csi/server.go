@@ -26,6 +26,7 @@ import (
 
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
 )
 
 // Sizes the driver cares about.
@@ -46,10 +47,11 @@ const (
 
 // Defaults of Options fields left zero.
 const (
-	DefaultMaxIdentities = 1000
-	DefaultMaxEntries    = 1000
-	DefaultIdleTimeout   = 2 * time.Hour
-	fetchConcurrency     = 8
+	DefaultMaxIdentities   = 1000
+	DefaultMaxPerNamespace = 100
+	DefaultMaxEntries      = 1000
+	DefaultIdleTimeout     = 2 * time.Hour
+	fetchConcurrency       = 8
 )
 
 // Backend is a provider the server can offer pods.
@@ -89,10 +91,18 @@ type Identity struct {
 
 // key is the identity as a map key: everything but the token.
 func (id Identity) key() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s\x00%s\x00%s\x00%t", id.Provider, id.Namespace, id.ServiceAccount, id.NodeCredentials)
+	fields := []string{id.Provider, id.Namespace, id.ServiceAccount, fmt.Sprint(id.NodeCredentials)}
 	for _, k := range slices.Sorted(maps.Keys(id.Settings)) {
-		fmt.Fprintf(&b, "\x00%s=%s", k, id.Settings[k])
+		fields = append(fields, k, id.Settings[k])
+	}
+	return lengthPrefixed(fields...)
+}
+
+// lengthPrefixed joins fields so that no two lists give one string.
+func lengthPrefixed(fields ...string) string {
+	var b strings.Builder
+	for _, f := range fields {
+		fmt.Fprintf(&b, "%d:%s", len(f), f)
 	}
 	return b.String()
 }
@@ -110,9 +120,16 @@ type Options struct {
 	// one is closed first. IdleTimeout closes an engine no mount used for
 	// that long.
 	MaxIdentities int
-	IdleTimeout   time.Duration
-	Version       string
-	Logger        *slog.Logger
+	// MaxPerNamespace bounds the identities of one namespace, so that one
+	// tenant cannot push every other one's out: past it, the namespace's
+	// own least recently used idle identity goes.
+	MaxPerNamespace int
+	IdleTimeout     time.Duration
+	// MaxResponse bounds a Mount's reply (the driver's
+	// --max-call-recv-msg-size; DriverRecvLimit by default).
+	MaxResponse int
+	Version     string
+	Logger      *slog.Logger
 }
 
 // Server is the provider. It implements v1alpha1.CSIDriverProviderServer.
@@ -126,23 +143,36 @@ type Server struct {
 	ctx      context.Context // ends with Close; engines open under it
 	cancel   context.CancelFunc
 
-	mu      sync.Mutex
-	engines map[string]*engine // guarded by mu; by Identity.key
-	lru     *list.List         // guarded by mu; *engine, most recently used first
-	closed  bool               // guarded by mu
-	wg      sync.WaitGroup     // engines being closed
-	stop    chan struct{}      // closed by Close: ends the janitor
+	mu       sync.Mutex
+	engines  map[string]*engine // guarded by mu; by Identity.key
+	lru      *list.List         // guarded by mu; *engine, most recently used first
+	failures map[string]failure // guarded by mu; identities that could not be opened, by Identity.key
+	gone     cache.Stats        // guarded by mu; the counters of closed engines
+	closed   bool               // guarded by mu
+	wg       sync.WaitGroup     // engines being closed
+	stop     chan struct{}      // closed by Close: ends the janitor
+	// young: an engine this new is not idle (its opener is about to use
+	// it); tests set it to zero.
+	young time.Duration
+}
+
+// failure is an identity that could not be opened, remembered for the
+// negative TTL so that every republish of a bad class does not log in.
+type failure struct {
+	err   error
+	until time.Time
 }
 
 // engine is one identity's cache and provider.
 type engine struct {
-	key      string
-	provider resolver.Provider
-	cache    *cache.Cache
-	token    *tokenBox
-	elem     *list.Element // guarded by Server.mu
-	lastUse  time.Time     // guarded by Server.mu
-	inUse    int           // guarded by Server.mu; mounts using it now
+	key       string
+	namespace string
+	provider  resolver.Provider
+	cache     *cache.Cache
+	token     *tokenBox
+	elem      *list.Element // guarded by Server.mu
+	lastUse   time.Time     // guarded by Server.mu
+	inUse     int           // guarded by Server.mu; mounts using it now
 }
 
 // tokenBox holds an identity's newest token.
@@ -174,6 +204,12 @@ func New(opts Options) (*Server, error) {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
+	if opts.MaxPerNamespace <= 0 {
+		opts.MaxPerNamespace = DefaultMaxPerNamespace
+	}
+	if opts.MaxResponse <= 0 {
+		opts.MaxResponse = DriverRecvLimit
+	}
 	if opts.Cache.MaxEntries <= 0 {
 		opts.Cache.MaxEntries = DefaultMaxEntries
 	}
@@ -187,7 +223,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: log, backends: make(map[string]Backend), macKey: key,
-		engines: make(map[string]*engine), lru: list.New(), stop: make(chan struct{})}
+		engines: make(map[string]*engine), lru: list.New(), failures: make(map[string]failure), stop: make(chan struct{}), young: time.Second}
 	for _, b := range opts.Backends {
 		s.backends[b.Name] = b
 	}
@@ -225,28 +261,32 @@ func (s *Server) Version(context.Context, *v1alpha1.VersionRequest) (*v1alpha1.V
 func (s *Server) Mount(ctx context.Context, in *v1alpha1.MountRequest) (*v1alpha1.MountResponse, error) {
 	start := time.Now()
 	req, err := ParseMount(in.GetAttributes(), in.GetPermission())
-	if err != nil {
-		s.log.Warn("mount refused", "result", codeOf(err).String(), "error", err)
-		return nil, s.status(err)
+	var resp *v1alpha1.MountResponse
+	var refs []string
+	if err == nil {
+		resp, refs, err = s.mount(ctx, req)
 	}
-	resp, err := s.mount(ctx, req)
-	refs := make([]string, len(req.Objects))
-	for i, o := range req.Objects {
-		refs[i] = o.What()
-	}
+	code := codeOf(err)
 	attrs := []any{"pod", req.Pod.String(), "uid", req.Pod.UID, "serviceaccount", req.Pod.ServiceAccount,
-		"refs", strings.Join(refs, ","), "result", codeOf(err).String(), "duration", time.Since(start).Round(time.Microsecond)}
-	if err != nil {
+		"refs", strings.Join(refs, ","), "result", code.String(), "duration", time.Since(start).Round(time.Microsecond)}
+	switch {
+	case code == codes.Internal:
+		s.log.Error("mount", append(attrs, "error", err)...)
+		return nil, status.Error(code, "internal error; see the secretfs provider's log")
+	case err != nil:
 		s.log.Warn("mount", append(attrs, "error", err)...)
-		return nil, s.status(err)
+		return nil, status.Error(code, err.Error())
 	}
 	s.log.Info("mount", append(attrs, "files", len(resp.Files))...)
 	return resp, nil
 }
 
-func (s *Server) mount(ctx context.Context, req *Request) (*v1alpha1.MountResponse, error) {
+// mount reads the request's objects. It returns the files and what was
+// read, for the log.
+func (s *Server) mount(ctx context.Context, req *Request) (*v1alpha1.MountResponse, []string, error) {
 	files := make([]*v1alpha1.File, len(req.Objects))
 	versions := make([]*v1alpha1.ObjectVersion, len(req.Objects))
+	read := make([][]string, len(req.Objects))
 	var held []*engine
 	var heldMu sync.Mutex
 	defer func() {
@@ -269,65 +309,79 @@ func (s *Server) mount(ctx context.Context, req *Request) (*v1alpha1.MountRespon
 			var content []byte
 			var version string
 			if o.Template != nil {
-				out, _, err := o.Template.Render(gctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
+				out, refs, err := o.Template.Render(gctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
 					v, err := get(ctx, ref)
 					return v.Value, err
 				})
+				for _, r := range refs {
+					read[i] = append(read[i], r.String())
+				}
+				if errors.Is(err, templates.ErrRender) || errors.Is(err, templates.ErrLimit) {
+					return &ParamError{Param: fmt.Sprintf("%s[%d].template", ParamObjects, i), Problem: err.Error()}
+				}
 				if err != nil {
 					return fmt.Errorf("%s[%d] (%s): %w", ParamObjects, i, o.What(), err)
 				}
-				content, version = out, s.mac(out)
+				content, version = out, s.mac(req, o.Path, out)
 			} else {
+				read[i] = []string{o.Ref.String()}
 				v, err := get(gctx, o.Ref)
 				if err != nil {
 					return fmt.Errorf("%s[%d]: %w", ParamObjects, i, err)
 				}
-				content, version = v.Value, s.objectVersion(o.Ref, v.Secret)
+				content, version = v.Value, s.objectVersion(req, o, v.Secret)
 			}
 			files[i] = &v1alpha1.File{Path: o.Path, Mode: int32(o.Mode), Contents: content}
 			versions[i] = &v1alpha1.ObjectVersion{Id: o.Path, Version: version}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	err := g.Wait()
+	var refs []string
+	for _, r := range read {
+		refs = append(refs, r...)
+	}
+	if err != nil {
+		return nil, refs, err
 	}
 	resp := &v1alpha1.MountResponse{Files: files, ObjectVersion: versions}
 	size := proto.Size(resp)
-	if size > DriverRecvLimit {
-		return nil, &sizeError{size: size}
+	if size > s.opts.MaxResponse {
+		return nil, refs, &sizeError{size: size, limit: s.opts.MaxResponse}
 	}
 	if size > SyncLimit {
 		s.log.Warn("the volume's files are above 1 MiB: syncing them to a Kubernetes Secret (secretObjects) will fail",
 			"pod", req.Pod.String(), "bytes", size)
 	}
-	return resp, nil
+	return resp, refs, nil
 }
 
 // sizeError: the response would be above the driver's gRPC limit.
-type sizeError struct{ size int }
+type sizeError struct{ size, limit int }
 
 func (e *sizeError) Error() string {
-	return fmt.Sprintf("the files take %d bytes, above the driver's default gRPC limit of %d: raise the driver's --max-call-recv-msg-size or split the volume",
-		e.size, DriverRecvLimit)
+	return fmt.Sprintf("the files take %d bytes, above the limit of %d (the driver's --max-call-recv-msg-size, 4 MiB by default): raise it and secretfs's --max-response-size together, or split the volume",
+		e.size, e.limit)
 }
 
-// objectVersion is the backend's version of the secret where it has one,
-// with the field; otherwise the HMAC of the content.
-func (s *Server) objectVersion(ref resolver.Reference, sec resolver.Secret) string {
-	if sec.Version == "" {
-		return s.mac(sec.Value)
-	}
-	if ref.Field != "" {
-		return sec.Version + "#" + ref.Field
+// objectVersion is the backend's version of a whole secret where it has
+// one (a field's value may change while the secret's version does not
+// change it, and back); otherwise the HMAC of the content.
+func (s *Server) objectVersion(req *Request, o Object, sec resolver.Secret) string {
+	if sec.Version == "" || o.Ref.Field != "" {
+		return s.mac(req, o.Path, sec.Value)
 	}
 	return sec.Version
 }
 
 // mac is a version of content that says nothing about it: an HMAC under
-// the process's key, so that a short secret cannot be guessed from it.
-func (s *Server) mac(content []byte) string {
+// the process's key of the pod's namespace and service account, the path
+// and the content. The identity in it keeps one tenant from learning the
+// MAC of a guess (with a template of constant text) that would match
+// another tenant's versions.
+func (s *Server) mac(req *Request, path string, content []byte) string {
 	m := hmac.New(sha256.New, s.macKey)
+	m.Write([]byte(lengthPrefixed(req.Pod.Namespace, req.Pod.ServiceAccount, path)))
 	m.Write(content)
 	return "hmac-sha256:" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
 }
@@ -379,6 +433,9 @@ func (s *Server) engine(ctx context.Context, req *Request, provider string) (*en
 	if e := s.use(k, tok); e != nil {
 		return e, nil
 	}
+	if err := s.failed(k); err != nil {
+		return nil, err
+	}
 	// Open once for concurrent mounts of one new identity, under the
 	// server's context and the call budget, not under this mount's.
 	ch := s.opens.DoChan(k, func() (any, error) {
@@ -393,7 +450,9 @@ func (s *Server) engine(ctx context.Context, req *Request, provider string) (*en
 		defer cancel()
 		p, err := b.Open(octx, id)
 		if err != nil {
-			return nil, fmt.Errorf("%s for %s/%s: %w", provider, id.Namespace, id.ServiceAccount, err)
+			err = fmt.Errorf("%s for %s/%s: %w", provider, id.Namespace, id.ServiceAccount, err)
+			s.fail(k, err)
+			return nil, err
 		}
 		r, err := resolver.New(p)
 		if err != nil {
@@ -401,10 +460,10 @@ func (s *Server) engine(ctx context.Context, req *Request, provider string) (*en
 			return nil, err
 		}
 		r.Timeout = s.opts.Cache.Timeout
-		e := &engine{key: k, provider: p, cache: cache.New(r, s.opts.Cache), token: box}
-		if !s.add(e) {
+		e := &engine{key: k, namespace: id.Namespace, provider: p, cache: cache.New(r, s.opts.Cache), token: box}
+		if err := s.add(e); err != nil {
 			e.close()
-			return nil, fmt.Errorf("%s: %w: the provider is stopping", provider, resolver.ErrUnavailable)
+			return nil, fmt.Errorf("%s for %s/%s: %w", provider, id.Namespace, id.ServiceAccount, err)
 		}
 		s.log.Info("identity opened", "provider", provider, "namespace", id.Namespace, "serviceaccount", id.ServiceAccount,
 			"node_credentials", id.NodeCredentials)
@@ -455,25 +514,80 @@ func (s *Server) use(k, tok string) *engine {
 	return e
 }
 
-// add keeps e, closing the least recently used idle engines above the
-// bound. It is false once the server is closed.
-func (s *Server) add(e *engine) bool {
+// failed is the error of opening k, while it is remembered.
+func (s *Server) failed(k string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.failures[k]
+	if !ok || time.Now().After(f.until) {
+		delete(s.failures, k)
+		return nil
+	}
+	return f.err
+}
+
+// fail remembers that k could not be opened, for the negative TTL, unless
+// the backend was only unavailable.
+func (s *Server) fail(k string, err error) {
+	if resolver.KindOf(err) == resolver.KindUnavailable || resolver.KindOf(err) == resolver.KindCanceled {
+		return
+	}
+	ttl := s.opts.Cache.NegativeTTL
+	if ttl <= 0 {
+		ttl = cache.DefaultNegativeTTL
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.failures) > s.opts.MaxIdentities { // a bound, not a policy
+		clear(s.failures)
+	}
+	s.failures[k] = failure{err: err, until: time.Now().Add(ttl)}
+}
+
+// errFull: every identity slot is taken by mounts under way.
+var errFull = errors.New("too many identities in use on this node")
+
+// add keeps e. Above MaxPerNamespace identities in e's namespace, that
+// namespace's least recently used idle one is closed; above
+// MaxIdentities, the least recently used idle one of any. An engine is
+// idle when no mount uses it and it is more than a second old (its opener
+// is about to use it). When the bounds cannot be kept, e is refused.
+func (s *Server) add(e *engine) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return fmt.Errorf("%w: the provider is stopping", resolver.ErrUnavailable)
 	}
-	e.lastUse = time.Now()
-	e.elem = s.lru.PushFront(e)
-	s.engines[e.key] = e
-	for el := s.lru.Back(); el != nil && len(s.engines) > s.opts.MaxIdentities; {
+	now := time.Now()
+	idle := func(old *engine) bool { return old.inUse == 0 && now.Sub(old.lastUse) >= s.young }
+	inNS := 0
+	for _, old := range s.engines {
+		if old.namespace == e.namespace {
+			inNS++
+		}
+	}
+	for el := s.lru.Back(); el != nil && inNS >= s.opts.MaxPerNamespace; {
 		prev := el.Prev()
-		if old := el.Value.(*engine); old != e && old.inUse == 0 {
+		if old := el.Value.(*engine); old.namespace == e.namespace && idle(old) {
+			s.closeLocked(old)
+			inNS--
+		}
+		el = prev
+	}
+	for el := s.lru.Back(); el != nil && len(s.engines) >= s.opts.MaxIdentities; {
+		prev := el.Prev()
+		if old := el.Value.(*engine); idle(old) {
 			s.closeLocked(old)
 		}
 		el = prev
 	}
-	return true
+	if inNS >= s.opts.MaxPerNamespace || len(s.engines) >= s.opts.MaxIdentities {
+		return errFull
+	}
+	e.lastUse = now
+	e.elem = s.lru.PushFront(e)
+	s.engines[e.key] = e
+	return nil
 }
 
 // release ends the use of engines by one mount.
@@ -490,6 +604,7 @@ func (s *Server) release(es []*engine) {
 func (s *Server) closeLocked(e *engine) {
 	delete(s.engines, e.key)
 	s.lru.Remove(e.elem)
+	s.gone = addStats(s.gone, e.cache.Stats())
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -537,20 +652,26 @@ func (s *Server) Identities() int {
 	return len(s.engines)
 }
 
-// Stats sums the engines' counters (for metrics). Counters of closed
-// engines are lost.
+// Stats sums the counters of every engine, open or closed (for metrics).
 func (s *Server) Stats() cache.Stats {
-	var sum cache.Stats
-	for _, e := range s.snapshot() {
-		st := e.cache.Stats()
-		sum.Hits += st.Hits
-		sum.Misses += st.Misses
-		sum.Stale += st.Stale
-		sum.Calls += st.Calls
-		sum.Refreshes += st.Refreshes
-		sum.Throttled += st.Throttled
+	s.mu.Lock()
+	sum := s.gone
+	open := slices.Collect(maps.Values(s.engines))
+	s.mu.Unlock()
+	for _, e := range open {
+		sum = addStats(sum, e.cache.Stats())
 	}
 	return sum
+}
+
+func addStats(a, b cache.Stats) cache.Stats {
+	a.Hits += b.Hits
+	a.Misses += b.Misses
+	a.Stale += b.Stale
+	a.Calls += b.Calls
+	a.Refreshes += b.Refreshes
+	a.Throttled += b.Throttled
+	return a
 }
 
 // Len sums what the engines hold.
@@ -589,7 +710,7 @@ func codeOf(err error) codes.Code {
 		return codes.OK
 	case errors.As(err, &pe):
 		return codes.InvalidArgument
-	case errors.As(err, &se):
+	case errors.As(err, &se), errors.Is(err, errFull):
 		return codes.ResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
@@ -610,15 +731,4 @@ func codeOf(err error) codes.Code {
 	default:
 		return codes.Internal
 	}
-}
-
-// status is err as the gRPC status the driver gets. What is not
-// classified is logged and told as Internal.
-func (s *Server) status(err error) error {
-	c := codeOf(err)
-	if c == codes.Internal {
-		s.log.Error("mount failed with an unexpected error", "error", err)
-		return status.Error(c, "internal error; see the secretfs provider's log")
-	}
-	return status.Error(c, err.Error())
 }

@@ -20,15 +20,16 @@ import (
 // count of calls by identity.
 type store struct {
 	mu      sync.Mutex
-	values  map[string]string   // guarded by mu
-	version map[string]string   // guarded by mu; a backend version, where there is one
-	calls   map[string]int      // guarded by mu; by service account
-	opened  map[string]int      // guarded by mu; provider instances, by service account
-	tokens  map[string][]string // guarded by mu; tokens the instances logged in with
+	values  map[string]string                 // guarded by mu
+	version map[string]string                 // guarded by mu; a backend version, where there is one
+	calls   map[string]int                    // guarded by mu; by service account
+	opened  map[string]int                    // guarded by mu; provider instances, by service account
+	tokens  map[string][]string               // guarded by mu; tokens the instances logged in with
+	tokenOf map[string]func() (string, error) // guarded by mu; the newest instance's token source, by service account
 }
 
 func newStore() *store {
-	return &store{values: map[string]string{}, version: map[string]string{}, calls: map[string]int{}, opened: map[string]int{}, tokens: map[string][]string{}}
+	return &store{values: map[string]string{}, version: map[string]string{}, calls: map[string]int{}, opened: map[string]int{}, tokens: map[string][]string{}, tokenOf: map[string]func() (string, error){}}
 }
 
 func (s *store) set(key, value, version string) {
@@ -69,21 +70,23 @@ func newServer(t *testing.T, s *store, allowNode bool) *Server {
 			if id.Token != nil {
 				tok, _ := id.Token()
 				s.tokens[id.ServiceAccount] = append(s.tokens[id.ServiceAccount], tok)
+				s.tokenOf[id.ServiceAccount] = id.Token
 			}
 			return &fakeProvider{s: s, sa: id.ServiceAccount}, nil
 		}}
-	srv, err := New(Options{Backends: []Backend{b}, AllowNodeCredentials: allowNode, MaxIdentities: 2,
+	srv, err := New(Options{Backends: []Backend{b}, AllowNodeCredentials: allowNode, MaxIdentities: 3, MaxPerNamespace: 2,
 		Cache: cache.Options{TTL: 1 << 40}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.young = 0
 	t.Cleanup(srv.Close)
 	return srv
 }
 
 // mountAs mounts objects for a pod of service account sa.
 func mountAs(srv *Server, sa, objects string, extra map[string]string) (*v1alpha1.MountResponse, error) {
-	m := map[string]string{AttrServiceAccount: sa, ParamObjects: objects, ParamVaultRole: "r",
+	m := map[string]string{AttrServiceAccount: sa, AttrPodNamespace: "ns-" + sa, ParamObjects: objects, ParamVaultRole: "r",
 		AttrTokens: `{"vault":{"token":"token-of-` + sa + `"}}`}
 	for k, v := range extra {
 		m[k] = v
@@ -96,7 +99,7 @@ func TestMountFilesModesAndVersions(t *testing.T) {
 	s.set("a/json", `{"user":"u","pw":"p"}`, "7")
 	s.set("a/plain", "hello", "")
 	srv := newServer(t, s, false)
-	objects := "- ref: fake:a/json#pw\n  path: db/pw\n  mode: '0400'\n- ref: fake:a/plain\n  path: plain\n- template: 'U={{ secret \"fake:a/json#user\" }}'\n  path: t.env\n"
+	objects := "- ref: fake:a/json#pw\n  path: db/pw\n  mode: '0400'\n- ref: fake:a/plain\n  path: plain\n- template: 'U={{ secret \"fake:a/json#user\" }}'\n  path: t.env\n- ref: fake:a/json\n  path: whole.json\n"
 	resp, err := mountAs(srv, "a", objects, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -104,24 +107,32 @@ func TestMountFilesModesAndVersions(t *testing.T) {
 	want := []struct {
 		path, content string
 		mode          int32
-	}{{"db/pw", "p", 0o400}, {"plain", "hello", 0o644}, {"t.env", "U=u", 0o644}}
+	}{{"db/pw", "p", 0o400}, {"plain", "hello", 0o644}, {"t.env", "U=u", 0o644}, {"whole.json", `{"user":"u","pw":"p"}`, 0o644}}
 	for i, w := range want {
 		f := resp.Files[i]
 		if f.Path != w.path || string(f.Contents) != w.content || f.Mode != w.mode {
 			t.Errorf("file %d = %s %q %o, want %s %q %o", i, f.Path, f.Contents, f.Mode, w.path, w.content, w.mode)
 		}
 	}
-	v := map[string]string{}
-	for _, ov := range resp.ObjectVersion {
-		v[ov.Id] = ov.Version
+	versions := func(r *v1alpha1.MountResponse) map[string]string {
+		v := map[string]string{}
+		for _, ov := range r.ObjectVersion {
+			v[ov.Id] = ov.Version
+		}
+		return v
 	}
-	if got, want := v["db/pw"], "7#pw"; got != want {
-		t.Errorf("version of a KV field = %q, want %q (the backend's version and the field)", got, want)
+	v1 := versions(resp)
+	if got, want := v1["whole.json"], "7"; got != want {
+		t.Errorf("version of a whole secret = %q, want the backend's %q", got, want)
 	}
-	if !strings.HasPrefix(v["plain"], "hmac-sha256:") || strings.Contains(v["plain"], "hello") {
-		t.Errorf("version without a backend version = %q, want an HMAC", v["plain"])
+	for _, id := range []string{"db/pw", "plain", "t.env"} {
+		if !strings.HasPrefix(v1[id], "hmac-sha256:") {
+			t.Errorf("version of %s = %q, want an HMAC (a field, no backend version, a template)", id, v1[id])
+		}
 	}
-	// A new value changes that file's version only; the same value keeps it.
+	// A new version of the secret whose pw did not change, and a new plain
+	// value: exactly the files whose content changed get a new version.
+	s.set("a/json", `{"user":"u2","pw":"p"}`, "8")
 	s.set("a/plain", "hello again", "")
 	srv2 := newServer(t, s, false)
 	srv2.macKey = srv.macKey
@@ -129,15 +140,32 @@ func TestMountFilesModesAndVersions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, ov := range again.ObjectVersion {
-		changed := ov.Version != resp.ObjectVersion[i].Version
-		if wantChanged := ov.Id == "plain"; changed != wantChanged {
-			t.Errorf("version of %s changed: %v, want %v", ov.Id, changed, wantChanged)
+	v2 := versions(again)
+	for id, wantChanged := range map[string]bool{"db/pw": false, "plain": true, "t.env": true, "whole.json": true} {
+		if changed := v1[id] != v2[id]; changed != wantChanged {
+			t.Errorf("version of %s changed: %v, want %v", id, changed, wantChanged)
 		}
 	}
-	// Another process's key gives other versions of the same content.
-	if srv2.mac([]byte("x")) == newServer(t, s, false).mac([]byte("x")) {
+	// The MAC is the identity's: the same content in another namespace, or
+	// under another process's key, has another version.
+	r1, r2 := &Request{Pod: Pod{Namespace: "x", ServiceAccount: "s"}}, &Request{Pod: Pod{Namespace: "y", ServiceAccount: "s"}}
+	if srv.mac(r1, "p", []byte("x")) == srv.mac(r2, "p", []byte("x")) {
+		t.Error("two namespaces get the same MAC of one content")
+	}
+	if srv.mac(r1, "p", []byte("x")) == newServer(t, s, false).mac(r1, "p", []byte("x")) {
 		t.Error("two processes share an HMAC key")
+	}
+}
+
+func TestTemplateErrorsNameTheObjectNotTheValue(t *testing.T) {
+	s := newStore()
+	s.set("a/x", "TOPSECRET", "")
+	srv := newServer(t, s, false)
+	for _, tmpl := range []string{`{{ fail (secret \"fake:a/x\") }}`, `{{ repeat 100000000 \"x\" }}`} {
+		_, err := mountAs(srv, "a", "- template: \""+tmpl+"\"\n  path: t\n", nil)
+		if got := status.Code(err); got != codes.InvalidArgument || !strings.Contains(err.Error(), "objects[0].template") || strings.Contains(err.Error(), "TOPSECRET") {
+			t.Errorf("%s: %v, want InvalidArgument naming objects[0].template, without the value", tmpl, err)
+		}
 	}
 }
 
@@ -172,8 +200,16 @@ func TestIdentitiesAreIsolatedAndShared(t *testing.T) {
 		t.Errorf("a second role opened %d providers in all, want 2", got)
 	}
 	s.mu.Unlock()
-	if got := srv.Identities(); got > 2 {
-		t.Errorf("%d identities kept, want at most MaxIdentities (2)", got)
+	if got := srv.Identities(); got != 3 {
+		t.Errorf("%d identities kept, want 3 (a, b, a with another role)", got)
+	}
+	// A fourth identity closes the least recently used idle one (b's).
+	s.set("c/x", "for c", "")
+	if _, err := mountAs(srv, "c", "- ref: fake:c/x\n  path: x\n", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Identities(); got != 3 {
+		t.Errorf("%d identities kept, want MaxIdentities (3)", got)
 	}
 }
 
@@ -221,14 +257,47 @@ func TestTokensAreRenewedNotMultiplied(t *testing.T) {
 	if _, err := mountAs(srv, "a", "- ref: fake:a/x\n  path: x\n", map[string]string{AttrTokens: `{"vault":{"token":"newer"}}`}); err != nil {
 		t.Fatal(err)
 	}
+	s.mu.Lock()
+	opened, tokenOf := s.opened["a"], s.tokenOf["a"]
+	s.mu.Unlock()
+	if opened != 1 {
+		t.Errorf("two mounts of one identity opened %d providers (logins), want 1", opened)
+	}
+	if tok, err := tokenOf(); err != nil || tok != "newer" {
+		t.Errorf("the identity's token source gives %q, %v; want the newest a mount brought", tok, err)
+	}
+}
+
+// One namespace cannot take every identity slot: past its share its own
+// idle identities go, and others' stay; counters never go down.
+func TestIdentitiesAreBoundedPerNamespace(t *testing.T) {
+	s := newStore()
+	srv := newServer(t, s, false) // MaxIdentities 3, MaxPerNamespace 2
+	for _, sa := range []string{"a", "b"} {
+		s.set(sa+"/x", "v", "")
+	}
+	if _, err := mountAs(srv, "a", "- ref: fake:a/x\n  path: x\n", map[string]string{AttrPodNamespace: "quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	before := srv.Stats().Calls
+	for i := range 5 {
+		sa := fmt.Sprintf("b%d", i)
+		s.set(sa+"/x", "v", "")
+		if _, err := mountAs(srv, sa, "- ref: fake:"+sa+"/x\n  path: x\n", map[string]string{AttrPodNamespace: "noisy"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	srv.mu.Lock()
-	var tok string
+	byNS := map[string]int{}
 	for _, e := range srv.engines {
-		tok, _ = e.token.get()
+		byNS[e.namespace]++
 	}
 	srv.mu.Unlock()
-	if tok != "newer" {
-		t.Errorf("the identity's token = %q, want the newest a mount brought", tok)
+	if byNS["quiet"] != 1 || byNS["noisy"] > 2 {
+		t.Errorf("identities by namespace = %v, want quiet's kept and noisy's at most 2", byNS)
+	}
+	if after := srv.Stats().Calls; after < before+5 {
+		t.Errorf("backend calls went from %d to %d after evictions, want a counter that never goes down", before, after)
 	}
 }
 

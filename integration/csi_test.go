@@ -166,23 +166,25 @@ func readTarget(t *testing.T, target, path string) (string, os.FileMode) {
 
 // csiVault makes two Vault roles for pods through the fixture's
 // "kubernetes" auth mount (a jwt method, as a cluster's would validate
-// service-account tokens): csi-a for team-a/app-a and csi-b for
-// team-b/app-b, each reading only its own secret/csi/<x>/ path.
-func csiVault(t *testing.T) *vaultServer {
+// service-account tokens): PREFIX-a for team-a/app-a and PREFIX-b for
+// team-b/app-b, each with a policy of the same name that reads only
+// secret/csi/PREFIX/<x>/.
+func csiVault(t *testing.T, prefix string) *vaultServer {
 	t.Helper()
 	v := vaultShared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c := v.Client().Logical()
 	for _, x := range []string{"a", "b"} {
+		name := prefix + "-" + x
 		steps := []struct {
 			path string
 			data map[string]any
 		}{
-			{"sys/policies/acl/csi-" + x, map[string]any{"policy": `path "secret/data/csi/` + x + `/*" { capabilities = ["read"] }`}},
-			{"auth/kubernetes/role/csi-" + x, map[string]any{"role_type": "jwt", "bound_audiences": []string{"secretfs"}, "user_claim": "sub",
-				"bound_subject": "system:serviceaccount:team-" + x + ":app-" + x, "token_policies": []string{"csi-" + x}, "token_ttl": "1h"}},
-			{"secret/data/csi/" + x + "/db", map[string]any{"data": map[string]any{"password": "pw-of-" + x, "user": "user-" + x}}},
+			{"sys/policies/acl/" + name, map[string]any{"policy": `path "secret/data/csi/` + prefix + "/" + x + `/*" { capabilities = ["read"] }`}},
+			{"auth/kubernetes/role/" + name, map[string]any{"role_type": "jwt", "bound_audiences": []string{"secretfs"}, "user_claim": "sub",
+				"bound_subject": "system:serviceaccount:team-" + x + ":app-" + x, "token_policies": []string{name}, "token_ttl": "1h"}},
+			{"secret/data/csi/" + prefix + "/" + x + "/db", map[string]any{"data": map[string]any{"password": "pw-of-" + x, "user": "user-" + x}}},
 		}
 		for _, s := range steps {
 			if _, err := c.WriteWithContext(ctx, s.path, s.data); err != nil {
@@ -191,6 +193,30 @@ func csiVault(t *testing.T) *vaultServer {
 		}
 	}
 	return v
+}
+
+// tokensWithPolicy counts the live Vault tokens that carry policy.
+func tokensWithPolicy(t *testing.T, v *vaultServer, policy string) int {
+	t.Helper()
+	c := v.Client().Logical()
+	s, err := c.List("auth/token/accessors")
+	if err != nil || s == nil {
+		t.Fatalf("list accessors: %v", err)
+	}
+	n := 0
+	for _, a := range s.Data["keys"].([]any) {
+		info, err := c.Write("auth/token/lookup-accessor", map[string]any{"accessor": a})
+		if err != nil || info == nil {
+			continue // revoked meanwhile
+		}
+		pols, _ := info.Data["policies"].([]any)
+		for _, p := range pols {
+			if p == policy {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // podOf is the pod of team-X/app-X with a service-account token Vault
@@ -221,7 +247,7 @@ const roleA = "arn:aws:iam::123456789012:role/app-a"
 func TestCSIMixedProvidersModesAndRotation(t *testing.T) {
 	t.Parallel()
 	k := awsFixture(t)
-	v := csiVault(t)
+	v := csiVault(t, "mix")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := k.Client().CreateSecret(ctx, &sm.CreateSecretInput{Name: aws.String("csi/mixed/api"), SecretString: aws.String("aws-one")}); err != nil {
@@ -237,16 +263,16 @@ func TestCSIMixedProvidersModesAndRotation(t *testing.T) {
 		"objects": `
 - ref: "aws:csi/mixed/api"
   path: api-key
-- ref: "vault:secret/csi/a/db#password"
+- ref: "vault:secret/csi/mix/a/db#password"
   path: db/password
   mode: "0400"
 - template: |
-    DB_USER={{ secret "vault:secret/csi/a/db#user" | quote }}
+    DB_USER={{ secret "vault:secret/csi/mix/a/db#user" | quote }}
     API={{ secret "aws:csi/mixed/api" | quote }}
   path: app.env
   mode: "0440"
 `,
-		"vaultRole": "csi-a", "vaultAudience": "secretfs", "awsRoleArn": roleA,
+		"vaultRole": "mix-a", "vaultAudience": "secretfs", "awsRoleArn": roleA,
 	}
 	target := t.TempDir()
 	v1, err := p.mount(t, podOf(t, "a", "web-1"), params, target)
@@ -268,11 +294,12 @@ func TestCSIMixedProvidersModesAndRotation(t *testing.T) {
 	if _, err := os.Readlink(filepath.Join(target, "..data")); err != nil {
 		t.Errorf("no ..data link: the files were not written the driver's way: %v", err)
 	}
-	if !strings.HasPrefix(v1["db/password"], "1#") && !strings.Contains(v1["db/password"], "#password") {
-		t.Errorf("the Vault field's version = %q, want the KV version and the field", v1["db/password"])
-	}
-	if !strings.HasPrefix(v1["app.env"], "hmac-sha256:") {
-		t.Errorf("a template's version = %q, want an HMAC", v1["app.env"])
+	// A field and a template have no version of their own: an HMAC of
+	// the content. A whole AWS secret has its VersionId (checked below).
+	for _, id := range []string{"db/password", "app.env"} {
+		if !strings.HasPrefix(v1[id], "hmac-sha256:") {
+			t.Errorf("the version of %s = %q, want an HMAC", id, v1[id])
+		}
 	}
 	for id, ver := range v1 {
 		if strings.Contains(ver, "aws-one") || strings.Contains(ver, "pw-of-a") {
@@ -312,52 +339,44 @@ func TestCSIMixedProvidersModesAndRotation(t *testing.T) {
 func TestCSIPerPodVaultIdentity(t *testing.T) {
 	t.Parallel()
 	k := awsFixture(t)
-	v := csiVault(t)
+	v := csiVault(t, "iso")
 	p := startCSI(t, csiEnv(t, k, v))
 	params := func(x, role string) map[string]string {
-		return map[string]string{"objects": "- ref: vault:secret/csi/" + x + "/db#password\n  path: pw\n",
+		return map[string]string{"objects": "- ref: vault:secret/csi/iso/" + x + "/db#password\n  path: pw\n",
 			"vaultRole": role, "vaultAudience": "secretfs"}
 	}
-	accessors := func() int {
-		s, err := v.Client().Logical().List("auth/token/accessors")
-		if err != nil || s == nil {
-			t.Fatalf("list accessors: %v", err)
-		}
-		return len(s.Data["keys"].([]any))
-	}
-	before := accessors()
 	// A reads its own secret, five pods of it, one login.
 	for i := range 5 {
 		target := t.TempDir()
-		if _, err := p.mount(t, podOf(t, "a", fmt.Sprintf("a-%d", i)), params("a", "csi-a"), target); err != nil {
+		if _, err := p.mount(t, podOf(t, "a", fmt.Sprintf("a-%d", i)), params("a", "iso-a"), target); err != nil {
 			t.Fatalf("pod a-%d: %v", i, err)
 		}
 		if got, _ := readTarget(t, target, "pw"); got != "pw-of-a" {
 			t.Errorf("pod a-%d read %q", i, got)
 		}
 	}
-	if got := accessors() - before; got != 1 {
+	if got := tokensWithPolicy(t, v, "iso-a"); got != 1 {
 		t.Errorf("five mounts of one identity made %d Vault tokens, want 1 (cached and renewed, not re-created)", got)
 	}
 	// B may not read A's secret, though A's value is cached on the node.
-	_, err := p.mount(t, podOf(t, "b", "b-0"), params("a", "csi-b"), t.TempDir())
+	_, err := p.mount(t, podOf(t, "b", "b-0"), params("a", "iso-b"), t.TempDir())
 	if got := status.Code(err); got != codes.PermissionDenied {
 		t.Errorf("pod B reading A's secret: %v, want PermissionDenied", err)
 	}
 	// B may not log in as A's role: Vault checks the token's subject.
-	_, err = p.mount(t, podOf(t, "b", "b-1"), params("a", "csi-a"), t.TempDir())
+	_, err = p.mount(t, podOf(t, "b", "b-1"), params("a", "iso-a"), t.TempDir())
 	if got := status.Code(err); got != codes.PermissionDenied {
-		t.Errorf("pod B logging in as role csi-a: %v, want PermissionDenied", err)
+		t.Errorf("pod B logging in as role iso-a: %v, want PermissionDenied", err)
 	}
 	target := t.TempDir()
-	if _, err := p.mount(t, podOf(t, "b", "b-2"), params("b", "csi-b"), target); err != nil {
+	if _, err := p.mount(t, podOf(t, "b", "b-2"), params("b", "iso-b"), target); err != nil {
 		t.Fatalf("pod B reading its own: %v", err)
 	}
 	if got, _ := readTarget(t, target, "pw"); got != "pw-of-b" {
 		t.Errorf("pod B read %q", got)
 	}
 	// No role and no --allow-node-credentials: the node's access is not lent.
-	_, err = p.mount(t, podOf(t, "a", "a-x"), map[string]string{"objects": "- ref: vault:secret/csi/a/db#password\n  path: pw\n"}, t.TempDir())
+	_, err = p.mount(t, podOf(t, "a", "a-x"), map[string]string{"objects": "- ref: vault:secret/csi/iso/a/db#password\n  path: pw\n"}, t.TempDir())
 	if got := status.Code(err); got != codes.PermissionDenied || !strings.Contains(err.Error(), "vaultRole") {
 		t.Errorf("a class without vaultRole: %v, want PermissionDenied naming vaultRole", err)
 	}
@@ -466,6 +485,7 @@ func TestCSIInvalidParameters(t *testing.T) {
 		{"awsRoleArn", map[string]string{"objects": good, "awsRoleArn": "app"}, "awsRoleArn"},
 		{"awsAudience", map[string]string{"objects": good, "awsAudience": "a b"}, "awsAudience"},
 		{"unknown parameter", map[string]string{"objects": good, "awsRolearn": roleA}, "awsRolearn"},
+		{"a template past the limits", map[string]string{"objects": "- template: '{{ repeat 100000000 \"x\" }}'\n  path: x\n"}, "objects[0].template"},
 		{"no token for the audience", map[string]string{"objects": good, "awsRoleArn": roleA, "awsAudience": "elsewhere"}, "csi.storage.k8s.io/serviceAccount.tokens"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

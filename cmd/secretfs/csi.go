@@ -50,29 +50,32 @@ One line is printed to stdout when the socket is served.
 // budget, config file) and its own.
 type csiFlags struct {
 	*common
-	endpoint, healthAddr       *string
-	allowEnv, allowNode, mlock *bool
-	ttl, negTTL, maxStale      *time.Duration
-	idle, grace                *time.Duration
-	maxEntries, maxIdentities  *int
+	endpoint, healthAddr         *string
+	allowEnv, allowNode, mlock   *bool
+	ttl, negTTL, maxStale        *time.Duration
+	idle, grace                  *time.Duration
+	maxEntries, maxIdentities    *int
+	maxPerNamespace, maxResponse *int
 }
 
 func newCSIFlags() *csiFlags {
 	c := newCommon("csi-provider")
 	f := c.flagSet
 	return &csiFlags{common: c,
-		endpoint:      f.String("endpoint", "", "unix socket to serve the driver on, e.g. /etc/kubernetes/secrets-store-csi-providers/secretfs.sock"),
-		healthAddr:    f.String("health-addr", "", "serve /healthz, /readyz and Prometheus /metrics on HOST:PORT (e.g. :8989)"),
-		allowEnv:      f.Bool("allow-env", false, "offer the env provider to pods: it shows this process's environment (mind --env-allow)"),
-		allowNode:     f.Bool("allow-node-credentials", false, "let classes without vaultRole or awsRoleArn read with the node's own credentials: only for single-tenant clusters"),
-		ttl:           f.Duration("ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again"),
-		negTTL:        f.Duration("negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered"),
-		maxStale:      f.Duration("max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)"),
-		maxEntries:    f.Int("max-entries", csi.DefaultMaxEntries, "most values held in memory for one identity"),
-		maxIdentities: f.Int("max-identities", csi.DefaultMaxIdentities, "most identities (namespace, service account, provider settings) kept; the least recently used idle one goes first"),
-		idle:          f.Duration("identity-idle", csi.DefaultIdleTimeout, "close an identity (its cache and its Vault token) that no mount used for this long"),
-		grace:         f.Duration("shutdown-grace", 10*time.Second, "after SIGTERM, how long mounts under way may finish"),
-		mlock:         f.Bool("mlock", false, "lock the process's memory (mlockall) so that values never reach swap"),
+		endpoint:        f.String("endpoint", "", "unix socket to serve the driver on, e.g. /etc/kubernetes/secrets-store-csi-providers/secretfs.sock"),
+		healthAddr:      f.String("health-addr", "", "serve /healthz, /readyz and Prometheus /metrics on HOST:PORT (e.g. :8989)"),
+		allowEnv:        f.Bool("allow-env", false, "offer the env provider to pods: it shows this process's environment (mind --env-allow)"),
+		allowNode:       f.Bool("allow-node-credentials", false, "let classes without vaultRole or awsRoleArn read with the node's own credentials: only for single-tenant clusters"),
+		ttl:             f.Duration("ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again"),
+		negTTL:          f.Duration("negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered"),
+		maxStale:        f.Duration("max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)"),
+		maxEntries:      f.Int("max-entries", csi.DefaultMaxEntries, "most values held in memory for one identity"),
+		maxIdentities:   f.Int("max-identities", csi.DefaultMaxIdentities, "most identities (namespace, service account, provider settings) kept; the least recently used idle one goes first"),
+		maxPerNamespace: f.Int("max-identities-per-namespace", csi.DefaultMaxPerNamespace, "most identities of one namespace; past it the namespace's own least recently used idle one goes, so no tenant pushes out the others"),
+		maxResponse:     f.Int("max-response-size", csi.DriverRecvLimit, "largest Mount reply in bytes: the driver's --max-call-recv-msg-size (4 MiB by default); raise both together"),
+		idle:            f.Duration("identity-idle", csi.DefaultIdleTimeout, "close an identity (its cache and its Vault token) that no mount used for this long"),
+		grace:           f.Duration("shutdown-grace", 10*time.Second, "after SIGTERM, how long mounts under way may finish"),
+		mlock:           f.Bool("mlock", false, "lock the process's memory (mlockall) so that values never reach swap"),
 	}
 }
 
@@ -90,8 +93,8 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 		return usagef("csi-provider takes no arguments")
 	case *endpoint == "":
 		return usagef("--endpoint is required: the unix socket the driver connects to")
-	case *ttl <= 0 || *negTTL <= 0 || *maxStale < 0 || *maxEntries <= 0 || *maxIdentities <= 0 || *idle <= 0 || *grace < 0:
-		return usagef("--ttl, --negative-ttl, --max-entries, --max-identities and --identity-idle must be positive, --max-stale and --shutdown-grace not negative")
+	case *ttl <= 0 || *negTTL <= 0 || *maxStale < 0 || *maxEntries <= 0 || *maxIdentities <= 0 || *cf.maxPerNamespace <= 0 || *cf.maxResponse <= 0 || *idle <= 0 || *grace < 0:
+		return usagef("--ttl, --negative-ttl, --max-entries, --max-identities, --max-identities-per-namespace, --max-response-size and --identity-idle must be positive, --max-stale and --shutdown-grace not negative")
 	case c.timeout <= 0:
 		return usagef("--timeout must be positive")
 	case len(c.execs) > 0:
@@ -115,7 +118,7 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 
 	met := metrics.New(version())
 	srv, err := csi.New(csi.Options{Backends: bs, AllowNodeCredentials: *allowNode, MaxIdentities: *maxIdentities,
-		IdleTimeout: *idle, Version: version(), Logger: log,
+		MaxPerNamespace: *cf.maxPerNamespace, MaxResponse: *cf.maxResponse, IdleTimeout: *idle, Version: version(), Logger: log,
 		Cache: cache.Options{TTL: *ttl, NegativeTTL: *negTTL, MaxStale: *maxStale, MaxEntries: *maxEntries, Timeout: c.timeout, Observer: met}})
 	if err != nil {
 		return err
@@ -125,7 +128,8 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--endpoint: %w", err)
 	}
-	defer os.Remove(*endpoint)
+	// The listener removes the socket when it closes (gs.Stop): a
+	// successor that took the name already is left alone.
 	gs := grpc.NewServer()
 	v1alpha1.RegisterCSIDriverProviderServer(gs, srv)
 	served := make(chan error, 1)
