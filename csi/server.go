@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -419,7 +420,33 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 		return Identity{}, b, "", &ParamError{Param: AttrTokens, Problem: fmt.Sprintf(
 			"no token for audience %q: the CSIDriver object's tokenRequests must list it (see %s)", aud, b.Audience)}
 	}
+	if sub, ok := tokenSubject(tok); ok && sub != "system:serviceaccount:"+req.Pod.Namespace+":"+req.Pod.ServiceAccount {
+		return Identity{}, b, "", fmt.Errorf("%s: the token of audience %q is not of the pod's service account %s/%s: %w",
+			provider, aud, req.Pod.Namespace, req.Pod.ServiceAccount, resolver.ErrPermission)
+	}
 	return id, b, tok, nil
+}
+
+// tokenSubject is the sub claim of a JWT, read without checking the
+// signature (the backend checks it): the identity is keyed by the pod's
+// namespace and service account, so a token of another one must not log in
+// under that key.
+func tokenSubject(tok string) (string, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return "", false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", false
+	}
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Sub == "" {
+		return "", false
+	}
+	return claims.Sub, true
 }
 
 // engine returns (opening it if need be) the engine of the identity that

@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"sync"
@@ -82,6 +83,12 @@ func newServer(t *testing.T, s *store, allowNode bool) *Server {
 	srv.young = 0
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// jwtOf is an unsigned JWT with subject sub.
+func jwtOf(sub string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"none"}`)) + "." + enc([]byte(`{"sub":"`+sub+`"}`)) + ".sig"
 }
 
 // mountAs mounts objects for a pod of service account sa.
@@ -227,6 +234,8 @@ func TestIdentityNeedsARoleAndAToken(t *testing.T) {
 		{"no role, node credentials on", true, map[string]string{ParamVaultRole: ""}, codes.OK, ""},
 		{"no token for the audience", false, map[string]string{AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, AttrTokens},
 		{"no tokens at all", false, map[string]string{AttrTokens: ""}, codes.InvalidArgument, "tokenRequests"},
+		{"another service account's token", false, map[string]string{AttrTokens: `{"vault":{"token":"` + jwtOf("system:serviceaccount:ns-b:b") + `"}}`}, codes.PermissionDenied, "not of the pod's service account"},
+		{"the pod's own token", false, map[string]string{AttrTokens: `{"vault":{"token":"` + jwtOf("system:serviceaccount:ns-a:a") + `"}}`}, codes.OK, ""},
 		{"provider not offered", false, map[string]string{ParamObjects: "- ref: env:HOME\n  path: x\n"}, codes.InvalidArgument, `"env" is not offered`},
 		{"missing secret", false, map[string]string{ParamObjects: "- ref: fake:a/none\n  path: x\n"}, codes.NotFound, "fake:a/none"},
 	} {
