@@ -1,13 +1,11 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -56,44 +54,14 @@ func startCSI(t *testing.T, env []string, args ...string) *csiProvider {
 
 func launchCSI(t *testing.T, sock string, env []string, args ...string) *csiProvider {
 	t.Helper()
-	d := &daemon{t: t, exited: make(chan struct{})}
-	full := append([]string{"csi-provider", "--log-level", "debug", "--endpoint", sock, "--health-addr", "127.0.0.1:0"}, args...)
-	d.cmd = exec.Command(secretfsBin, full...)
-	d.cmd.Env = append(os.Environ(), env...)
-	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
-	stdout, err := d.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	d := &daemon{t: t}
+	line := d.start(append([]string{"csi-provider", "--log-level", "debug", "--endpoint", sock, "--health-addr", "127.0.0.1:0"}, args...), env)
+	m := csiReady.FindStringSubmatch(line)
+	if m == nil || m[1] != sock {
+		d.kill()
+		t.Fatalf("unexpected ready line %q", line)
 	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			select {
-			case ready <- sc.Text():
-			default:
-			}
-		}
-	}()
-	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
-	p := &csiProvider{daemon: d, Socket: sock}
-	select {
-	case line := <-ready:
-		m := csiReady.FindStringSubmatch(line)
-		if m == nil || m[1] != sock {
-			d.cmd.Process.Kill()
-			t.Fatalf("unexpected ready line %q", line)
-		}
-		p.Health = m[2]
-	case <-d.exited:
-		t.Fatalf("csi-provider exited before it was ready: %v\n%s", d.err, d.Stderr())
-	case <-time.After(20 * time.Second):
-		d.cmd.Process.Kill()
-		t.Fatalf("csi-provider not ready after 20s\n%s", d.Stderr())
-	}
+	p := &csiProvider{daemon: d, Socket: sock, Health: m[2]}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -178,9 +178,27 @@ func mountAt(t testing.TB, dir string, env []string, args ...string) *daemon {
 
 func startDaemon(t testing.TB, dir string, env []string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, Dir: dir, exited: make(chan struct{})}
+	d := &daemon{t: t, Dir: dir}
 	full := append([]string{"mount", "--log-level", "debug"}, args...)
-	d.cmd = exec.Command(secretfsBin, append(full, dir)...)
+	line := d.start(append(full, dir), env)
+	if !strings.Contains(line, "mounted "+dir) {
+		d.kill()
+		t.Fatalf("unexpected ready line %q", line)
+	}
+	if !isMounted(dir) {
+		t.Fatalf("ready line printed but %s is not in /proc/mounts", dir)
+	}
+	return d
+}
+
+// start runs secretfs with args and the extra environment env, and returns
+// the first line it prints to stdout (its ready line), failing t if it
+// exits first or prints nothing within 20s.
+func (d *daemon) start(args, env []string) string {
+	t := d.t
+	t.Helper()
+	d.exited = make(chan struct{})
+	d.cmd = exec.Command(secretfsBin, args...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()
@@ -203,19 +221,14 @@ func startDaemon(t testing.TB, dir string, env []string, args ...string) *daemon
 	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
 	select {
 	case line := <-ready:
-		if !strings.Contains(line, "mounted "+dir) {
-			t.Fatalf("unexpected ready line %q", line)
-		}
+		return line
 	case <-d.exited:
-		t.Fatalf("secretfs exited before it was ready: %v\n%s", d.err, d.Stderr())
+		t.Fatalf("secretfs %s exited before it was ready: %v\n%s", args[0], d.err, d.Stderr())
 	case <-time.After(20 * time.Second):
-		d.cmd.Process.Kill()
-		t.Fatalf("secretfs not ready after 20s\n%s", d.Stderr())
+		d.kill()
+		t.Fatalf("secretfs %s not ready after 20s\n%s", args[0], d.Stderr())
 	}
-	if !isMounted(dir) {
-		t.Fatalf("ready line printed but %s is not in /proc/mounts", dir)
-	}
-	return d
+	return ""
 }
 
 // terminate sends SIGTERM and waits up to 15s for the daemon to exit. It
