@@ -343,6 +343,11 @@ func TestCSIPerPodVaultIdentity(t *testing.T) {
 	if got, _ := readTarget(t, target, "pw"); got != "pw-of-b" {
 		t.Errorf("pod B read %q", got)
 	}
+	// Nor may A read B's, now cached for B.
+	_, err = p.mount(t, podOf(t, "a", "a-5"), params("b", "iso-a"), t.TempDir())
+	if got := status.Code(err); got != codes.PermissionDenied {
+		t.Errorf("pod A reading B's secret: %v, want PermissionDenied", err)
+	}
 	// No role and no --allow-node-credentials: the node's access is not lent.
 	_, err = p.mount(t, podOf(t, "a", "a-x"), map[string]string{"objects": "- ref: vault:secret/csi/iso/a/db#password\n  path: pw\n"}, t.TempDir())
 	if got := status.Code(err); got != codes.PermissionDenied || !strings.Contains(err.Error(), "vaultRole") {
@@ -479,7 +484,12 @@ func TestCSIProviderSocketHealthAndEnv(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
-	p := launchCSI(t, sock, []string{"SFS_CSI_ENV=from-the-node"}, "--allow-env", "--env-allow", "SFS_CSI_*")
+	// The config file and SECRETFS_* apply as they do to mount.
+	conf := filepath.Join(dir, "secretfs.yaml")
+	os.WriteFile(conf, []byte("ttl: 42s\nenv-allow: [SFS_CSI_*]\n"), 0o600)
+	p := launchCSI(t, sock, []string{"SFS_CSI_ENV=from-the-node", "SFS_OTHER=x", "SECRETFS_MAX_STALE=7m"}, "--allow-env", "--config", conf)
+	p.waitLog(t, "ttl=42s", "the config file's ttl")
+	p.waitLog(t, "max_stale=7m0s", "SECRETFS_MAX_STALE")
 	// ...a live one is not.
 	_, stderr, code := secretfs(t, nil, "csi-provider", "--endpoint", sock)
 	if code == 0 || !strings.Contains(stderr, "served by another process") {
@@ -496,6 +506,10 @@ func TestCSIProviderSocketHealthAndEnv(t *testing.T) {
 	}
 	if got, _ := readTarget(t, target, "e"); got != "from-the-node" {
 		t.Errorf("env = %q", got)
+	}
+	_, err = p.mount(t, pod{Namespace: "n", Name: "p", ServiceAccount: "s"}, map[string]string{"objects": "- ref: env:SFS_OTHER\n  path: e\n"}, t.TempDir())
+	if got := status.Code(err); got != codes.NotFound {
+		t.Errorf("a variable outside the file's env-allow: %v, want NotFound", err)
 	}
 	if st, _ := os.Stat(sock); st == nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("socket mode = %v, want 0600", st)
