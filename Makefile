@@ -123,13 +123,14 @@ release: check-providers
 		out=$(DIST)/secretfs-$(VERSION)-linux-$$arch; \
 		echo "building $$out"; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -tags '$(TAGS)' -ldflags '-s -w $(LDFLAGS)' -o $$out ./cmd/secretfs; \
-		$(GO) run ./internal/inventory sbom $$out > $$out.spdx.json; \
+		SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) $(GO) run ./internal/inventory sbom -version $(VERSION) $$out > $$out.spdx.json; \
 	done
 	cd $(DIST) && sha256sum secretfs-* > SHA256SUMS
 	@cat $(DIST)/SHA256SUMS
 
 # make release, then check what it made: the sums, static binaries of the
-# right architectures, the version stamped.
+# right architectures, the version stamped, each SBOM naming its binary's
+# SHA-256 and version.
 release-check: release
 	cd $(DIST) && sha256sum --check --strict SHA256SUMS
 	@set -e; for arch in amd64 arm64; do \
@@ -138,6 +139,9 @@ release-check: release
 		$(GO) version -m $$bin | grep -q "CGO_ENABLED=0" || { echo "$$bin: not static"; exit 1; }; \
 		$(GO) version -m $$bin | grep -q -- "-trimpath=true" || { echo "$$bin: not -trimpath"; exit 1; }; \
 		grep -q '"spdxVersion": "SPDX-2.3"' $$bin.spdx.json || { echo "$$bin: no SBOM"; exit 1; }; \
+		sum=$$(sha256sum $$bin | cut -d' ' -f1); \
+		grep -q "\"checksumValue\": \"$$sum\"" $$bin.spdx.json || { echo "$$bin: its SBOM describes another binary"; exit 1; }; \
+		grep -q '"versionInfo": "$(VERSION)"' $$bin.spdx.json || { echo "$$bin: the SBOM lacks the version $(VERSION)"; exit 1; }; \
 	done
 	$(DIST)/secretfs-$(VERSION)-linux-amd64 version
 

@@ -152,3 +152,40 @@ func TestManPage(t *testing.T) {
 		t.Errorf("man -l: %v\n%s", err, out)
 	}
 }
+
+// The zsh completion runs the bash function through bashcompinit, sourced
+// (compdef through complete -F) or from $fpath as _secretfs.
+func TestZshCompletion(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("zsh"); err != nil {
+		t.Skip("zsh is not installed here (Debian package zsh)")
+	}
+	script, _, code := secretfs(t, nil, "completion", "zsh")
+	if code != 0 || !strings.HasPrefix(script, "#compdef secretfs\n") {
+		t.Fatalf("completion zsh: exit %d", code)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "_secretfs"), []byte(script), 0o644)
+	zsh := func(prog string) string {
+		t.Helper()
+		cmd := exec.Command("zsh", "-fc", prog)
+		cmd.Env = append(os.Environ(), "HOME="+dir, "FPATH_DIR="+dir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("zsh: %v\n%s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// Sourced: registered, and the function completes flags (zsh itself
+	// then keeps those that match what was typed).
+	got := zsh(`autoload -U compinit && compinit -u -D; source $FPATH_DIR/_secretfs; print -r -- ${_comps[secretfs]};
+		setopt ksharrays; COMP_WORDS=(secretfs mount --pro); COMP_CWORD=2; __secretfs_bash; print -rl -- "${COMPREPLY[@]}"`)
+	lines := strings.Split(got, "\n")
+	if lines[0] != "_bash_complete -F __secretfs_bash" || !strings.Contains(got, "\n--providers\n") {
+		t.Errorf("sourced: %q", got)
+	}
+	// From $fpath: compinit finds it by its #compdef line.
+	if got := zsh(`fpath=($FPATH_DIR $fpath); autoload -U compinit && compinit -u -D; print -r -- ${_comps[secretfs]}`); got != "_secretfs" {
+		t.Errorf("from $fpath: _comps[secretfs] = %q, want _secretfs", got)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/template"
 
@@ -37,29 +38,42 @@ type Template struct {
 	GID    *uint32
 	Mode   *uint32
 	tmpl   *template.Template
+	refs   []resolver.Reference
 }
 
 // Getter reads a secret's value (the engine's Get).
 type Getter func(ctx context.Context, ref resolver.Reference) ([]byte, error)
 
-// Parse parses text. A syntax error names FILE:LINE (or NAME:LINE).
+// Parse parses text. A syntax error names FILE:LINE (or NAME:LINE); so does
+// a secret call whose argument is not one quoted reference, and a template
+// that calls itself.
 func Parse(name, source, text string) (*Template, error) {
 	label := name
 	if source != "" {
 		label = source
 	}
-	funcs := functions()
-	funcs["secret"] = func(string) (string, error) { return "", nil } // bound per render
-	funcs[tickName] = func() (string, error) { return "", nil }       // bound per render
-	tmpl, err := template.New(label).Option("missingkey=error").Funcs(funcs).Parse(text)
+	fm := funcs(base, nil)
+	fm["secret"] = func(string) (string, error) { return "", nil } // bound per render
+	tmpl, err := template.New(label).Option("missingkey=error").Funcs(fm).Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
-	if err := instrument(tmpl); err != nil {
+	t := &Template{Name: name, Source: source, tmpl: tmpl}
+	lits, err := check(tmpl, func(s string) error { _, err := resolver.Parse(s); return err })
+	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
-	return &Template{Name: name, Source: source, tmpl: tmpl}, nil
+	for _, l := range lits {
+		ref, _ := resolver.Parse(l)
+		if !slices.Contains(t.refs, ref) {
+			t.refs = append(t.refs, ref)
+		}
+	}
+	return t, nil
 }
+
+// Refs are the references the template may read, known from its text.
+func (t *Template) Refs() []resolver.Reference { return slices.Clone(t.refs) }
 
 // ParseFile parses the template in path.
 func ParseFile(name, path string) (*Template, error) {
@@ -71,27 +85,43 @@ func ParseFile(name, path string) (*Template, error) {
 }
 
 // Render renders t, reading secrets with get, within the limits of
-// MaxSize, MaxItems and MaxSteps, until ctx ends. It returns what it read.
-// An error names the reference, never a value: a function's own message,
-// which may quote its argument, is left out.
+// limits.go, until ctx ends. It returns what it read. An error names the
+// reference, never a value: where a render fails for another reason, the
+// error says where and leaves out why (a function's message, or the
+// engine's, may quote a value).
 func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.Reference, error) {
+	select {
+	case renders <- struct{}{}:
+		defer func() { <-renders }()
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("template %s: waiting for a render slot: %w", t.Name, ctx.Err())
+	}
 	var refs []resolver.Reference
 	tmpl, err := t.tmpl.Clone()
 	if err != nil {
 		return nil, nil, err
 	}
-	tmpl.Funcs(template.FuncMap{tickName: stepper(ctx), "secret": func(s string) (string, error) {
-		ref, err := resolver.Parse(s)
+	b := &budget{ctx: ctx}
+	fm := funcs(base, b)
+	fm["secret"] = func(s string) (string, error) {
+		ref, err := resolver.Parse(s) // a literal, checked at parse time
 		if err != nil {
 			return "", err
 		}
 		refs = append(refs, ref)
 		v, err := get(ctx, ref)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", ref, err)
+			return "", &secretError{ref: ref, err: err}
+		}
+		if len(v) > MaxSize {
+			return "", limitErr("%s: a value of more than %d bytes", ref, MaxSize)
+		}
+		if err := b.spend(int64(len(v))); err != nil {
+			return "", err
 		}
 		return string(v), nil
-	}})
+	}
+	tmpl.Funcs(fm)
 	var out limitedBuffer
 	if err := tmpl.Execute(&out, nil); err != nil {
 		return nil, refs, fmt.Errorf("template %s: %w", t.Name, withheld(err))
@@ -99,26 +129,55 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	return out.b, refs, nil
 }
 
+// secretError is a reference that could not be read: it names the
+// reference (a literal of the template) and keeps the engine's error.
+type secretError struct {
+	ref resolver.Reference
+	err error
+}
+
+func (e *secretError) Error() string { return e.ref.String() + ": " + e.err.Error() }
+func (e *secretError) Unwrap() error { return e.err }
+
 // ErrRender is a render that failed in a function or in the template
 // itself (not in reading a secret).
 var ErrRender = errors.New("render failed")
 
-// withheld keeps err when it is the engine's (a reference that could not
-// be read, a limit, the context), whose messages name no value; otherwise
-// it keeps where the template failed, and not a function's message.
+// withheld keeps where a render failed and what kind of failure it was,
+// and leaves out any text that could quote a value: a reference that
+// could not be read (the template's own literal) and the engine's error,
+// a limit, or the context; otherwise, the place in the template.
 func withheld(err error) error {
-	if resolver.KindOf(err) != resolver.KindUnknown || errors.Is(err, ErrLimit) {
+	var se *secretError
+	if errors.As(err, &se) || errors.Is(err, ErrLimit) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		var ee template.ExecError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("%s: %w", where(ee.Error()), errors.Unwrap(ee.Err))
+		}
 		return err
 	}
-	msg := err.Error()
-	if i := strings.Index(msg, ": error calling "); i >= 0 {
-		fn, _, _ := strings.Cut(msg[i+len(": error calling "):], ":")
-		return fmt.Errorf("%w: %s: %s failed (its message is left out: it may quote a value)", ErrRender, msg[:i], fn)
-	}
-	return fmt.Errorf("%w: %s", ErrRender, msg)
+	return fmt.Errorf("%w: %s: the reason is left out (it may quote a value)", ErrRender, where(err.Error()))
 }
 
-func functions() template.FuncMap {
+// where is the place an execution error names ("template: NAME:LINE:COL:
+// executing "NAME" at <SOURCE>"), without what follows.
+func where(msg string) string {
+	if i := strings.Index(msg, " at <"); i >= 0 {
+		if j := strings.Index(msg[i:], ">: "); j >= 0 {
+			return msg[:i+j+1]
+		}
+	}
+	if i := strings.Index(msg, ": "); i >= 0 {
+		return msg[:i]
+	}
+	return msg
+}
+
+// base is the function map before limits: sprig's hermetic functions
+// (without env, expandenv, getHostByName) and secretfs's own.
+var base = baseFunctions()
+
+func baseFunctions() template.FuncMap {
 	f := sprig.HermeticTxtFuncMap()
 	f["quote"] = Quote
 	f["squote"] = SingleQuote
@@ -130,7 +189,7 @@ func functions() template.FuncMap {
 		b, err := yaml.Marshal(v)
 		return strings.TrimSuffix(string(b), "\n"), err
 	}
-	return guarded(f)
+	return f
 }
 
 // Quote puts v in double quotes so that a POSIX shell (and a dotenv

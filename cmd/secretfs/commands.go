@@ -74,10 +74,15 @@ func runCompletion(args []string, stdout, _ io.Writer) error {
 	}
 	switch args[0] {
 	case "bash":
-		fmt.Fprint(stdout, bashCompletion())
+		fmt.Fprint(stdout, bashCompletion("_secretfs"))
 	case "zsh":
+		// zsh runs the bash function through bashcompinit. Sourced, the
+		// complete line registers it with compdef; installed in $fpath as
+		// _secretfs, the file is the completion function, and its last
+		// line hands over to the bash one.
 		fmt.Fprint(stdout, "#compdef secretfs\n# zsh completion for secretfs: put it in a directory of $fpath as _secretfs,\n# or source it after compinit.\nautoload -U +X bashcompinit && bashcompinit\n",
-			bashCompletion(), "compdef _secretfs secretfs\n")
+			bashCompletion("__secretfs_bash"),
+			"[[ ${zsh_eval_context[-1]} == loadautofunc ]] && _bash_complete -F __secretfs_bash \"$@\"\n")
 	default:
 		return usagef("completion: unknown shell %q (want bash or zsh)", args[0])
 	}
@@ -88,7 +93,7 @@ func runCompletion(args []string, stdout, _ io.Writer) error {
 // commands, each command's flags, the providers of this binary (for
 // --providers and references) and, for status and refresh, the mountpoints
 // of running secretfs mounts.
-func bashCompletion() string {
+func bashCompletion(fn string) string {
 	var cmds, cases strings.Builder
 	for _, c := range commands() {
 		if c.hidden {
@@ -109,25 +114,31 @@ _secretfs_mountpoints() {
 	awk '$3 == "fuse.secretfs" { gsub(/\\040/, " ", $2); print $2 }' /proc/mounts 2>/dev/null
 }
 
-_secretfs() {
+%[1]s() {
 	local cur prev cmd flags args IFS=$' \t\n'
 	cur="${COMP_WORDS[COMP_CWORD]}"
 	prev="${COMP_WORDS[COMP_CWORD-1]}"
+	# --flag=value: bash splits the words at "=".
+	if [[ "$prev" == "=" && $COMP_CWORD -ge 2 ]]; then
+		prev="${COMP_WORDS[COMP_CWORD-2]}"
+	elif [[ "$cur" == "=" ]]; then
+		prev="${COMP_WORDS[COMP_CWORD-1]}"; cur=""
+	fi
 	COMPREPLY=()
 	if [[ $COMP_CWORD -eq 1 ]]; then
-		COMPREPLY=($(compgen -W %q -- "$cur"))
+		COMPREPLY=($(compgen -W %[2]q -- "$cur"))
 		return 0
 	fi
 	cmd="${COMP_WORDS[1]}"
 	case "$cmd" in
-%s		*) return 0 ;;
+%[3]s		*) return 0 ;;
 	esac
 	case "$prev" in
 		--providers)
 			local done="${cur%%,*}" last="${cur##*,}"
 			[[ "$cur" == *,* ]] || done=""
 			[[ -n "$done" ]] && done="$done,"
-			COMPREPLY=($(compgen -P "$done" -W %q -- "$last"))
+			COMPREPLY=($(compgen -P "$done" -W %[4]q -- "$last"))
 			return 0 ;;
 		--config|--log-file|--audit-log|--template|--exe)
 			COMPREPLY=($(compgen -f -- "$cur"))
@@ -142,7 +153,7 @@ _secretfs() {
 	case "$args" in
 		dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
 		file) COMPREPLY=($(compgen -f -- "$cur")) ;;
-		ref) COMPREPLY=($(compgen -W %q -- "$cur")); compopt -o nospace 2>/dev/null ;;
+		ref) COMPREPLY=($(compgen -W %[5]q -- "$cur")); compopt -o nospace 2>/dev/null ;;
 		mountpoint)
 			local m
 			while IFS= read -r m; do
@@ -153,8 +164,8 @@ _secretfs() {
 	esac
 	return 0
 }
-complete -F _secretfs secretfs
-`, strings.TrimSpace(cmds.String()), cases.String(), strings.Join(compiledNames(), " "), refPrefixes())
+complete -F %[1]s secretfs
+`, fn, strings.TrimSpace(cmds.String()), cases.String(), strings.Join(compiledNames(), " "), refPrefixes())
 }
 
 // refPrefixes are "PROVIDER:" for each provider of this binary.

@@ -201,6 +201,14 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 func (c *common) podBackends(log *slog.Logger, allowEnv bool) ([]csi.Backend, error) {
 	var out []csi.Backend
 	narrow := c.flagSet.Changed("providers")
+	for _, name := range c.providers {
+		if _, ok := c.openers[name]; narrow && !ok {
+			if slices.Contains(builtinProviders, name) {
+				return nil, usagef("provider %q is not compiled into this binary, which has %s", name, strings.Join(compiledNames(), ", "))
+			}
+			return nil, usagef("--providers: unknown provider %q (have %s)", name, strings.Join(compiledNames(), ", "))
+		}
+	}
 	for _, b := range compiled() {
 		o := c.openers[b.name]
 		if o.pod == nil || (narrow && !slices.Contains(c.providers, b.name)) || (b.podOptIn && !allowEnv) {

@@ -65,6 +65,22 @@ func compiled() []backend {
 	return out
 }
 
+// flagPrefixes tell which provider a flag (or config key) belongs to.
+var flagPrefixes = map[string]string{"aws-": "aws", "vault-": "vault", "env-allow": "env"}
+
+// missingProviderHint explains an unknown flag or key that belongs to a
+// provider this binary lacks.
+func missingProviderHint(err error) string {
+	msg := err.Error()
+	for prefix, p := range flagPrefixes {
+		if (strings.Contains(msg, "--"+prefix) || strings.Contains(msg, `"`+prefix) || strings.Contains(msg, `\"`+prefix)) &&
+			!slices.Contains(compiledNames(), p) {
+			return fmt.Sprintf(" (a flag of provider %q, which is not compiled into this binary, which has %s)", p, strings.Join(compiledNames(), ", "))
+		}
+	}
+	return ""
+}
+
 // compiledNames names the providers of this binary, in order.
 func compiledNames() []string {
 	var names []string
@@ -132,11 +148,11 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 		return err
 	}
 	if err != nil {
-		return usagef("%v", err)
+		return usagef("%v%s", err, missingProviderHint(err))
 	}
 	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules", "exec-providers", "templates"})
 	if err != nil {
-		return usagef("%v", err)
+		return usagef("%v%s", err, missingProviderHint(err))
 	}
 	if c.execs, err = c.execDefs(sections["exec-providers"]); err != nil {
 		return err

@@ -237,6 +237,15 @@ func TestHelperFlags(t *testing.T) {
 // what the binary has, for mount, get and ls alike; and version lists them.
 func TestProvidersOfThisBuild(t *testing.T) {
 	has := compiledNames()
+	for flag, p := range map[string]string{"--aws-region=x": "aws", "--vault-addr=x": "vault", "--env-allow=x": "env"} {
+		if slices.Contains(has, p) {
+			continue
+		}
+		_, _, err := runCapture(t, "get", flag, "x:y")
+		if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "not compiled into this binary") {
+			t.Errorf("%s without %s: %v, want a usage error saying the provider is not compiled in", flag, p, err)
+		}
+	}
 	out, _, err := runCapture(t, "version")
 	if err != nil || !strings.Contains(out, "\nproviders: "+strings.Join(has, ", ")+"\n") {
 		t.Errorf("version = %q, %v; want a line providers: %s", out, err, strings.Join(has, ", "))
@@ -245,7 +254,8 @@ func TestProvidersOfThisBuild(t *testing.T) {
 		if slices.Contains(has, name) {
 			continue
 		}
-		for _, args := range [][]string{{"mount", "--providers", name, t.TempDir()}, {"get", name + ":x"}, {"ls", name + ":"}} {
+		for _, args := range [][]string{{"mount", "--providers", name, t.TempDir()}, {"get", name + ":x"}, {"ls", name + ":"},
+			{"csi-provider", "--endpoint", t.TempDir() + "/s.sock", "--providers", name}} {
 			t.Run(strings.Join(args, " "), func(t *testing.T) {
 				_, _, err := runCapture(t, args...)
 				want := "not compiled into this binary, which has " + strings.Join(has, ", ")

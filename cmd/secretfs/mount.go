@@ -103,6 +103,9 @@ func parseMountFlags(args []string, stdout io.Writer) (*mountFlags, error) {
 	if m.templates, err = loadTemplates(m.templateFlags, m.templateSection); err != nil {
 		return nil, err
 	}
+	if err := m.templateProviders(m.templates); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 

@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -88,8 +87,6 @@ Renders the template FILE once, without mounting, and prints it. Every
 provider a "secret" call names is enabled, with its flags.
 `
 
-var secretCall = regexp.MustCompile(`secret\s+"([a-z0-9_-]+):`)
-
 func runRender(args []string, stdout, stderr io.Writer) error {
 	c := newCommon("render")
 	if err := c.parse(args, stdout, renderUsage); err != nil {
@@ -102,14 +99,9 @@ func runRender(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	data, err := os.ReadFile(c.flagSet.Arg(0))
-	if err != nil {
-		return err
-	}
-	text := string(data)
-	for _, m := range secretCall.FindAllStringSubmatch(text, -1) {
-		if _, builtin := c.openers[m[1]]; builtin {
-			c.enable(m[1])
+	for _, ref := range t.Refs() {
+		if !slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == ref.Provider }) {
+			c.enable(ref.Provider)
 		}
 	}
 	return c.withResolver(stderr, func(ctx context.Context, r *resolver.Resolver) error {
@@ -123,6 +115,21 @@ func runRender(args []string, stdout, stderr io.Writer) error {
 		_, err = stdout.Write(out)
 		return err
 	})
+}
+
+// templateProviders refuses a template that reads a provider this binary
+// does not have, at start rather than at the first read.
+func (c *common) templateProviders(ts []*templates.Template) error {
+	for _, t := range ts {
+		for _, ref := range t.Refs() {
+			_, ok := c.openers[ref.Provider]
+			if !ok && slices.Contains(builtinProviders, ref.Provider) && !slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == ref.Provider }) {
+				return usagef("template %s reads %s, but provider %q is not compiled into this binary, which has %s",
+					t.Name, ref, ref.Provider, strings.Join(compiledNames(), ", "))
+			}
+		}
+	}
+	return nil
 }
 
 // reserved refuses a provider that would take the templates directory.

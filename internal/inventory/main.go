@@ -3,7 +3,11 @@
 // inventory of its modules, and an SPDX 2.3 SBOM.
 //
 //	go run ./internal/inventory licenses BINARY   module, version, licence (TSV)
-//	go run ./internal/inventory sbom BINARY       SPDX 2.3 JSON
+//	go run ./internal/inventory sbom [-version V] BINARY   SPDX 2.3 JSON
+//
+// The SBOM's creation time is SOURCE_DATE_EPOCH when it is set (make
+// release sets it to the commit's time), so that a rebuild writes the same
+// file.
 //
 // A module's licence is read from the LICENSE/COPYING files of its copy in
 // the module cache (go mod download) and identified with
@@ -39,8 +43,12 @@ func main() {
 }
 
 func run(args []string, out io.Writer) error {
+	version := ""
+	if len(args) == 4 && args[1] == "-version" {
+		version, args = args[2], []string{args[0], args[3]}
+	}
 	if len(args) != 2 || (args[0] != "licenses" && args[0] != "sbom") {
-		return errors.New("usage: inventory licenses|sbom BINARY")
+		return errors.New("usage: inventory licenses|sbom [-version V] BINARY")
 	}
 	bi, err := buildinfo.ReadFile(args[1])
 	if err != nil {
@@ -57,7 +65,7 @@ func run(args []string, out io.Writer) error {
 		}
 		return nil
 	}
-	doc, err := sbom(args[1], bi, mods)
+	doc, err := sbom(args[1], version, bi, mods)
 	if err != nil {
 		return err
 	}
@@ -194,7 +202,7 @@ type spdxRel struct {
 
 // sbom describes the binary at path: the binary itself (its SHA-256), the
 // modules linked into it and the standard library.
-func sbom(path string, bi *buildinfo.BuildInfo, mods []module) (*spdxDoc, error) {
+func sbom(path, version string, bi *buildinfo.BuildInfo, mods []module) (*spdxDoc, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -209,13 +217,8 @@ func sbom(path string, bi *buildinfo.BuildInfo, mods []module) (*spdxDoc, error)
 		}
 	}
 	name := filepath.Base(path)
-	version := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "-ldflags" {
-			if _, v, ok := strings.Cut(s.Value, "main.buildVersion="); ok {
-				version, _, _ = strings.Cut(v, " ")
-			}
-		}
+	if version == "" {
+		version = bi.Main.Version // "(devel)" unless built by go install
 	}
 	doc := &spdxDoc{SPDXVersion: "SPDX-2.3", DataLicense: "CC0-1.0", SPDXID: "SPDXRef-DOCUMENT", Name: name,
 		DocumentNamespace: "https://github.com/secretfs/secretfs/spdx/" + name + "-" + hexSum,

@@ -23,7 +23,7 @@ func TestInventoryOfThisTestBinary(t *testing.T) {
 		t.Errorf("licenses = %q, want licensecheck as BSD-3-Clause", out.String())
 	}
 	out.Reset()
-	if err := run([]string{"sbom", self}, &out); err != nil {
+	if err := run([]string{"sbom", "-version", "v9.9.9", self}, &out); err != nil {
 		t.Fatal(err)
 	}
 	var doc spdxDoc
@@ -32,6 +32,9 @@ func TestInventoryOfThisTestBinary(t *testing.T) {
 	}
 	if doc.SPDXVersion != "SPDX-2.3" || len(doc.Packages) < 3 || len(doc.Relationships) != len(doc.Packages) {
 		t.Errorf("sbom: version %q, %d packages, %d relationships", doc.SPDXVersion, len(doc.Packages), len(doc.Relationships))
+	}
+	if doc.Packages[0].VersionInfo != "v9.9.9" {
+		t.Errorf("the binary's version = %q, want v9.9.9", doc.Packages[0].VersionInfo)
 	}
 	if sum := doc.Packages[0].Checksums; len(sum) != 1 || len(sum[0].Value) != 64 {
 		t.Errorf("the binary's checksum = %v", sum)

@@ -104,8 +104,9 @@ type Provider struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// authed is set by the first login that succeeds. Until then reads
-	// are unavailable: the client holds no token of this provider's.
+	// authed is set by the first login that succeeds. Until then a read
+	// logs in first, and is unavailable if it cannot: the client holds no
+	// token of this provider's.
 	authed atomic.Bool
 
 	bgMu      sync.Mutex
@@ -476,7 +477,11 @@ func deadTokenErrors(errs []string) bool {
 // already did, and runs call once more.
 func (p *Provider) retryAfterRelogin(ctx context.Context, call func() error) error {
 	if !p.authed.Load() {
-		return fmt.Errorf("vault: %w: not logged in yet", resolver.ErrUnavailable)
+		// No login has worked yet (Vault was down at start): try now,
+		// within this caller's deadline, sharing the background's attempt.
+		if err := p.login(ctx); err != nil {
+			return fmt.Errorf("vault: %w: not logged in yet: %v", resolver.ErrUnavailable, err)
+		}
 	}
 	used := p.client.Token()
 	err := call()
