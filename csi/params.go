@@ -287,7 +287,7 @@ func parseObjects(text string, defMode os.FileMode) ([]Object, error) {
 			}
 			o.Ref = ref
 		case r.Template != "":
-			t, err := templates.Parse(r.Path, where+".template", r.Template)
+			t, err := templates.ParseUntrusted(r.Path, where+".template", r.Template)
 			if err != nil {
 				return nil, paramErr(where+".template", "%v", err)
 			}

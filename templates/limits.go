@@ -2,11 +2,13 @@ package templates
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -19,10 +21,14 @@ import (
 //
 //   - MaxSize bounds the output, the arguments of any function call (all of
 //     them together, counted deep: a list of strings is the sum of the
-//     strings) and its result. Every value a template holds comes from a
-//     function, so none is larger.
-//   - MaxWork bounds the bytes passed to and returned by all the function
-//     calls of a render, and so the memory it keeps and the work it does.
+//     strings, a value that contains itself or nests deeper than MaxDepth
+//     is too large) and its result. Every value a template holds comes
+//     from a function, so none is larger.
+//   - MaxWork bounds the strings and items passed to and returned by all
+//     the function calls of a render (a list counts its items, not what is
+//     below them, so a loop over a map does not pay for the map at every
+//     turn), and MaxScan the values walked to measure them: together, the
+//     memory a render keeps and the work it does.
 //   - MaxItems bounds every list or map a function returns; functions whose
 //     result size is known before they run (repeat, indent, printf widths,
 //     replace, split, regular expressions...) check it first, so no single
@@ -32,13 +38,22 @@ import (
 //     context does, checked at every step and call.
 //   - MaxRenders renders run at once in the process; others wait.
 //
+// A template that comes from someone not trusted (ParseUntrusted) gets a
+// short list of functions, each linear in its arguments and returning
+// plain strings, lists and maps (untrustedFuncs), instead of all of
+// sprig's: sprig has functions quadratic in their input (uniq, regular
+// expressions), functions that change values in place (set, merge), and
+// functions that return values with methods (toDate, semver).
+//
 // A template that calls itself is refused at parse time, as is a secret
 // call whose argument is not a string literal: what a template reads is
 // known before it runs, and no value can become a reference (and so a log
 // line or an error).
 const (
 	MaxSize    = 4 << 20
-	MaxWork    = 32 << 20
+	MaxWork    = 64 << 20
+	MaxScan    = 256 << 20
+	MaxDepth   = 32
 	MaxItems   = 100_000
 	MaxSteps   = 200_000
 	MaxRenders = 4
@@ -64,7 +79,8 @@ var removed = []string{"shuffle", "randInt", "bcrypt", "htpasswd", "genPrivateKe
 	"genSignedCertWithKey", "encryptAES", "seq"}
 
 // tickName is the function put at the start of every range body and
-// defined template, which counts steps. Not a name a template can write.
+// defined template, which counts steps. A template that calls it itself
+// only spends its own steps.
 const tickName = "secretfs_step__"
 
 func limitErr(format string, args ...any) error {
@@ -77,6 +93,7 @@ type budget struct {
 	ctx   context.Context
 	steps int
 	work  int64
+	scan  int64
 }
 
 func (b *budget) step() (string, error) {
@@ -87,32 +104,53 @@ func (b *budget) step() (string, error) {
 	return "", b.ctx.Err()
 }
 
-func (b *budget) spend(n int64) error {
+func (b *budget) spend(work, scan int64) error {
 	if b == nil {
 		return nil
 	}
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
-	b.work += n
-	if b.work > MaxWork {
-		return limitErr("more than %d bytes through functions", MaxWork)
+	b.work += work
+	b.scan += scan
+	switch {
+	case b.work > MaxWork:
+		return limitErr("more than %d bytes and items through functions", MaxWork)
+	case b.scan > MaxScan:
+		return limitErr("more than %d values walked to measure arguments", MaxScan)
 	}
 	return nil
 }
 
 // funcs is the template's function map, every function checked against b.
-func funcs(base template.FuncMap, b *budget) template.FuncMap {
-	f := make(template.FuncMap, len(base)+16)
+func funcs(base template.FuncMap, b *budget, untrusted bool) template.FuncMap {
+	f := make(template.FuncMap, len(base)+32)
 	for name, fn := range base {
-		f[name] = fn
+		if !untrusted || untrustedFuncs[name] {
+			f[name] = fn
+		}
 	}
 	for _, name := range removed {
 		delete(f, name)
 	}
-	// text/template's own, checked like the rest.
-	f["print"], f["println"] = fmt.Sprint, fmt.Sprintln
-	f["html"], f["js"], f["urlquery"] = template.HTMLEscaper, template.JSEscaper, template.URLQueryEscaper
+	// text/template's own, checked like the rest (and and or then lose
+	// their short cut: both sides are evaluated).
+	for name, fn := range builtins {
+		f[name] = fn
+	}
+	if untrusted {
+		f["call"] = func(any, ...any) (string, error) { return "", limitErr("call is not offered") }
+	}
+	for _, name := range []string{"fromJson", "mustFromJson"} {
+		if _, ok := f[name]; ok {
+			f[name] = fromJSONChecked
+		}
+	}
+	for _, name := range []string{"uniq", "mustUniq", "without", "mustWithout"} {
+		if fn, ok := f[name]; ok {
+			f[name] = quadratic(name, fn)
+		}
+	}
 	for name, pre := range preChecks {
 		if _, ok := f[name]; ok || name == "printf" {
 			f[name] = pre
@@ -130,6 +168,78 @@ func funcs(base template.FuncMap, b *budget) template.FuncMap {
 	return out
 }
 
+// builtins are text/template's own functions, as functions that can be
+// checked.
+var builtins = map[string]any{
+	"print": fmt.Sprint, "println": fmt.Sprintln,
+	"html": template.HTMLEscaper, "js": template.JSEscaper, "urlquery": template.URLQueryEscaper,
+	"eq": func(a any, bs ...any) bool {
+		return slices.ContainsFunc(bs, func(b any) bool { return reflect.DeepEqual(a, b) })
+	},
+	"ne":  func(a, b any) bool { return !reflect.DeepEqual(a, b) },
+	"not": func(a any) bool { return !truth(a) },
+	"and": func(a any, bs ...any) any {
+		for _, b := range append([]any{a}, bs...) {
+			if !truth(b) {
+				return b
+			}
+			a = b
+		}
+		return a
+	},
+	"or": func(a any, bs ...any) any {
+		for _, b := range append([]any{a}, bs...) {
+			if truth(b) {
+				return b
+			}
+			a = b
+		}
+		return a
+	},
+	"len": func(v any) (int, error) {
+		r := reflect.ValueOf(v)
+		switch r.Kind() {
+		case reflect.String, reflect.Slice, reflect.Map, reflect.Array:
+			return r.Len(), nil
+		}
+		return 0, fmt.Errorf("len of %s", r.Kind())
+	},
+}
+
+func truth(v any) bool {
+	t, _ := template.IsTrue(v)
+	return t
+}
+
+// untrustedFuncs are the functions of a template from someone not
+// trusted, besides secret and text/template's own (checked as above).
+var untrustedFuncs = map[string]bool{
+	"quote": true, "squote": true, "toJSON": true, "toJson": true, "toYAML": true,
+	"b64enc": true, "b64dec": true, "trim": true, "trimPrefix": true, "trimSuffix": true, "trimAll": true,
+	"upper": true, "lower": true, "title": true, "default": true, "empty": true, "coalesce": true, "ternary": true,
+	"indent": true, "nindent": true, "replace": true, "join": true, "split": true, "splitList": true,
+	"dict": true, "list": true, "get": true, "hasKey": true, "keys": true, "sortAlpha": true,
+	"fromJson": true, "first": true, "last": true, "contains": true, "hasPrefix": true, "hasSuffix": true,
+	"trunc": true, "nospace": true, "cat": true, "toString": true, "atoi": true, "int": true,
+	"sha256sum": true, "printf": true, "until": true, "add": true, "sub": true, "repeat": true,
+}
+
+// fromJSONChecked is sprig's fromJson that counts the values of its input
+// before it decodes: a small document can decode into many values.
+func fromJSONChecked(s string) (any, error) {
+	if n := strings.Count(s, ",") + strings.Count(s, "[") + strings.Count(s, "{"); n > MaxItems {
+		return nil, limitErr("fromJson: more than %d values", MaxItems)
+	}
+	if depth := max(strings.Count(s, "["), strings.Count(s, "{")); depth > MaxItems {
+		return nil, limitErr("fromJson: too deep")
+	}
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return nil, errors.New("fromJson: not JSON") // json's message may quote the input
+	}
+	return v, nil
+}
+
 // preChecks replace functions whose result size (or cost) is known from
 // their arguments: they refuse before they allocate.
 var preChecks = map[string]any{
@@ -145,7 +255,33 @@ var preChecks = map[string]any{
 		if err := checkFormat(format); err != nil {
 			return "", err
 		}
+		for _, a := range args {
+			if k := reflect.ValueOf(a).Kind(); k == reflect.Slice || k == reflect.Map || k == reflect.Array {
+				if strings.ContainsAny(format, "123456789*") {
+					return "", limitErr("printf: a width or precision with a list or map (applied to each item)")
+				}
+			}
+		}
 		return fmt.Sprintf(format, args...), nil
+	},
+	"join": func(sep string, v any) (string, error) {
+		items := reflect.ValueOf(v)
+		if k := items.Kind(); k == reflect.Slice || k == reflect.Array {
+			if int64(len(sep))*int64(items.Len())+deepSize(items, MaxSize+1) > MaxSize {
+				return "", limitErr("join: more than %d bytes", MaxSize)
+			}
+		}
+		return sprigJoin(sep, v), nil
+	},
+	"splitn": func(sep string, n int, s string) (map[string]string, error) {
+		if err := checkSplit(sep, s); err != nil && (n < 0 || n > MaxItems) {
+			return nil, err
+		}
+		out := map[string]string{}
+		for i, part := range strings.SplitN(s, sep, n) {
+			out["_"+strconv.Itoa(i)] = part
+		}
+		return out, nil
 	},
 	"indent":  func(n int, s string) (string, error) { return indent(n, s, "") },
 	"nindent": func(n int, s string) (string, error) { return indent(n, s, "\n") },
@@ -173,6 +309,9 @@ var preChecks = map[string]any{
 		return strings.Split(s, sep), nil
 	},
 }
+
+// sprigJoin is sprig's join.
+var sprigJoin = baseFunctions()["join"].(func(string, any) string)
 
 func init() {
 	wrapWith := baseFunctions()["wrapWith"].(func(int, string, string) string)
@@ -249,6 +388,15 @@ func regexChecked(name string, fn any) any {
 		if err := checkRegex(re, len(input)); err != nil {
 			return failWith(v.Type(), fmt.Errorf("%s: %w", name, err))
 		}
+		if strings.HasPrefix(strings.TrimPrefix(name, "must"), "RegexReplace") || strings.Contains(name, "egexReplace") {
+			// Each match (at most one a byte, and one more) becomes the
+			// replacement, its $n expanded up to the whole input.
+			repl := args[2].String()
+			grow := int64(len(repl)) * int64(strings.Count(repl, "$")+1) * max(1, int64(len(input)*strings.Count(repl, "$")))
+			if int64(len(input))+int64(len(input)+1)*min(grow, MaxSize+1) > MaxSize {
+				return failWith(v.Type(), limitErr("%s: more than %d bytes", name, MaxSize))
+			}
+		}
 		if len(args) == 3 && args[2].Kind() == reflect.Int && (args[2].Int() < 0 || args[2].Int() > MaxItems) {
 			args[2] = reflect.ValueOf(MaxItems + 1) // at most MaxItems+1 matches; more is refused after
 		}
@@ -256,9 +404,40 @@ func regexChecked(name string, fn any) any {
 	}).Interface()
 }
 
+// quadratic wraps a function whose cost is the square of its list's
+// length (sprig's uniq and without compare every item with every other).
+func quadratic(name string, fn any) any {
+	v := reflect.ValueOf(fn)
+	return reflect.MakeFunc(v.Type(), func(args []reflect.Value) []reflect.Value {
+		if l := reflect.Indirect(args[0]); l.IsValid() && l.Kind() == reflect.Interface && !l.IsNil() {
+			args0 := l.Elem()
+			if (args0.Kind() == reflect.Slice || args0.Kind() == reflect.Array) && args0.Len() > maxQuadratic {
+				return failWith(v.Type(), limitErr("%s: a list of more than %d items", name, maxQuadratic))
+			}
+		} else if l.IsValid() && (l.Kind() == reflect.Slice || l.Kind() == reflect.Array) && l.Len() > maxQuadratic {
+			return failWith(v.Type(), limitErr("%s: a list of more than %d items", name, maxQuadratic))
+		}
+		if v.Type().IsVariadic() {
+			return v.CallSlice(args)
+		}
+		return v.Call(args)
+	}).Interface()
+}
+
+// maxQuadratic bounds the lists of uniq and without; maxRegexInput the
+// input of a regular expression (leftmost-first matching of every match
+// can take the square of its length).
+const (
+	maxQuadratic  = 5000
+	maxRegexInput = 16 << 10
+)
+
 func checkRegex(re string, input int) error {
 	if len(re) > 4096 {
 		return limitErr("a regular expression longer than 4096 bytes")
+	}
+	if input > maxRegexInput {
+		return limitErr("a regular expression over more than %d bytes", maxRegexInput)
 	}
 	parsed, err := syntax.Parse(re, syntax.Perl)
 	if err != nil {
@@ -298,19 +477,24 @@ func intRange(start, stop, step int) ([]int, error) {
 	if step == 0 {
 		return nil, nil
 	}
-	if n := (int64(stop) - int64(start)) / int64(step); n > MaxItems {
-		return nil, limitErr("a list of more than %d items", MaxItems)
-	}
 	var out []int
-	for i := start; (step > 0 && i < stop) || (step < 0 && i > stop); i += step {
+	for i := start; (step > 0 && i < stop) || (step < 0 && i > stop); {
+		if len(out) == MaxItems {
+			return nil, limitErr("a list of more than %d items", MaxItems)
+		}
 		out = append(out, i)
+		next := i + step
+		if (step > 0 && next < i) || (step < 0 && next > i) {
+			break // it would wrap around
+		}
+		i = next
 	}
 	return out, nil
 }
 
-// checked wraps fn: its arguments together are at most MaxSize bytes,
-// spent from b with its result, and its result is no larger than MaxSize
-// bytes or MaxItems items.
+// checked wraps fn: its arguments together are at most MaxSize bytes
+// deep, its result at most MaxSize bytes and MaxItems items, and both are
+// spent from b (strings by their bytes, lists and maps by their items).
 func checked(name string, fn any, b *budget) any {
 	v := reflect.ValueOf(fn)
 	t := v.Type()
@@ -318,14 +502,15 @@ func checked(name string, fn any, b *budget) any {
 		return fn
 	}
 	return reflect.MakeFunc(t, func(args []reflect.Value) []reflect.Value {
-		var in int64
+		var deep, shallow int64
 		for _, a := range args {
-			in += deepSize(a, MaxSize+1, 0)
+			deep += deepSize(a, MaxSize+1)
+			shallow += shallowSize(a)
 		}
-		if in > MaxSize {
+		if deep > MaxSize {
 			return failWith(t, limitErr("%s: arguments of more than %d bytes", name, MaxSize))
 		}
-		if err := b.spend(in * expansion); err != nil {
+		if err := b.spend(shallow, deep); err != nil {
 			return failWith(t, fmt.Errorf("%s: %w", name, err))
 		}
 		var res []reflect.Value
@@ -337,63 +522,114 @@ func checked(name string, fn any, b *budget) any {
 		if len(res) == 0 {
 			return res
 		}
-		if tooBig(res[0]) {
+		size := deepSize(res[0], MaxSize+1)
+		if size > MaxSize || tooMany(res[0]) {
 			return failWith(t, limitErr("%s: a result above the limits", name))
 		}
-		if err := b.spend(deepSize(res[0], MaxSize+1, 0)); err != nil {
+		if err := b.spend(shallowSize(res[0]), size); err != nil {
 			return failWith(t, fmt.Errorf("%s: %w", name, err))
 		}
 		return res
 	}).Interface()
 }
 
+// shallowSize is a string's bytes or a list's or map's items.
+func shallowSize(v reflect.Value) int64 {
+	for v.IsValid() && (v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer) && !v.IsNil() {
+		v = v.Elem()
+	}
+	switch v.Kind() {
+	case reflect.String, reflect.Slice, reflect.Map, reflect.Array:
+		return int64(v.Len()) + 1
+	}
+	return 1
+}
+
 // deepSize is the bytes of strings and the items of lists and maps below
-// v, counted up to limit.
-func deepSize(v reflect.Value, limit int64, depth int) int64 {
-	if depth > 16 || !v.IsValid() {
+// v, counted up to limit; a value that contains itself, or nests deeper
+// than MaxDepth, is over any limit.
+func deepSize(v reflect.Value, limit int64) int64 {
+	w := sizer{limit: limit, path: make(map[uintptr]bool)}
+	return w.size(v, 0)
+}
+
+type sizer struct {
+	limit int64
+	n     int64
+	path  map[uintptr]bool // containers being walked
+}
+
+func (w *sizer) size(v reflect.Value, depth int) int64 {
+	if w.n > w.limit {
+		return w.limit + 1
+	}
+	if depth > MaxDepth {
+		w.n = w.limit + 1
+		return w.n
+	}
+	if !v.IsValid() {
 		return 0
 	}
 	switch v.Kind() {
 	case reflect.String:
-		return int64(v.Len())
-	case reflect.Slice, reflect.Array:
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			return int64(v.Len())
-		}
-		n := int64(v.Len())
-		for i := 0; i < v.Len() && n <= limit; i++ {
-			n += deepSize(v.Index(i), limit-n, depth+1)
-		}
-		return n
-	case reflect.Map:
-		n := int64(v.Len())
-		for it := v.MapRange(); it.Next() && n <= limit; {
-			n += deepSize(it.Key(), limit-n, depth+1) + deepSize(it.Value(), limit-n, depth+1)
-		}
-		return n
-	case reflect.Interface, reflect.Pointer:
+		w.n += int64(v.Len())
+	case reflect.Slice, reflect.Map, reflect.Pointer:
 		if v.IsNil() {
-			return 0
+			return w.n
 		}
-		return deepSize(v.Elem(), limit, depth+1)
+		if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Uint8 {
+			w.n += int64(v.Len())
+			return w.n
+		}
+		p := v.Pointer()
+		if w.path[p] && (v.Kind() != reflect.Slice || v.Len() > 0) {
+			w.n = w.limit + 1 // it contains itself
+			return w.n
+		}
+		w.path[p] = true
+		defer delete(w.path, p)
+		switch v.Kind() {
+		case reflect.Pointer:
+			w.size(v.Elem(), depth+1)
+		case reflect.Slice:
+			w.n += int64(v.Len())
+			for i := 0; i < v.Len() && w.n <= w.limit; i++ {
+				w.size(v.Index(i), depth+1)
+			}
+		case reflect.Map:
+			w.n += int64(v.Len())
+			for it := v.MapRange(); it.Next() && w.n <= w.limit; {
+				w.size(it.Key(), depth+1)
+				w.size(it.Value(), depth+1)
+			}
+		}
+	case reflect.Array:
+		w.n += int64(v.Len())
+		for i := 0; i < v.Len() && w.n <= w.limit; i++ {
+			w.size(v.Index(i), depth+1)
+		}
+	case reflect.Interface:
+		if !v.IsNil() {
+			w.size(v.Elem(), depth+1)
+		}
 	case reflect.Struct:
-		var n int64
-		for i := 0; i < v.NumField() && n <= limit; i++ {
-			n += deepSize(v.Field(i), limit-n, depth+1)
+		for i := 0; i < v.NumField() && w.n <= w.limit; i++ {
+			w.size(v.Field(i), depth+1)
 		}
-		return n
+	default:
+		w.n += 8
 	}
-	return 8
+	return w.n
 }
 
-func tooBig(v reflect.Value) bool {
+// tooMany: a list or map of more than MaxItems items.
+func tooMany(v reflect.Value) bool {
+	for v.IsValid() && v.Kind() == reflect.Interface && !v.IsNil() {
+		v = v.Elem()
+	}
 	switch v.Kind() {
-	case reflect.String:
-		return v.Len() > MaxSize
 	case reflect.Slice, reflect.Map, reflect.Array:
-		return v.Len() > MaxItems || deepSize(v, MaxSize+1, 0) > MaxSize
-	case reflect.Interface:
-		return !v.IsNil() && tooBig(v.Elem())
+		return v.Len() > MaxItems
 	}
 	return false
 }
@@ -519,6 +755,15 @@ func (w walker) pipe(p *parse.PipeNode) {
 				}
 			case *parse.PipeNode:
 				w.pipe(a)
+			case *parse.ChainNode: // (PIPE).Field
+				switch n := a.Node.(type) {
+				case *parse.PipeNode:
+					w.pipe(n)
+				case *parse.IdentifierNode:
+					if n.Ident == "secret" {
+						w.secret(&parse.CommandNode{}, false)
+					}
+				}
 			}
 		}
 	}

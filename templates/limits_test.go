@@ -47,6 +47,21 @@ func TestRenderLimits(t *testing.T) {
 		`{{ $l := list }}{{ range 300 }}{{ $l = append $l (repeat 1000000 "x") }}{{ end }}`,
 		`{{ regexMatch "x{1000}y" (repeat 4000000 "x") }}`,
 		`{{ $s := repeat 4000000 "x" }}{{ range 100000 }}{{ sha256sum $s }}{{ end }}`,
+		// Bypasses a second review found.
+		`{{ $d := dict }}{{ $_ := set $d "a" $d }}{{ $d }}`,
+		`{{ $d := dict }}{{ $_ := set $d "a" $d }}{{ toYAML $d }}`,
+		`{{ join (repeat 3000000 "a") (until 100000) }}`,
+		`{{ $x := list 1 }}{{ range 40 }}{{ $x = list $x $x }}{{ end }}{{ $x }}`,
+		`{{ regexReplaceAll "" (repeat 1000 "a") (repeat 1000000 "b") }}`,
+		`{{ regexReplaceAll "a" (repeat 10000 "a") (repeat 1000 "$0") }}`,
+		`{{ splitn "" 100000000 (repeat 4000000 "a") }}`,
+		`{{ untilStep -9223372036854775808 9223372036854775807 1 }}`,
+		`{{ printf "%999999d" (until 1000) }}`,
+		`{{ toPrettyJson (fromJson (printf "%s1%s" (repeat 9999 "[") (repeat 9999 "]"))) }}`,
+		`{{ fromJson (printf "[%s0]" (repeat 1000000 "0,")) }}`,
+		`{{ uniq (until 100000) }}`,
+		`{{ regexFindAll "a*b|a" (repeat 30000 "a") -1 }}`,
+		`{{ $a := repeat 2000000 "x" }}{{ $b := print (repeat 1999999 "x") "y" }}{{ range 2000 }}{{ if eq $a $b $b $b $b $b $b $b $b $b }}{{ end }}{{ end }}`,
 	} {
 		t.Run(text, func(t *testing.T) {
 			tmpl, err := Parse("t", "", text)
@@ -111,6 +126,7 @@ func TestRenderErrorsHoldNoValue(t *testing.T) {
 	}
 	// A reference is a literal of the template: no value can become one.
 	for _, text := range []string{`{{ secret (print "env:" (secret "env:x")) }}`, `{{ secret (secret "env:x") }}`, `{{ "env:x" | secret }}`,
+		`{{ (secret (secret "env:x")).x }}`, `{{ (secret (printf "env:%s" (secret "env:x"))).x }}`, `{{ (secret).x }}`,
 		`{{ $r := "env:x" }}{{ secret $r }}`, `{{ secret "nocolon" }}`, `{{ print secret }}`} {
 		if _, err := Parse("t", "", text); err == nil {
 			t.Errorf("%s: parsed, want refused", text)
@@ -129,6 +145,45 @@ func TestRenderErrorsHoldNoValue(t *testing.T) {
 	for _, name := range []string{"genPrivateKey", "randInt", "shuffle", "bcrypt"} {
 		if _, err := Parse("t", "", "{{ "+name+" }}"); err == nil {
 			t.Errorf("%s is offered", name)
+		}
+	}
+}
+
+// A template from someone not trusted gets a short list of functions; an
+// ordinary one renders.
+func TestUntrustedTemplates(t *testing.T) {
+	big := `{"a":"y"}`
+	get := func(_ context.Context, ref resolver.Reference) ([]byte, error) {
+		switch ref.Key {
+		case "cfg":
+			var b strings.Builder
+			b.WriteString("{")
+			for i := range 500 {
+				fmt.Fprintf(&b, `"k%03d":"value %d",`, i, i)
+			}
+			b.WriteString(`"END":"x"}`)
+			return []byte(b.String()), nil
+		case "pem":
+			return []byte("-----BEGIN CERTIFICATE-----\n" + strings.Repeat("QUJD\n", 200000) + "-----END CERTIFICATE-----\n"), nil
+		}
+		return []byte(big), nil
+	}
+	for _, text := range []string{
+		`{{ $m := fromJson (secret "aws:cfg") }}{{ range $k := keys $m | sortAlpha }}{{ $k }}={{ get $m $k | quote }}{{ if hasKey $m "END" }}.{{ end }}` + "\n" + `{{ end }}`,
+		`{{ $p := secret "aws:pem" }}{{ $p | b64enc | len }} {{ nindent 2 $p | len }} {{ quote $p | len }} {{ dict "pem" $p | toJSON | len }}`,
+		`A={{ secret "env:A" | quote }}{{ printf "%s" (secret "env:A") }}{{ toJSON (dict "a" (secret "env:A")) }}`,
+	} {
+		tmpl, err := ParseUntrusted("t", "", text)
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if _, _, err := tmpl.Render(context.Background(), get); err != nil {
+			t.Errorf("%.60s...: %v, want rendered", text, err)
+		}
+	}
+	for _, fn := range []string{"regexMatch \"a\" \"a\"", "uniq (list 1)", "set (dict) \"a\" 1", "toDate \"2006\" \"2020\"", "deepCopy (dict)", "merge (dict) (dict)", "semver \"1.0.0\""} {
+		if _, err := ParseUntrusted("t", "", "{{ "+fn+" }}"); err == nil {
+			t.Errorf("%s is offered to an untrusted template", fn)
 		}
 	}
 }

@@ -39,6 +39,8 @@ type Template struct {
 	Mode   *uint32
 	tmpl   *template.Template
 	refs   []resolver.Reference
+	// untrusted: the short list of functions (ParseUntrusted).
+	untrusted bool
 }
 
 // Getter reads a secret's value (the engine's Get).
@@ -48,17 +50,28 @@ type Getter func(ctx context.Context, ref resolver.Reference) ([]byte, error)
 // a secret call whose argument is not one quoted reference, and a template
 // that calls itself.
 func Parse(name, source, text string) (*Template, error) {
+	return parseTemplate(name, source, text, false)
+}
+
+// ParseUntrusted parses a template from someone the process does not
+// trust (a SecretProviderClass's author): it gets the short list of
+// functions of limits.go, not all of sprig's.
+func ParseUntrusted(name, source, text string) (*Template, error) {
+	return parseTemplate(name, source, text, true)
+}
+
+func parseTemplate(name, source, text string, untrusted bool) (*Template, error) {
 	label := name
 	if source != "" {
 		label = source
 	}
-	fm := funcs(base, nil)
+	fm := funcs(base, nil, untrusted)
 	fm["secret"] = func(string) (string, error) { return "", nil } // bound per render
 	tmpl, err := template.New(label).Option("missingkey=error").Funcs(fm).Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
-	t := &Template{Name: name, Source: source, tmpl: tmpl}
+	t := &Template{Name: name, Source: source, tmpl: tmpl, untrusted: untrusted}
 	lits, err := check(tmpl, func(s string) error { _, err := resolver.Parse(s); return err })
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
@@ -102,13 +115,16 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 		return nil, nil, err
 	}
 	b := &budget{ctx: ctx}
-	fm := funcs(base, b)
+	fm := funcs(base, b, t.untrusted)
 	fm["secret"] = func(s string) (string, error) {
-		ref, err := resolver.Parse(s) // a literal, checked at parse time
-		if err != nil {
-			return "", err
+		ref, err := resolver.Parse(s)
+		if err != nil || !slices.Contains(t.refs, ref) {
+			// Parse lets only literals through; this is the second lock.
+			return "", errors.New("secret: not a reference of the template's text")
 		}
-		refs = append(refs, ref)
+		if !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
+		}
 		v, err := get(ctx, ref)
 		if err != nil {
 			return "", &secretError{ref: ref, err: err}
@@ -116,7 +132,7 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 		if len(v) > MaxSize {
 			return "", limitErr("%s: a value of more than %d bytes", ref, MaxSize)
 		}
-		if err := b.spend(int64(len(v))); err != nil {
+		if err := b.spend(int64(len(v)), 0); err != nil {
 			return "", err
 		}
 		return string(v), nil
