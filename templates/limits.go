@@ -196,6 +196,10 @@ var builtins = map[string]any{
 		}
 		return a
 	},
+	"lt": func(a, b any) (bool, error) { c, err := compare(a, b); return c < 0, err },
+	"le": func(a, b any) (bool, error) { c, err := compare(a, b); return c <= 0, err },
+	"gt": func(a, b any) (bool, error) { c, err := compare(a, b); return c > 0, err },
+	"ge": func(a, b any) (bool, error) { c, err := compare(a, b); return c >= 0, err },
 	"len": func(v any) (int, error) {
 		r := reflect.ValueOf(v)
 		switch r.Kind() {
@@ -204,6 +208,37 @@ var builtins = map[string]any{
 		}
 		return 0, fmt.Errorf("len of %s", r.Kind())
 	},
+}
+
+// compare orders two strings, or two numbers, as text/template's lt does.
+func compare(a, b any) (int, error) {
+	x, y := reflect.ValueOf(a), reflect.ValueOf(b)
+	num := func(v reflect.Value) (float64, bool) {
+		switch v.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			return float64(v.Int()), true
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+			return float64(v.Uint()), true
+		case reflect.Float32, reflect.Float64:
+			return v.Float(), true
+		}
+		return 0, false
+	}
+	if x.Kind() == reflect.String && y.Kind() == reflect.String {
+		return strings.Compare(x.String(), y.String()), nil
+	}
+	fx, ok1 := num(x)
+	fy, ok2 := num(y)
+	if !ok1 || !ok2 {
+		return 0, errors.New("incompatible types for comparison")
+	}
+	switch {
+	case fx < fy:
+		return -1, nil
+	case fx > fy:
+		return 1, nil
+	}
+	return 0, nil
 }
 
 func truth(v any) bool {

@@ -62,6 +62,7 @@ func TestRenderLimits(t *testing.T) {
 		`{{ uniq (until 100000) }}`,
 		`{{ regexFindAll "a*b|a" (repeat 30000 "a") -1 }}`,
 		`{{ $a := repeat 2000000 "x" }}{{ $b := print (repeat 1999999 "x") "y" }}{{ range 2000 }}{{ if eq $a $b $b $b $b $b $b $b $b $b }}{{ end }}{{ end }}`,
+		`{{ $a := repeat 4000000 "x" }}{{ $b := print (repeat 3999999 "x") "y" }}{{ range 200000 }}{{ if lt $a $b }}{{ end }}{{ end }}`,
 	} {
 		t.Run(text, func(t *testing.T) {
 			tmpl, err := Parse("t", "", text)
