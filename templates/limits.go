@@ -174,9 +174,9 @@ var builtins = map[string]any{
 	"print": fmt.Sprint, "println": fmt.Sprintln,
 	"html": template.HTMLEscaper, "js": template.JSEscaper, "urlquery": template.URLQueryEscaper,
 	"eq": func(a any, bs ...any) bool {
-		return slices.ContainsFunc(bs, func(b any) bool { return reflect.DeepEqual(a, b) })
+		return slices.ContainsFunc(bs, func(b any) bool { return equal(a, b) })
 	},
-	"ne":  func(a, b any) bool { return !reflect.DeepEqual(a, b) },
+	"ne":  func(a, b any) bool { return !equal(a, b) },
 	"not": func(a any) bool { return !truth(a) },
 	"and": func(a any, bs ...any) any {
 		for _, b := range append([]any{a}, bs...) {
@@ -208,6 +208,15 @@ var builtins = map[string]any{
 		}
 		return 0, fmt.Errorf("len of %s", r.Kind())
 	},
+}
+
+// equal: two strings, or two numbers of any kind, that compare equal, or
+// two values alike.
+func equal(a, b any) bool {
+	if c, err := compare(a, b); err == nil {
+		return c == 0
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // compare orders two strings, or two numbers, as text/template's lt does.
