@@ -188,6 +188,7 @@ func TestUntrustedTemplates(t *testing.T) {
 		}
 	}
 }
+
 // text/template's builtins, replaced by checked ones, mean what they meant.
 func TestBuiltinsKeepTheirMeaning(t *testing.T) {
 	for text, want := range map[string]string{`{{ lt 1 2 }}`: "true", `{{ gt "b" "a" }}`: "true", `{{ le 2 2 }}`: "true", `{{ ge 1.5 2 }}`: "false", `{{ if and 1 0 }}y{{ else }}n{{ end }}`: "n", `{{ or 0 "x" }}`: "x", `{{ not 0 }}`: "true", `{{ eq 1 2 1 }}`: "true", `{{ eq (len "ab") 2.0 }}`: "true", `{{ ne "a" "a" }}`: "false", `{{ len "abc" }}`: "3"} {
