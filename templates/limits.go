@@ -146,6 +146,11 @@ func funcs(base template.FuncMap, b *budget, untrusted bool) template.FuncMap {
 			f[name] = fromJSONChecked
 		}
 	}
+	for _, name := range []string{"toJSON", "toJson", "mustToJson", "toPrettyJson", "mustToPrettyJson", "toRawJson", "mustToRawJson", "toYAML", "toYaml"} {
+		if fn, ok := f[name]; ok {
+			f[name] = encoder(name, fn)
+		}
+	}
 	for _, name := range []string{"uniq", "mustUniq", "without", "mustWithout"} {
 		if fn, ok := f[name]; ok {
 			f[name] = quadratic(name, fn)
@@ -161,9 +166,10 @@ func funcs(base template.FuncMap, b *budget, untrusted bool) template.FuncMap {
 		out[name] = checked(name, fn, b)
 	}
 	if b != nil {
-		out[tickName] = b.step
+		out[tickName], out[rangeName] = b.step, b.ranged
 	} else {
 		out[tickName] = func() (string, error) { return "", nil }
+		out[rangeName] = func(v any) (any, error) { return v, nil }
 	}
 	return out
 }
@@ -412,7 +418,7 @@ func checkFormat(format string) error {
 			if v, err := strconv.ParseInt(n, 10, 64); err == nil {
 				total += v
 			} else if n != "" {
-				return limitErr("printf: a width of %s", n)
+				return limitErr("printf: a width or precision too large") // n may come from a value
 			}
 		}
 	}
@@ -446,6 +452,34 @@ func regexChecked(name string, fn any) any {
 		}
 		return v.Call(args)
 	}).Interface()
+}
+
+// encoder wraps a JSON or YAML encoder: its output, escapes counted, must
+// fit in MaxSize before it is built (an encoder builds it whole, in a
+// buffer that doubles as it grows).
+func encoder(name string, fn any) any {
+	v := reflect.ValueOf(fn)
+	return reflect.MakeFunc(v.Type(), func(args []reflect.Value) []reflect.Value {
+		if len(args) > 0 && encodedSize(args[0], MaxSize+1) > MaxSize {
+			return failWith(v.Type(), limitErr("%s: more than %d bytes", name, MaxSize))
+		}
+		return v.Call(args)
+	}).Interface()
+}
+
+// rangeName is the function put at the end of every range's pipeline: it
+// spends a step for every entry of a map ranged over (text/template sorts
+// a map's keys before the first turn), and passes the value on.
+const rangeName = "secretfs_range__"
+
+func (b *budget) ranged(v any) (any, error) {
+	if r := reflect.ValueOf(v); r.Kind() == reflect.Map {
+		b.steps += r.Len()
+		if b.steps > MaxSteps {
+			return nil, limitErr("more than %d loop iterations or template calls", MaxSteps)
+		}
+	}
+	return v, b.ctx.Err()
 }
 
 // quadratic wraps a function whose cost is the square of its list's
@@ -583,24 +617,44 @@ func shallowSize(v reflect.Value) int64 {
 		v = v.Elem()
 	}
 	switch v.Kind() {
-	case reflect.String, reflect.Slice, reflect.Map, reflect.Array:
+	case reflect.String:
 		return int64(v.Len()) + 1
+	case reflect.Slice, reflect.Array:
+		return int64(v.Len())*itemBytes + 1
+	case reflect.Map:
+		return int64(v.Len())*entryBytes + 1
 	}
 	return 1
 }
 
-// deepSize is the bytes of strings and the items of lists and maps below
-// v, counted up to limit; a value that contains itself, or nests deeper
-// than MaxDepth, is over any limit.
+// What an item of a list and an entry of a map take in memory, about,
+// besides the strings in them: lists and maps are counted by these, so
+// that a budget in bytes bounds the memory a render holds.
+const (
+	itemBytes  = 16
+	entryBytes = 64
+)
+
+// deepSize is the bytes of strings and of the items of lists and maps
+// below v (itemBytes, entryBytes), counted up to limit; a value that
+// contains itself, or nests deeper than MaxDepth, is over any limit.
 func deepSize(v reflect.Value, limit int64) int64 {
 	w := sizer{limit: limit, path: make(map[uintptr]bool)}
 	return w.size(v, 0)
 }
 
+// encodedSize bounds the size of v encoded as JSON or YAML: a byte of a
+// string that must be escaped takes up to six.
+func encodedSize(v reflect.Value, limit int64) int64 {
+	w := sizer{limit: limit, path: make(map[uintptr]bool), escapes: true}
+	return w.size(v, 0)
+}
+
 type sizer struct {
-	limit int64
-	n     int64
-	path  map[uintptr]bool // containers being walked
+	limit   int64
+	n       int64
+	path    map[uintptr]bool // containers being walked
+	escapes bool             // count strings as escaped for JSON or YAML
 }
 
 func (w *sizer) size(v reflect.Value, depth int) int64 {
@@ -616,7 +670,15 @@ func (w *sizer) size(v reflect.Value, depth int) int64 {
 	}
 	switch v.Kind() {
 	case reflect.String:
-		w.n += int64(v.Len())
+		w.n += int64(v.Len()) + 2
+		if w.escapes {
+			str := v.String()
+			for i := 0; i < len(str) && w.n <= w.limit; i++ {
+				if c := str[i]; c < 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '&' || c == '"' || c == '\\' {
+					w.n += 5
+				}
+			}
+		}
 	case reflect.Slice, reflect.Map, reflect.Pointer:
 		if v.IsNil() {
 			return w.n
@@ -636,19 +698,19 @@ func (w *sizer) size(v reflect.Value, depth int) int64 {
 		case reflect.Pointer:
 			w.size(v.Elem(), depth+1)
 		case reflect.Slice:
-			w.n += int64(v.Len())
+			w.n += int64(v.Len()) * itemBytes
 			for i := 0; i < v.Len() && w.n <= w.limit; i++ {
 				w.size(v.Index(i), depth+1)
 			}
 		case reflect.Map:
-			w.n += int64(v.Len())
+			w.n += int64(v.Len()) * entryBytes
 			for it := v.MapRange(); it.Next() && w.n <= w.limit; {
 				w.size(it.Key(), depth+1)
 				w.size(it.Value(), depth+1)
 			}
 		}
 	case reflect.Array:
-		w.n += int64(v.Len())
+		w.n += int64(v.Len()) * itemBytes
 		for i := 0; i < v.Len() && w.n <= w.limit; i++ {
 			w.size(v.Index(i), depth+1)
 		}
@@ -765,6 +827,10 @@ func (w walker) walk(n parse.Node) {
 		w.pipe(n.Pipe)
 	case *parse.RangeNode:
 		w.pipe(n.Pipe)
+		if n.Pipe != nil && len(n.Pipe.Cmds) > 0 {
+			n.Pipe.Cmds = append(n.Pipe.Cmds, &parse.CommandNode{NodeType: parse.NodeCommand,
+				Args: []parse.Node{&parse.IdentifierNode{NodeType: parse.NodeIdentifier, Ident: rangeName}}})
+		}
 		prependTick(n.List)
 		w.walk(n.List)
 		w.walk(n.ElseList)
