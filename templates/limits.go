@@ -698,10 +698,7 @@ func (w *sizer) size(v reflect.Value, depth int) int64 {
 		case reflect.Pointer:
 			w.size(v.Elem(), depth+1)
 		case reflect.Slice:
-			w.n += int64(v.Len()) * itemBytes
-			for i := 0; i < v.Len() && w.n <= w.limit; i++ {
-				w.size(v.Index(i), depth+1)
-			}
+			w.items(v, depth)
 		case reflect.Map:
 			w.n += int64(v.Len()) * entryBytes
 			for it := v.MapRange(); it.Next() && w.n <= w.limit; {
@@ -710,10 +707,7 @@ func (w *sizer) size(v reflect.Value, depth int) int64 {
 			}
 		}
 	case reflect.Array:
-		w.n += int64(v.Len()) * itemBytes
-		for i := 0; i < v.Len() && w.n <= w.limit; i++ {
-			w.size(v.Index(i), depth+1)
-		}
+		w.items(v, depth)
 	case reflect.Interface:
 		if !v.IsNil() {
 			w.size(v.Elem(), depth+1)
@@ -726,6 +720,14 @@ func (w *sizer) size(v reflect.Value, depth int) int64 {
 		w.n += 8
 	}
 	return w.n
+}
+
+// items counts a list or array and what is in it.
+func (w *sizer) items(v reflect.Value, depth int) {
+	w.n += int64(v.Len()) * itemBytes
+	for i := 0; i < v.Len() && w.n <= w.limit; i++ {
+		w.size(v.Index(i), depth+1)
+	}
 }
 
 // tooMany: a list or map of more than MaxItems items.
