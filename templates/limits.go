@@ -60,9 +60,6 @@ const (
 	// maxRegexWork bounds the size of a compiled regular expression times
 	// the length of its input.
 	maxRegexWork = 50_000_000
-	// expansion bounds how much larger than its arguments a function's
-	// result can be (quoting, JSON escapes, hex).
-	expansion = 6
 )
 
 // ErrLimit is a render that went past a limit.
@@ -438,7 +435,7 @@ func regexChecked(name string, fn any) any {
 		if err := checkRegex(re, len(input)); err != nil {
 			return failWith(v.Type(), fmt.Errorf("%s: %w", name, err))
 		}
-		if strings.HasPrefix(strings.TrimPrefix(name, "must"), "RegexReplace") || strings.Contains(name, "egexReplace") {
+		if strings.Contains(name, "egexReplace") { // regexReplaceAll…, mustRegexReplaceAll…
 			// Each match (at most one a byte, and one more) becomes the
 			// replacement, its $n expanded up to the whole input.
 			repl := args[2].String()

@@ -82,18 +82,15 @@ func newCSIFlags() *csiFlags {
 func runCSI(args []string, stdout, stderr io.Writer) error {
 	cf := newCSIFlags()
 	c, f := cf.common, cf.flagSet
-	endpoint, healthAddr, allowEnv, allowNode, mlock := cf.endpoint, cf.healthAddr, cf.allowEnv, cf.allowNode, cf.mlock
-	ttl, negTTL, maxStale, idle, grace := cf.ttl, cf.negTTL, cf.maxStale, cf.idle, cf.grace
-	maxEntries, maxIdentities := cf.maxEntries, cf.maxIdentities
 	if err := c.parse(args, stdout, csiUsage); err != nil {
 		return helpOK(err)
 	}
 	switch {
 	case f.NArg() != 0:
 		return usagef("csi-provider takes no arguments")
-	case *endpoint == "":
+	case *cf.endpoint == "":
 		return usagef("--endpoint is required: the unix socket the driver connects to")
-	case *ttl <= 0 || *negTTL <= 0 || *maxStale < 0 || *maxEntries <= 0 || *maxIdentities <= 0 || *cf.maxPerNamespace <= 0 || *cf.maxResponse <= 0 || *idle <= 0 || *grace < 0:
+	case *cf.ttl <= 0 || *cf.negTTL <= 0 || *cf.maxStale < 0 || *cf.maxEntries <= 0 || *cf.maxIdentities <= 0 || *cf.maxPerNamespace <= 0 || *cf.maxResponse <= 0 || *cf.idle <= 0 || *cf.grace < 0:
 		return usagef("--ttl, --negative-ttl, --max-entries, --max-identities, --max-identities-per-namespace, --max-response-size and --identity-idle must be positive, --max-stale and --shutdown-grace not negative")
 	case c.timeout <= 0:
 		return usagef("--timeout must be positive")
@@ -104,11 +101,11 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bs, err := c.podBackends(log, *allowEnv)
+	bs, err := c.podBackends(log, *cf.allowEnv)
 	if err != nil {
 		return err
 	}
-	if err := harden(*mlock); err != nil {
+	if err := harden(*cf.mlock); err != nil {
 		return err
 	}
 	signal.Ignore(syscall.SIGPIPE)
@@ -117,14 +114,14 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 
 	met := metrics.New(version())
-	srv, err := csi.New(csi.Options{Backends: bs, AllowNodeCredentials: *allowNode, MaxIdentities: *maxIdentities,
-		MaxPerNamespace: *cf.maxPerNamespace, MaxResponse: *cf.maxResponse, IdleTimeout: *idle, Version: version(), Logger: log,
-		Cache: cache.Options{TTL: *ttl, NegativeTTL: *negTTL, MaxStale: *maxStale, MaxEntries: *maxEntries, Timeout: c.timeout, Observer: met}})
+	srv, err := csi.New(csi.Options{Backends: bs, AllowNodeCredentials: *cf.allowNode, MaxIdentities: *cf.maxIdentities,
+		MaxPerNamespace: *cf.maxPerNamespace, MaxResponse: *cf.maxResponse, IdleTimeout: *cf.idle, Version: version(), Logger: log,
+		Cache: cache.Options{TTL: *cf.ttl, NegativeTTL: *cf.negTTL, MaxStale: *cf.maxStale, MaxEntries: *cf.maxEntries, Timeout: c.timeout, Observer: met}})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	ln, err := listenUnix(*endpoint)
+	ln, err := listenUnix(*cf.endpoint)
 	if err != nil {
 		return fmt.Errorf("--endpoint: %w", err)
 	}
@@ -138,10 +135,10 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	var ready atomic.Bool
 	ready.Store(true)
 	health := ""
-	if *healthAddr != "" {
+	if *cf.healthAddr != "" {
 		met.Watch(srv, srv.Providers())
 		alive := func(ctx context.Context) error {
-			conn, err := (&net.Dialer{}).DialContext(ctx, "unix", *endpoint)
+			conn, err := (&net.Dialer{}).DialContext(ctx, "unix", *cf.endpoint)
 			if err != nil {
 				return fmt.Errorf("the socket does not answer: %w", err)
 			}
@@ -162,7 +159,7 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 			}
 			w.Write([]byte("ok\n"))
 		})
-		hs, err := metrics.Serve(*healthAddr, mux)
+		hs, err := metrics.Serve(*cf.healthAddr, mux)
 		if err != nil {
 			gs.Stop()
 			return fmt.Errorf("--health-addr: %w", err)
@@ -170,13 +167,13 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 		defer hs.Close()
 		health = " (health on " + hs.Addr() + ")"
 	}
-	log.Info("serving the CSI driver", "endpoint", *endpoint, "providers", strings.Join(srv.Providers(), ","),
-		"node_credentials", *allowNode, "ttl", *ttl, "max_stale", *maxStale)
-	fmt.Fprintf(stdout, "secretfs: csi provider on %s%s (providers: %s)\n", *endpoint, health, strings.Join(srv.Providers(), ","))
+	log.Info("serving the CSI driver", "endpoint", *cf.endpoint, "providers", strings.Join(srv.Providers(), ","),
+		"node_credentials", *cf.allowNode, "ttl", *cf.ttl, "max_stale", *cf.maxStale)
+	fmt.Fprintf(stdout, "secretfs: csi provider on %s%s (providers: %s)\n", *cf.endpoint, health, strings.Join(srv.Providers(), ","))
 
 	select {
 	case err := <-served:
-		return fmt.Errorf("serving %s: %w", *endpoint, err)
+		return fmt.Errorf("serving %s: %w", *cf.endpoint, err)
 	case sig := <-sigs:
 		log.Info("stopping", "signal", sig.String())
 	}
@@ -185,8 +182,8 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(*grace):
-		log.Warn("mounts still under way after the shutdown grace; stopping them", "grace", *grace)
+	case <-time.After(*cf.grace):
+		log.Warn("mounts still under way after the shutdown grace; stopping them", "grace", *cf.grace)
 		gs.Stop()
 	case <-sigs:
 		gs.Stop()
@@ -203,8 +200,8 @@ func (c *common) podBackends(log *slog.Logger, allowEnv bool) ([]csi.Backend, er
 	narrow := c.flagSet.Changed("providers")
 	for _, name := range c.providers {
 		if _, ok := c.openers[name]; narrow && !ok {
-			if slices.Contains(builtinProviders, name) {
-				return nil, usagef("provider %q is not compiled into this binary, which has %s", name, strings.Join(compiledNames(), ", "))
+			if err := c.notCompiled(name); err != nil {
+				return nil, err
 			}
 			return nil, usagef("--providers: unknown provider %q (have %s)", name, strings.Join(compiledNames(), ", "))
 		}

@@ -203,16 +203,26 @@ func (c *common) enable(name string) {
 	}
 }
 
+// notCompiled is the usage error for a provider secretfs has but this
+// binary was built without (and no exec provider takes its name); nil for
+// any other name.
+func (c *common) notCompiled(name string) error {
+	if _, ok := c.openers[name]; ok || !slices.Contains(builtinProviders, name) ||
+		slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == name }) {
+		return nil
+	}
+	return usagef("provider %q is not compiled into this binary, which has %s (and exec providers); build one with it: make build PROVIDERS=\"...\"",
+		name, strings.Join(compiledNames(), ", "))
+}
+
 // open opens the enabled providers, in the order given.
 func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provider, error) {
 	if c.timeout <= 0 {
 		return nil, usagef("--timeout must be positive")
 	}
 	for _, name := range c.providers {
-		name = strings.TrimSpace(name)
-		if _, ok := c.openers[name]; !ok && slices.Contains(builtinProviders, name) && !slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == name }) {
-			return nil, usagef("provider %q is not compiled into this binary, which has %s (and exec providers); build one with it: make build PROVIDERS=\"...\"",
-				name, strings.Join(compiledNames(), ", "))
+		if err := c.notCompiled(strings.TrimSpace(name)); err != nil {
+			return nil, err
 		}
 	}
 	var out []resolver.Provider

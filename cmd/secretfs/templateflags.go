@@ -122,10 +122,8 @@ func runRender(args []string, stdout, stderr io.Writer) error {
 func (c *common) templateProviders(ts []*templates.Template) error {
 	for _, t := range ts {
 		for _, ref := range t.Refs() {
-			_, ok := c.openers[ref.Provider]
-			if !ok && slices.Contains(builtinProviders, ref.Provider) && !slices.ContainsFunc(c.execs, func(d execDef) bool { return d.Name == ref.Provider }) {
-				return usagef("template %s reads %s, but provider %q is not compiled into this binary, which has %s",
-					t.Name, ref, ref.Provider, strings.Join(compiledNames(), ", "))
+			if err := c.notCompiled(ref.Provider); err != nil {
+				return fmt.Errorf("template %s reads %s: %w", t.Name, ref, err)
 			}
 		}
 	}
