@@ -48,6 +48,30 @@ type BatchGetter interface {
 	GetBatch(ctx context.Context, keys []string) (map[string]Secret, error)
 }
 
+// HealthChecker is the optional ability to ask the backend whether it
+// answers at all, with a call that is about no secret (Vault's sys/health).
+// CheckHealth returns nil when the backend serves reads, an error wrapping
+// ErrUnavailable when it does not (down, sealed, a standby, throttling).
+// A cache uses it to tell one key's failure from the backend's.
+type HealthChecker interface {
+	CheckHealth(ctx context.Context) error
+}
+
+// Abilities are the optional abilities a provider's type has. They are
+// known from the type, once: a caller never learns them per directory.
+type Abilities struct {
+	List, Probe, Batch, Health bool
+}
+
+// AbilitiesOf returns what p can do besides Get.
+func AbilitiesOf(p Provider) Abilities {
+	_, list := p.(Lister)
+	_, probe := p.(Prober)
+	_, batch := p.(BatchGetter)
+	_, health := p.(HealthChecker)
+	return Abilities{List: list, Probe: probe, Batch: batch, Health: health}
+}
+
 // Secret is a value with what the backend says about it.
 type Secret struct {
 	// Value is the content, byte for byte. Never log it.

@@ -206,6 +206,35 @@ func (r *Resolver) GetBatch(ctx context.Context, provider string, keys []string)
 	return got, nil
 }
 
+// Abilities returns what the named provider can do besides Get (zero for a
+// provider that is not enabled).
+func (r *Resolver) Abilities(provider string) Abilities {
+	p, err := r.Provider(provider)
+	if err != nil {
+		return Abilities{}
+	}
+	return AbilitiesOf(p)
+}
+
+// CheckHealth asks the named provider whether its backend answers (see
+// HealthChecker). A provider that cannot yields errors.ErrUnsupported.
+func (r *Resolver) CheckHealth(ctx context.Context, provider string) error {
+	p, err := r.Provider(provider)
+	if err != nil {
+		return err
+	}
+	h, ok := p.(HealthChecker)
+	if !ok {
+		return fmt.Errorf("health %s: %w", provider, errors.ErrUnsupported)
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+	if err := h.CheckHealth(ctx); err != nil {
+		return fmt.Errorf("health %s: %w", provider, Unavailable(err))
+	}
+	return nil
+}
+
 func wrap(ref Reference, err error) error {
 	return fmt.Errorf("%s: %w", ref, Unavailable(err))
 }

@@ -64,8 +64,9 @@ func (h *controlled) Refresh(ctx context.Context, refs []string) error {
 	for _, s := range refs {
 		provider, rest, ok := strings.Cut(s, ":")
 		if ok && (rest == "" || strings.HasSuffix(rest, "/")) {
-			// A directory: everything at and below it.
-			h.cache.Forget(provider, strings.Trim(rest, "/"))
+			// A directory: everything at and below it is asked for again
+			// at its next read; good values are kept meanwhile.
+			h.cache.Expire(provider, strings.Trim(rest, "/"))
 			continue
 		}
 		ref, err := resolver.Parse(s)
@@ -73,8 +74,9 @@ func (h *controlled) Refresh(ctx context.Context, refs []string) error {
 			errs = append(errs, err)
 			continue
 		}
-		h.cache.Forget(ref.Provider, ref.Key)
-		if _, err := h.cache.Get(ctx, ref); err != nil {
+		// A call of its own, stored before it returns; a backend that
+		// does not answer leaves the last good value in place.
+		if err := h.cache.Refresh(ctx, ref); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -605,6 +605,27 @@ func (p *Provider) knownMount(path string) (mountInfo, bool) {
 	return best, best.path != ""
 }
 
+// CheckHealth implements resolver.HealthChecker with sys/health, which needs
+// no token: 200 (initialized, unsealed, active) is up. Every other answer
+// (429 standby, 472 DR secondary, 473 performance standby, 501 not
+// initialized, 503 sealed) and no answer mean this Vault does not serve
+// reads: unavailable.
+func (p *Provider) CheckHealth(ctx context.Context) error {
+	r := p.client.NewRequest(http.MethodGet, "/v1/sys/health")
+	//lint:ignore SA1019 the status code is the answer; Sys().Health maps it away
+	resp, err := p.client.RawRequestWithContext(ctx, r) //nolint:staticcheck
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if resp != nil && resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	if resp != nil {
+		return fmt.Errorf("vault sys/health: %w: HTTP %d", resolver.ErrUnavailable, resp.StatusCode)
+	}
+	return fmt.Errorf("vault sys/health: %w: %w", resolver.ErrUnavailable, err)
+}
+
 // Get implements resolver.Provider.
 func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
 	m, err := p.mountOf(ctx, key)

@@ -1,0 +1,242 @@
+package cache
+
+// Provider health. It is the connection's, not a key's: one key that fails
+// (a program that exits 1 for it, a path that answers 500) must not take
+// its provider's other keys with it.
+//
+// A provider is marked down only when a call's answer is about reaching
+// the backend (resolver.KindUnavailable: refused, reset, timed out, 5xx,
+// throttled, sealed, its own credentials rejected) and a second call that
+// is not about that key confirms it:
+//
+//   - the backend's own health call, where the provider has one
+//     (resolver.HealthChecker: Vault's sys/health);
+//   - else a key of that provider that answered before (a witness).
+//
+// Where neither exists (nothing of the provider has answered yet), the
+// failure stays the key's. The confirmation runs once per provider at a
+// time, under its own budget; the reader who discovered the outage waits
+// for it, so every read after it knows.
+//
+// While a provider is down, nothing new waits on it: a cached value or
+// listing is served stale at once (up to MaxStale), anything else fails
+// at once with ErrUnavailable, and prefetches are not made. One probe,
+// with back-off from ProbeMin doubling to ProbeMax, repeats the
+// confirming call. A value, a not-found or a denied answer from any call
+// marks the provider up.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// errProviderDown is the error of a read that was not tried because its
+// provider is known to be down.
+var errProviderDown = fmt.Errorf("provider known to be down: %w", resolver.ErrUnavailable)
+
+// health is what is known of one provider. Guarded by Cache.mu.
+type health struct {
+	gen     uint64 // counts outages, so that a probe of an old one stops
+	lastErr string // the kind of the last failure (Result), never its text
+	down    bool
+	since   time.Time
+	backoff time.Duration
+	timer   Timer
+	// witnesses are the last two keys of the provider that answered with
+	// a value, most recent first: a call about them confirms an outage.
+	witnesses [2]key
+	nwit      int
+}
+
+// healthOf returns provider's health, making it. Called with mu held.
+func (c *Cache) healthOf(provider string) *health {
+	h := c.health[provider]
+	if h == nil {
+		h = &health{}
+		c.health[provider] = h
+	}
+	return h
+}
+
+// noteWitness records that k answered with a value. Called with mu held.
+func (c *Cache) noteWitness(k key) {
+	h := c.healthOf(k.provider)
+	if h.nwit > 0 && h.witnesses[0] == k {
+		return
+	}
+	h.witnesses[1], h.witnesses[0] = h.witnesses[0], k
+	h.nwit = min(h.nwit+1, 2)
+}
+
+// isDown reports whether provider is marked down. Called with mu held.
+func (c *Cache) isDown(provider string) bool {
+	h := c.health[provider]
+	return h != nil && h.down
+}
+
+// confirmDown decides whether k's unavailable answer err is its provider's
+// (and marks it down) or k's own. It waits for the confirming call.
+func (c *Cache) confirmDown(k key, err error) bool {
+	c.mu.Lock()
+	if c.isDown(k.provider) {
+		c.mu.Unlock()
+		return true
+	}
+	c.healthOf(k.provider).lastErr = Result(err)
+	c.mu.Unlock()
+	res := <-c.checks.DoChan(k.provider, func() (any, error) {
+		checked, cerr := c.check(k.provider, k)
+		if !checked || resolver.KindOf(cerr) != resolver.KindUnavailable {
+			return false, nil
+		}
+		c.markDown(k.provider, cerr)
+		return true, nil
+	})
+	return res.Val.(bool)
+}
+
+// check makes the call that tells whether provider answers at all: its
+// health call, else a call for a witness other than except. checked is
+// false when there is no such call to make.
+func (c *Cache) check(provider string, except key) (checked bool, err error) {
+	var calls []func(context.Context) error
+	if c.abilities(provider).Health {
+		calls = append(calls, func(ctx context.Context) error { return c.src.CheckHealth(ctx, provider) })
+	} else {
+		c.mu.Lock()
+		h := c.healthOf(provider)
+		for _, w := range h.witnesses[:h.nwit] {
+			if w != except {
+				calls = append(calls, func(ctx context.Context) error { _, err := c.src.Fetch(ctx, w.ref()); return err })
+			}
+		}
+		c.mu.Unlock()
+	}
+	for _, f := range calls {
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+		_, err = c.counted(provider, func() (any, error) { return nil, f(ctx) })
+		cancel()
+		if resolver.KindOf(err) != resolver.KindUnavailable {
+			return true, err // an answer: the backend is there
+		}
+	}
+	return len(calls) > 0, err
+}
+
+// markDown marks provider down, unless it is already, and arms its probe.
+func (c *Cache) markDown(provider string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.healthOf(provider)
+	h.lastErr = Result(err)
+	if h.down || c.ctx.Err() != nil {
+		return
+	}
+	h.gen++
+	h.down, h.since, h.backoff = true, c.opts.Clock.Now(), c.opts.ProbeMin
+	c.log.Warn("provider unavailable; serving cached values stale until it answers", "provider", provider)
+	c.armProbe(provider, h)
+}
+
+// armProbe schedules the next probe of the current outage. Called with mu
+// held.
+func (c *Cache) armProbe(provider string, h *health) {
+	gen := h.gen
+	h.timer = c.opts.Clock.AfterFunc(h.backoff, func() { c.background(func() { c.runProbe(provider, h, gen) }) })
+}
+
+// markUp marks provider up and stops its probe.
+func (c *Cache) markUp(provider string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health[provider]
+	if h == nil || !h.down {
+		return
+	}
+	h.down = false
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	c.log.Info("provider answers again", "provider", provider, "down_for", c.opts.Clock.Now().Sub(h.since).Round(time.Millisecond))
+}
+
+// runProbe repeats the confirming call while provider is down; while it
+// still fails as unavailable, it is tried again after twice the wait.
+func (c *Cache) runProbe(provider string, h *health, gen uint64) {
+	c.mu.Lock()
+	if c.health[provider] != h || !h.down || h.gen != gen || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+
+	_, err := c.check(provider, key{})
+	if k := resolver.KindOf(err); k != resolver.KindUnavailable && k != resolver.KindCanceled {
+		c.markUp(provider)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !h.down || h.gen != gen || c.ctx.Err() != nil {
+		return
+	}
+	h.lastErr = Result(err)
+	h.backoff = min(2*h.backoff, c.opts.ProbeMax)
+	c.armProbe(provider, h)
+}
+
+// Health is what is known of one provider.
+type Health struct {
+	Provider string
+	Up       bool
+	LastErr  string    // the kind of its last failure (see Result); "" if none
+	Since    time.Time // when it went down, while it is
+}
+
+// Health returns what is known of each provider that has answered or
+// failed once.
+func (c *Cache) Health() map[string]Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]Health, len(c.health))
+	for p, h := range c.health {
+		hh := Health{Provider: p, Up: !h.down, LastErr: h.lastErr}
+		if h.down {
+			hh.Since = h.since
+		}
+		out[p] = hh
+	}
+	return out
+}
+
+// Down reports whether provider is marked down.
+func (c *Cache) Down(provider string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.isDown(provider)
+}
+
+// abilities returns what provider can do besides Get, known from its type.
+func (c *Cache) abilities(provider string) resolver.Abilities {
+	if a, ok := c.can.Load(provider); ok {
+		return a.(resolver.Abilities)
+	}
+	a := c.src.Abilities(provider)
+	if a != (resolver.Abilities{}) {
+		c.can.Store(provider, a) // providers are few: bounded
+	}
+	return a
+}
+
+// able fails at once, with no call, for what k's provider cannot do.
+func (c *Cache) able(k key) error {
+	a := c.abilities(k.provider)
+	if k.op == opList && !a.List || k.op == opProbe && !a.Probe {
+		return fmt.Errorf("%s: %w", k, errors.ErrUnsupported)
+	}
+	return nil
+}

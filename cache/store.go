@@ -1,0 +1,316 @@
+package cache
+
+// The stores: what the Cache holds, each kind in its own bounded LRU, so
+// that no sequence of lookups grows memory past the bounds and no kind of
+// answer evicts another.
+//
+//   - values: secret values (MaxEntries).
+//   - listings: non-empty listings of directories (MaxListings).
+//   - negatives: not-found and denied answers, what a provider cannot do
+//     for one directory, remembered failures, and the empty listing of a
+//     directory below the top (what a missing name lists as)
+//     (MaxNegative).
+//
+// Every entry carries the generation of the call that produced it (see
+// flight.go): an older call's answer never replaces a newer one.
+
+import (
+	"bytes"
+	"container/list"
+	"time"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+type op uint8
+
+const (
+	opGet op = iota
+	opList
+	opProbe
+)
+
+// key names one answer: a value (opGet) or a directory's listing or probe.
+type key struct {
+	op       op
+	provider string
+	name     string // key for opGet, directory for opList and opProbe
+	version  string
+}
+
+func (k key) ref() resolver.Reference {
+	return resolver.Reference{Provider: k.provider, Key: k.name, Version: k.version}
+}
+
+func (k key) String() string {
+	switch k.op {
+	case opList:
+		return "list " + k.provider + ":" + k.name + "/"
+	case opProbe:
+		return "probe " + k.provider + ":" + k.name + "/"
+	}
+	return k.ref().String()
+}
+
+// under reports whether k is at or below dir of provider ("" for all).
+func (k key) under(provider, dir string) bool {
+	if k.provider != provider {
+		return false
+	}
+	return dir == "" || k.name == dir || len(k.name) > len(dir) && k.name[len(dir)] == '/' && k.name[:len(dir)] == dir
+}
+
+// entry is one cached answer. Once in a store, its fields are guarded by
+// Cache.mu.
+type entry struct {
+	key key
+	gen uint64 // the generation of the call whose answer this is
+	// val is the good answer: a resolver.Secret or a *Listing; nil for a
+	// negative answer or a remembered failure.
+	val any
+	// err is the negative answer, or the failure remembered; with a val,
+	// the last failure of this key (its value is kept).
+	err        error
+	fetched    time.Time // when the call that produced val began
+	expires    time.Time
+	refreshAt  time.Time // from then on a read starts a refresh ahead
+	staleUntil time.Time // last instant val may be served stale; zero: never
+	// failures counts this key's failed calls in a row (a failure of the
+	// key, not of its provider); retryAt is when the next may be made.
+	failures   int
+	retryAt    time.Time
+	used       bool  // read since it was fetched
+	refreshing bool  // a background call (refresh ahead or retry) is under way
+	timer      Timer // the refresh-ahead timer, if any
+	store      *store
+	el         *list.Element
+}
+
+// servableStale reports whether e holds a good value that may still be
+// served past its expiry at now.
+func (e *entry) servableStale(now time.Time) bool {
+	return e.val != nil && !e.staleUntil.IsZero() && !now.After(e.staleUntil)
+}
+
+// store is one bounded LRU of entries.
+type store struct {
+	name  string
+	limit int
+	lru   *list.List // *entry, most recently used first
+}
+
+func newStore(name string, limit int) *store {
+	return &store{name: name, limit: limit, lru: list.New()}
+}
+
+// storeFor is the store an entry belongs in. Called with mu held.
+func (c *Cache) storeFor(e *entry) *store {
+	switch v := e.val.(type) {
+	case nil:
+		return c.negatives
+	case *Listing:
+		if len(v.names) == 0 && e.key.name != "" {
+			return c.negatives // what a name that does not exist lists as
+		}
+		return c.listings
+	}
+	return c.values
+}
+
+// put stores e, replacing the entry for its key, and evicts the least
+// recently used entries of its store past the store's bound. Called with mu
+// held.
+func (c *Cache) put(e *entry) {
+	if old, ok := c.entries[e.key]; ok {
+		c.drop(old)
+	}
+	s := c.storeFor(e)
+	e.store, e.el = s, s.lru.PushFront(e)
+	c.entries[e.key] = e
+	for s.lru.Len() > s.limit {
+		c.drop(s.lru.Back().Value.(*entry))
+	}
+}
+
+// drop removes e. Called with mu held.
+func (c *Cache) drop(e *entry) {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.store.lru.Remove(e.el)
+	if c.entries[e.key] == e {
+		delete(c.entries, e.key)
+	}
+}
+
+// touch marks e as most recently used. Called with mu held.
+func (c *Cache) touch(e *entry) { e.store.lru.MoveToFront(e.el) }
+
+// older reports whether the answer of the call of generation gen for k is
+// older than what is held, or than a Forget of its provider; it is then not
+// stored, and its readers get what is held (the zero answer where nothing
+// is: the call's own). Called with mu held.
+func (c *Cache) older(k key, gen uint64, now time.Time) (answer, bool) {
+	e, ok := c.entries[k]
+	switch {
+	case ok && e.gen > gen:
+		return c.held(e, now), true
+	case gen < c.floor[k.provider]:
+		return answer{}, true
+	}
+	return answer{}, false
+}
+
+// storeValue stores a good answer of the call of generation gen that began
+// at began: fresh for the (jittered) TTL from then, with its refresh ahead
+// armed, and reports a change. It returns the answer readers get: this
+// one, or a newer one already held.
+func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
+	c.mu.Lock()
+	ttl, staleFor := c.times.ttl, c.times.maxStale
+	c.mu.Unlock()
+	if s, ok := val.(resolver.Secret); ok && s.MaxAge > 0 {
+		// A lease ends the value's life: never keep or serve it past that.
+		ttl = min(ttl, s.MaxAge)
+		staleFor = 0
+	}
+	ttl = c.jitter(ttl)
+	e := &entry{key: k, gen: gen, val: val, fetched: began, expires: began.Add(ttl), refreshAt: began.Add(ttl * 3 / 4)}
+	if staleFor > 0 {
+		e.staleUntil = e.expires.Add(staleFor)
+	}
+	now := c.opts.Clock.Now()
+
+	c.mu.Lock()
+	if a, ok := c.older(k, gen, now); ok {
+		c.mu.Unlock()
+		if a.val == nil && a.err == nil {
+			a = answer{val: val} // forgotten since: served, not kept
+		}
+		return a
+	}
+	if c.ctx.Err() == nil && now.Before(e.expires) { // a call that ends after Close arms nothing
+		e.timer = c.opts.Clock.AfterFunc(e.refreshAt.Sub(now), func() { c.refreshDue(e) })
+	}
+	old := c.entries[k]
+	changed := k.op == opGet && old != nil && (old.val == nil || !sameValue(old.val, val))
+	if k.op == opGet {
+		c.noteWitness(k)
+	}
+	c.put(e)
+	subs := c.onChange
+	c.mu.Unlock()
+	if changed {
+		c.notify(subs, Change{Ref: k.ref()})
+	}
+	return answer{val: val, freshFor: max(e.expires.Sub(now), 0)}
+}
+
+// storeNegative stores a negative answer (not found, denied, cannot) of the
+// call of generation gen for d, and reports the deletion of a value.
+func (c *Cache) storeNegative(k key, err error, d time.Duration, gen uint64, began time.Time) answer {
+	e := &entry{key: k, gen: gen, err: err, fetched: began, expires: began.Add(c.jitter(d))}
+	now := c.opts.Clock.Now()
+	c.mu.Lock()
+	if a, ok := c.older(k, gen, now); ok {
+		c.mu.Unlock()
+		if a.val == nil && a.err == nil {
+			a = answer{err: err}
+		}
+		return a
+	}
+	old := c.entries[k]
+	deleted := k.op == opGet && old != nil && old.val != nil
+	c.put(e)
+	subs := c.onChange
+	c.mu.Unlock()
+	if deleted {
+		c.notify(subs, Change{Ref: k.ref(), Deleted: true})
+	}
+	return answer{err: err}
+}
+
+// storeFailure remembers that the call of generation gen for k failed (it
+// is unavailable or unknown) while its provider answers: the key backs off
+// on its own, and keeps its value. It returns what readers get: the value
+// while fresh or servable stale, else err.
+func (c *Cache) storeFailure(k key, err error, gen uint64) answer {
+	now := c.opts.Clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.older(k, gen, now); ok {
+		if a.val == nil && a.err == nil {
+			a = answer{err: err}
+		}
+		return a
+	}
+	e := c.entries[k]
+	if e != nil && e.val != nil {
+		e.err, e.failures = err, e.failures+1
+		e.retryAt = now.Add(c.backoff(e.failures))
+		e.refreshAt = laterOf(e.refreshAt, e.retryAt)
+		return c.lastGood(e, now, err)
+	}
+	failures := 1
+	if e != nil {
+		failures = e.failures + 1 // zero for a negative answer
+	}
+	wait := c.backoff(failures)
+	c.put(&entry{key: k, gen: gen, err: err, fetched: now, expires: now.Add(wait), failures: failures, retryAt: now.Add(wait)})
+	return answer{err: err}
+}
+
+// lastGood is what readers get of e, which holds a value, when a call for
+// it failed with err: the value while fresh, then stale while it may be,
+// else err. Called with mu held.
+func (c *Cache) lastGood(e *entry, now time.Time, err error) answer {
+	switch {
+	case now.Before(e.expires):
+		return answer{val: e.val, freshFor: e.expires.Sub(now)}
+	case e.servableStale(now):
+		return answer{val: e.val, stale: true, past: now.Sub(e.expires), err: err}
+	}
+	return answer{err: err}
+}
+
+// held is the answer e holds now, for the readers of a call whose own
+// answer was older. Called with mu held.
+func (c *Cache) held(e *entry, now time.Time) answer {
+	if e.val == nil {
+		return answer{err: e.err}
+	}
+	return c.lastGood(e, now, e.err)
+}
+
+// backoff is how long a key waits after its nth failure in a row.
+func (c *Cache) backoff(n int) time.Duration {
+	d := c.opts.ProbeMin
+	for i := 1; i < n && d < c.opts.ProbeMax; i++ {
+		d *= 2
+	}
+	return min(d, c.opts.ProbeMax)
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func sameValue(a, b any) bool {
+	sa, ok1 := a.(resolver.Secret)
+	sb, ok2 := b.(resolver.Secret)
+	return ok1 && ok2 && sa.Version == sb.Version && bytes.Equal(sa.Value, sb.Value)
+}
+
+// jitter shortens d by up to Jitter of it.
+func (c *Cache) jitter(d time.Duration) time.Duration {
+	return d - time.Duration(c.opts.Jitter*c.opts.Rand()*float64(d))
+}
+
+func (c *Cache) notify(subs []func(Change), ch Change) {
+	for _, f := range subs {
+		f(ch)
+	}
+}
