@@ -184,6 +184,10 @@ type Value struct {
 	// FreshFor is how long the value stays fresh from now; zero when it is
 	// served stale.
 	FreshFor time.Duration
+	// Gen is the generation of the backend call the value came from. A
+	// read of the key that begins after this one returned never gets a
+	// smaller one (unless the value was evicted or forgotten meanwhile).
+	Gen uint64
 }
 
 // Cache is the engine. It is safe for concurrent use.
@@ -439,43 +443,43 @@ func (c *Cache) Get(ctx context.Context, ref resolver.Reference) (Value, error) 
 	if err := ref.Validate(); err != nil {
 		return Value{}, err
 	}
-	val, freshFor, err := c.read(ctx, key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version})
+	a, err := c.read(ctx, key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version})
 	if err != nil {
 		return Value{}, err
 	}
-	s, err := resolver.Cut(ref, val.(resolver.Secret))
+	s, err := resolver.Cut(ref, a.val.(resolver.Secret))
 	if err != nil {
 		return Value{}, err
 	}
-	return Value{Secret: s, FreshFor: freshFor}, nil
+	return Value{Secret: s, FreshFor: a.freshFor, Gen: a.gen}, nil
 }
 
 // List returns the listing of dir in provider (see resolver.Lister) and how
 // long it stays fresh.
 func (c *Cache) List(ctx context.Context, provider, dir string) (*Listing, time.Duration, error) {
-	val, freshFor, err := c.read(ctx, key{op: opList, provider: provider, name: dir})
+	a, err := c.read(ctx, key{op: opList, provider: provider, name: dir})
 	if err != nil {
 		return nil, 0, err
 	}
-	return val.(*Listing), freshFor, nil
+	return a.val.(*Listing), a.freshFor, nil
 }
 
 // Probe returns what one small request finds below dir in provider (see
 // resolver.Prober): a Listing that may not be Complete.
 func (c *Cache) Probe(ctx context.Context, provider, dir string) (*Listing, time.Duration, error) {
-	val, freshFor, err := c.read(ctx, key{op: opProbe, provider: provider, name: dir})
+	a, err := c.read(ctx, key{op: opProbe, provider: provider, name: dir})
 	if err != nil {
 		return nil, 0, err
 	}
-	return val.(*Listing), freshFor, nil
+	return a.val.(*Listing), a.freshFor, nil
 }
 
 // read serves k: from memory when fresh; stale at once while its key's
 // calls fail or its provider is down; else through one shared call, which
 // is not made while the provider is known to be down.
-func (c *Cache) read(ctx context.Context, k key) (any, time.Duration, error) {
+func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 	if err := c.able(k); err != nil {
-		return nil, 0, err
+		return answer{}, err
 	}
 	now := c.opts.Clock.Now()
 	c.mu.Lock()
@@ -486,16 +490,16 @@ func (c *Cache) read(ctx context.Context, k key) (any, time.Duration, error) {
 			c.touch(e)
 			e.used = true
 			refresh := e.val != nil && !now.Before(e.refreshAt) && c.startRefresh(e)
-			val, err, freshFor := e.val, e.err, e.expires.Sub(now)
+			a := answer{val: e.val, gen: e.gen, freshFor: e.expires.Sub(now), err: e.err}
 			c.mu.Unlock()
 			c.hits.Add(1)
 			if refresh {
 				c.refresh(k)
 			}
-			if val == nil {
-				return nil, 0, err
+			if a.val == nil {
+				return answer{}, a.err
 			}
-			return val, freshFor, nil
+			return a, nil
 		case e.servableStale(now) && (down || e.failures > 0):
 			// The provider is down, or this key's calls fail: serve the
 			// last good value at once. A key past its back-off is retried
@@ -504,27 +508,27 @@ func (c *Cache) read(ctx context.Context, k key) (any, time.Duration, error) {
 			c.touch(e)
 			e.used = true
 			retry := !down && !now.Before(e.retryAt) && c.startRefresh(e)
-			val, past := e.val, now.Sub(e.expires)
+			a := answer{val: e.val, gen: e.gen, stale: true, past: now.Sub(e.expires)}
 			c.mu.Unlock()
 			c.stale.Add(1)
-			c.opts.Observer.StaleServed(k.provider, past)
+			c.opts.Observer.StaleServed(k.provider, a.past)
 			if retry {
 				c.refresh(k)
 			}
-			return val, 0, nil
+			return a, nil
 		case e.failures > 0 && now.Before(e.retryAt) && e.err != nil:
 			// Failing, with nothing to serve: the failure until the key's
 			// back-off ends.
 			err := e.err
 			c.mu.Unlock()
 			c.hits.Add(1)
-			return nil, 0, err
+			return answer{}, err
 		}
 	}
 	c.mu.Unlock()
 	if down {
 		// Nothing new waits on a provider known to be down.
-		return nil, 0, fmt.Errorf("%s: %w", k, errProviderDown)
+		return answer{}, fmt.Errorf("%s: %w", k, errProviderDown)
 	}
 	c.misses.Add(1)
 
@@ -535,31 +539,32 @@ func (c *Cache) read(ctx context.Context, k key) (any, time.Duration, error) {
 	case res := <-ch:
 		a := res.Val.(answer)
 		if a.val == nil {
-			return nil, 0, a.err
+			return answer{}, a.err
 		}
 		if a.stale {
 			c.stale.Add(1)
 			c.opts.Observer.StaleServed(k.provider, a.past)
 		}
-		return a.val, a.freshFor, nil
+		return a, nil
 	case <-ctx.Done():
 		// Out of time: a value that may be served stale beats an error.
-		if val, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if a, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			c.stale.Add(1)
 			c.opts.Observer.StaleServed(k.provider, 0)
 			c.log.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
-			return val, 0, nil
+			return a, nil
 		}
-		return nil, 0, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
+		return answer{}, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
 	}
 }
 
 // staleValue returns k's last good value if it may still be served stale.
-func (c *Cache) staleValue(k key) (any, bool) {
+func (c *Cache) staleValue(k key) (answer, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries[k]; ok && e.servableStale(c.opts.Clock.Now()) {
-		return e.val, true
+	now := c.opts.Clock.Now()
+	if e, ok := c.entries[k]; ok && e.servableStale(now) {
+		return answer{val: e.val, gen: e.gen, stale: true, past: max(now.Sub(e.expires), 0)}, true
 	}
-	return nil, false
+	return answer{}, false
 }

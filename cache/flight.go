@@ -38,6 +38,7 @@ import (
 // answer is what a call hands its readers.
 type answer struct {
 	val      any           // nil: err is the answer
+	gen      uint64        // the generation of the call val came from
 	freshFor time.Duration // how long val stays fresh
 	stale    bool          // val is served past its expiry
 	past     time.Duration // how far past, when stale
@@ -81,7 +82,7 @@ func (c *Cache) fresh(k key) (answer, bool) {
 		if e.val == nil {
 			return answer{err: e.err}, true
 		}
-		return answer{val: e.val, freshFor: e.expires.Sub(now)}, true
+		return answer{val: e.val, gen: e.gen, freshFor: e.expires.Sub(now)}, true
 	}
 	return answer{}, false
 }

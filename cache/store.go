@@ -185,7 +185,7 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	if a, ok := c.older(k, gen, now); ok {
 		c.mu.Unlock()
 		if a.val == nil && a.err == nil {
-			a = answer{val: val} // forgotten since: served, not kept
+			a = answer{val: val, gen: gen} // forgotten since: served, not kept
 		}
 		return a
 	}
@@ -203,7 +203,7 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	if changed {
 		c.notify(subs, Change{Ref: k.ref()})
 	}
-	return answer{val: val, freshFor: max(e.expires.Sub(now), 0)}
+	return answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
 }
 
 // storeNegative stores a negative answer (not found, denied, cannot) of the
@@ -266,9 +266,9 @@ func (c *Cache) storeFailure(k key, err error, gen uint64) answer {
 func (c *Cache) lastGood(e *entry, now time.Time, err error) answer {
 	switch {
 	case now.Before(e.expires):
-		return answer{val: e.val, freshFor: e.expires.Sub(now)}
+		return answer{val: e.val, gen: e.gen, freshFor: e.expires.Sub(now)}
 	case e.servableStale(now):
-		return answer{val: e.val, stale: true, past: now.Sub(e.expires), err: err}
+		return answer{val: e.val, gen: e.gen, stale: true, past: now.Sub(e.expires), err: err}
 	}
 	return answer{err: err}
 }
