@@ -70,7 +70,7 @@ func newMountFlags() *mountFlags {
 	f.DurationVar(&m.ttl, "ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again")
 	f.DurationVar(&m.negTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered")
 	f.DurationVar(&m.maxStale, "max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
-	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory")
+	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory (and, apart, most listings and most negative answers)")
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
 	f.StringArrayVar(&m.templateFlags, "template", nil, "render a template as MOUNT/templates/NAME, NAME=FILE (repeatable)")

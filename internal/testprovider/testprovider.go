@@ -8,7 +8,10 @@
 // deadline by reading any key below "hang/". Listing a directory below
 // "hanglist/" hangs, and below "faillist/" fails as unavailable, while the
 // secrets there read as usual. A file "name.secret" beside a directory
-// "name" is the value of a secret that is also a directory.
+// "name" is the value of a secret that is also a directory. While a file
+// "name.fail" exists beside it, reading "name" alone fails as unavailable
+// (as a program that exits 1 for one key does), and the rest of the
+// backend answers.
 package testprovider
 
 import (
@@ -48,10 +51,13 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 	if err := p.down(); err != nil {
 		return resolver.Secret{}, err
 	}
+	path := filepath.Join(p.Dir, filepath.FromSlash(key))
+	if _, err := os.Stat(path + ".fail"); err == nil {
+		return resolver.Secret{}, fmt.Errorf("%s %s: %w: this key fails", p.ProviderName, key, resolver.ErrUnavailable)
+	}
 	if version != "" {
 		return resolver.Secret{}, fmt.Errorf("%s %s@%s: %w", p.ProviderName, key, version, resolver.ErrNotFound)
 	}
-	path := filepath.Join(p.Dir, filepath.FromSlash(key))
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path += ".secret"
 	}
@@ -94,7 +100,7 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 			if _, err := os.Stat(filepath.Join(p.Dir, filepath.FromSlash(dir), e.Name()+".secret")); err == nil {
 				names = append(names, e.Name())
 			}
-		case strings.HasSuffix(e.Name(), ".secret"):
+		case strings.HasSuffix(e.Name(), ".secret"), strings.HasSuffix(e.Name(), ".fail"):
 		default:
 			names = append(names, e.Name())
 		}
