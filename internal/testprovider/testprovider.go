@@ -4,8 +4,9 @@
 // It serves the files below a directory: key "a/b" is the file DIR/a/b, and
 // listing follows the directory tree. The test changes a value by writing
 // the file, takes the backend down by creating DIR/.down (every call then
-// fails with resolver.ErrUnavailable), and makes a call hang until its
-// deadline by reading any key below "hang/". Listing a directory below
+// fails with resolver.ErrUnavailable) or DIR/.hang (every call then waits
+// for its deadline), and makes a call hang until its deadline by reading
+// any key below "hang/". Listing a directory below
 // "hanglist/" hangs, and below "faillist/" fails as unavailable, while the
 // secrets there read as usual. A file "name.secret" beside a directory
 // "name" is the value of a secret that is also a directory. While a file
@@ -35,7 +36,13 @@ type Provider struct {
 // Name implements resolver.Provider.
 func (p *Provider) Name() string { return p.ProviderName }
 
-func (p *Provider) down() error {
+// down fails a call while DIR/.down exists, and makes it hang until its
+// deadline while DIR/.hang does.
+func (p *Provider) down(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(p.Dir, ".hang")); err == nil {
+		<-ctx.Done()
+		return fmt.Errorf("%s: %w: %w", p.ProviderName, resolver.ErrUnavailable, ctx.Err())
+	}
 	if _, err := os.Stat(filepath.Join(p.Dir, ".down")); err == nil {
 		return fmt.Errorf("%s: %w: backend is down", p.ProviderName, resolver.ErrUnavailable)
 	}
@@ -48,7 +55,7 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 		<-ctx.Done()
 		return resolver.Secret{}, fmt.Errorf("%s %s: %w: %w", p.ProviderName, key, resolver.ErrUnavailable, ctx.Err())
 	}
-	if err := p.down(); err != nil {
+	if err := p.down(ctx); err != nil {
 		return resolver.Secret{}, err
 	}
 	path := filepath.Join(p.Dir, filepath.FromSlash(key))
@@ -77,7 +84,7 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 
 // List implements resolver.Lister.
 func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
-	if err := p.down(); err != nil {
+	if err := p.down(ctx); err != nil {
 		return nil, err
 	}
 	switch {
