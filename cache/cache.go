@@ -474,9 +474,10 @@ func (c *Cache) Probe(ctx context.Context, provider, dir string) (*Listing, time
 	return a.val.(*Listing), a.freshFor, nil
 }
 
-// read serves k: from memory when fresh; stale at once while its key's
-// calls fail or its provider is down; else through one shared call, which
-// is not made while the provider is known to be down.
+// read serves k: from memory when fresh; stale at once while its provider
+// is down or its key backs off after a failure; else through one shared
+// call (which retries a failing key), not made while the provider is known
+// to be down.
 func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 	if err := c.able(k); err != nil {
 		return answer{}, err
@@ -500,21 +501,16 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 				return answer{}, a.err
 			}
 			return a, nil
-		case e.servableStale(now) && (down || e.failures > 0):
-			// The provider is down, or this key's calls fail: serve the
-			// last good value at once. A key past its back-off is retried
-			// in the background; the probe finds out when a provider is
-			// back.
+		case e.servableStale(now) && (down || e.failures > 0 && now.Before(e.retryAt)):
+			// The provider is down (its probe finds out when it is back),
+			// or this key's calls fail and its back-off has not ended:
+			// serve the last good value at once.
 			c.touch(e)
 			e.used = true
-			retry := !down && !now.Before(e.retryAt) && c.startRefresh(e)
 			a := answer{val: e.val, gen: e.gen, stale: true, past: now.Sub(e.expires)}
 			c.mu.Unlock()
 			c.stale.Add(1)
 			c.opts.Observer.StaleServed(k.provider, a.past)
-			if retry {
-				c.refresh(k)
-			}
 			return a, nil
 		case e.failures > 0 && now.Before(e.retryAt) && e.err != nil:
 			// Failing, with nothing to serve: the failure until the key's
