@@ -192,13 +192,12 @@ type Value struct {
 
 // Cache is the engine. It is safe for concurrent use.
 type Cache struct {
-	src    Source
-	opts   Options
-	log    *slog.Logger
-	group  singleflight.Group // calls in flight, by key
-	checks singleflight.Group // calls that confirm an outage, by provider
-	gen    atomic.Uint64      // the last generation given to a call
-	can    sync.Map           // provider name → resolver.Abilities
+	src   Source
+	opts  Options
+	log   *slog.Logger
+	group singleflight.Group // calls in flight, by key
+	gen   atomic.Uint64      // the last generation given to a call
+	can   sync.Map           // provider name → resolver.Abilities
 	// ctx ends with Close; backend calls and probes run under it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -484,10 +483,20 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 	}
 	now := c.opts.Clock.Now()
 	c.mu.Lock()
-	down := c.isDown(k.provider)
+	var (
+		down       bool
+		confirming <-chan struct{}
+		epoch      uint64
+	)
+	if h := c.health[k.provider]; h != nil {
+		down, confirming, epoch = h.down, h.confirming, h.epoch
+	}
 	if e, ok := c.entries[k]; ok {
+		// A key's own failure holds back its reads until its back-off
+		// ends, unless its provider has come back from an outage since.
+		backingOff := e.failures > 0 && now.Before(e.retryAt) && e.epoch == epoch
 		switch {
-		case now.Before(e.expires):
+		case now.Before(e.expires) && (e.val != nil || e.failures == 0 || backingOff):
 			c.touch(e)
 			e.used = true
 			refresh := e.val != nil && !now.Before(e.refreshAt) && c.startRefresh(e)
@@ -501,10 +510,11 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 				return answer{}, a.err
 			}
 			return a, nil
-		case e.servableStale(now) && (down || e.failures > 0 && now.Before(e.retryAt)):
+		case e.servableStale(now) && (down || confirming != nil || backingOff):
 			// The provider is down (its probe finds out when it is back),
-			// or this key's calls fail and its back-off has not ended:
-			// serve the last good value at once.
+			// or an outage is being confirmed, or this key's calls fail
+			// and its back-off has not ended: serve the last good value
+			// at once.
 			c.touch(e)
 			e.used = true
 			a := answer{val: e.val, gen: e.gen, stale: true, past: now.Sub(e.expires)}
@@ -512,7 +522,7 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 			c.stale.Add(1)
 			c.opts.Observer.StaleServed(k.provider, a.past)
 			return a, nil
-		case e.failures > 0 && now.Before(e.retryAt) && e.err != nil:
+		case backingOff && e.err != nil:
 			// Failing, with nothing to serve: the failure until the key's
 			// back-off ends.
 			err := e.err
@@ -522,6 +532,16 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 		}
 	}
 	c.mu.Unlock()
+	if confirming != nil && !down {
+		// Whether the provider is down is being found out: wait for that
+		// (within this reader's budget) rather than for a call of our own.
+		select {
+		case <-confirming:
+		case <-ctx.Done():
+			return answer{}, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
+		}
+		down = c.Down(k.provider)
+	}
 	if down {
 		// Nothing new waits on a provider known to be down.
 		return answer{}, fmt.Errorf("%s: %w", k, errProviderDown)

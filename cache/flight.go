@@ -14,9 +14,9 @@ package cache
 //     for NegativeTTL (it replaces a value); the provider is up.
 //   - the provider cannot do this for this directory: a negative too.
 //   - unavailable: the provider may be down. A second call that is not
-//     about this key confirms it (health.go); the reader waits for it. If
-//     the provider is down, the value is served stale as all its values
-//     are. If not, the failure is this key's: see below.
+//     about this key confirms it, in the background (health.go); readers
+//     with nothing to serve wait for it. Meanwhile, and if it is not
+//     confirmed, the failure is this key's: see below.
 //   - unknown: logged, and this key's failure.
 //   - a key's failure keeps its value (fresh while fresh, then stale up to
 //     MaxStale) and backs off on its own: the next call for it is made no
@@ -110,13 +110,20 @@ func (c *Cache) call(k key) answer {
 		// negative answer about this directory.
 		a = c.storeNegative(k, err, c.negativeTTL(), gen, began)
 	case resolver.KindUnavailable, resolver.KindUnknown:
+		var confirmed <-chan struct{}
 		if kind == resolver.KindUnknown {
 			c.log.Error("unexpected backend error; keeping what is cached", "op", k.String(), "error", err)
+		} else if confirmed = c.suspect(k, err); confirmed == nil {
+			a = c.servedInOutage(k, err) // down already: not the key's failure
+			break
 		}
-		if kind == resolver.KindUnavailable && c.confirmDown(k, err) {
-			a = c.servedInOutage(k, err)
-		} else {
-			a = c.storeFailure(k, err, gen)
+		// The key's failure, until its provider is found down: its value
+		// is kept and served. With nothing to serve, the readers wait for
+		// the confirmation (bounded by its budget), so that the reads
+		// after them know.
+		a = c.storeFailure(k, err, gen)
+		if a.val == nil && confirmed != nil {
+			<-confirmed
 		}
 		if a.stale {
 			c.log.Warn("backend unavailable; serving the last good value",

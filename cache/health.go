@@ -15,8 +15,10 @@ package cache
 //
 // Where neither exists (nothing of the provider has answered yet), the
 // failure stays the key's. The confirmation runs once per provider at a
-// time, under its own budget; the reader who discovered the outage waits
-// for it, so every read after it knows.
+// time, in the background, under its own budget; every read after the one
+// that discovered the failure knows of it: one that has a value to serve
+// gets it at once, stale, and one that has none waits for the outcome, as
+// does the discoverer itself when it has none.
 //
 // While a provider is down, nothing new waits on it: a cached value or
 // listing is served stale at once (up to MaxStale), anything else fails
@@ -46,6 +48,13 @@ type health struct {
 	since   time.Time
 	backoff time.Duration
 	timer   Timer
+	// confirming is closed when the confirmation under way ends; nil when
+	// none runs. While one runs, reads that have a value to serve are
+	// served it stale at once, and others wait for its outcome.
+	confirming chan struct{}
+	// epoch counts the ends of outages: a key's failure from an earlier
+	// epoch no longer holds back its reads.
+	epoch uint64
 	// witnesses are the last two keys of the provider that answered with
 	// a value, most recent first: a call about them confirms an outage.
 	witnesses [2]key
@@ -78,25 +87,38 @@ func (c *Cache) isDown(provider string) bool {
 	return h != nil && h.down
 }
 
-// confirmDown decides whether k's unavailable answer err is its provider's
-// (and marks it down) or k's own. It waits for the confirming call.
-func (c *Cache) confirmDown(k key, err error) bool {
+// suspect starts the confirmation that err, k's unavailable answer, is its
+// provider's (see check), unless one is under way or the provider is known
+// down. It returns a channel closed when that confirmation ends, or nil
+// when the provider is down already.
+func (c *Cache) suspect(k key, err error) <-chan struct{} {
 	c.mu.Lock()
-	if c.isDown(k.provider) {
-		c.mu.Unlock()
-		return true
+	defer c.mu.Unlock()
+	h := c.healthOf(k.provider)
+	h.lastErr = Result(err)
+	switch {
+	case h.down:
+		return nil
+	case h.confirming != nil:
+		return h.confirming
 	}
-	c.healthOf(k.provider).lastErr = Result(err)
-	c.mu.Unlock()
-	res := <-c.checks.DoChan(k.provider, func() (any, error) {
+	done := make(chan struct{})
+	h.confirming = done
+	started := c.background(func() {
 		checked, cerr := c.check(k.provider, k)
-		if !checked || resolver.KindOf(cerr) != resolver.KindUnavailable {
-			return false, nil
+		if checked && resolver.KindOf(cerr) == resolver.KindUnavailable {
+			c.markDown(k.provider, cerr)
 		}
-		c.markDown(k.provider, cerr)
-		return true, nil
+		c.mu.Lock()
+		h.confirming = nil
+		c.mu.Unlock()
+		close(done)
 	})
-	return res.Val.(bool)
+	if !started { // closed
+		h.confirming = nil
+		close(done)
+	}
+	return done
 }
 
 // check makes the call that tells whether provider answers at all: its
@@ -158,6 +180,7 @@ func (c *Cache) markUp(provider string) {
 		return
 	}
 	h.down = false
+	h.epoch++
 	if h.timer != nil {
 		h.timer.Stop()
 	}

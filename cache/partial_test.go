@@ -182,6 +182,7 @@ func TestOneKeyFailureKeepsItsProviderUp(t *testing.T) {
 			if got, fresh, err := read(c, "x", "bad"); err != nil || got != "bad=1" || fresh != 0 {
 				t.Fatalf("the failing key = %q (fresh for %v), %v; want its last value, stale", got, fresh, err)
 			}
+			c.WaitIdle() // the confirmation that the provider answers
 			if c.Down("x") {
 				t.Fatal("one key's failure marked its provider down")
 			}
@@ -267,6 +268,7 @@ func TestOutageIsConfirmedThenKnown(t *testing.T) {
 			if got, _, err := read(c, "x", "a"); err != nil || got != "a=1" {
 				t.Fatalf("first read in the outage = %q, %v; want stale a=1", got, err)
 			}
+			c.WaitIdle() // the confirmation runs in the background
 			if !c.Down("x") {
 				t.Fatal("not marked down after a confirmed outage")
 			}
@@ -298,6 +300,7 @@ func TestUncachedReadDuringKnownOutageFailsAtOnce(t *testing.T) {
 	clk.Advance(2 * time.Second)
 	s.setDown(true)
 	read(c, "x", "a") // finds the outage
+	c.WaitIdle()
 	if !c.Down("x") {
 		t.Fatal("not down")
 	}
@@ -326,6 +329,7 @@ func TestPrefetchDuringKnownOutageReturnsAtOnce(t *testing.T) {
 	clk.Advance(2 * time.Second)
 	bb.set("", errRefused)
 	get(t, c, "a")
+	c.WaitIdle()
 	if !c.Down("b") {
 		t.Fatal("not down")
 	}
@@ -498,5 +502,25 @@ func TestFloodOfMissingNamesIsBounded(t *testing.T) {
 		if got, _, err := read(c, "x", fmt.Sprint("k", i)); err != nil || got != fmt.Sprint("k", i, "=1") {
 			t.Fatalf("k%d in an outage after the flood = %q, %v; want it stale", i, got, err)
 		}
+	}
+}
+
+// A reader with nothing to serve who finds an outage waits for its
+// confirmation: every read after it knows.
+func TestDiscovererWithNothingToServeWaitsForTheConfirmation(t *testing.T) {
+	clk := newClock()
+	s := newScripted("x")
+	s.set("w", 1)
+	c := newCache(t, clk, cache.Options{}, s)
+	read(c, "x", "w")
+	s.setDown(true)
+	if _, _, err := read(c, "x", "new"); !errors.Is(err, resolver.ErrUnavailable) {
+		t.Fatalf("uncached read in an outage = %v, want ErrUnavailable", err)
+	}
+	if !c.Down("x") {
+		t.Error("the read that found the outage returned before it was confirmed")
+	}
+	if n := s.callsOf("w"); n != 2 {
+		t.Errorf("calls of the witness = %d, want 2 (its read, the confirmation)", n)
 	}
 }

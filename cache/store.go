@@ -79,9 +79,10 @@ type entry struct {
 	// key, not of its provider); retryAt is when the next may be made.
 	failures   int
 	retryAt    time.Time
-	used       bool  // read since it was fetched
-	refreshing bool  // a background call (refresh ahead or retry) is under way
-	timer      Timer // the refresh-ahead timer, if any
+	epoch      uint64 // the provider's epoch (see health) at the last failure
+	used       bool   // read since it was fetched
+	refreshing bool   // a background call (refresh ahead or retry) is under way
+	timer      Timer  // the refresh-ahead timer, if any
 	store      *store
 	el         *list.Element
 }
@@ -244,19 +245,23 @@ func (c *Cache) storeFailure(k key, err error, gen uint64) answer {
 		}
 		return a
 	}
+	epoch := c.healthOf(k.provider).epoch
 	e := c.entries[k]
 	if e != nil && e.val != nil {
-		e.err, e.failures = err, e.failures+1
+		if e.epoch != epoch {
+			e.failures = 0 // its failures came before the last outage ended
+		}
+		e.err, e.failures, e.epoch = err, e.failures+1, epoch
 		e.retryAt = now.Add(c.backoff(e.failures))
 		e.refreshAt = laterOf(e.refreshAt, e.retryAt)
 		return c.lastGood(e, now, err)
 	}
 	failures := 1
-	if e != nil {
+	if e != nil && e.epoch == epoch {
 		failures = e.failures + 1 // zero for a negative answer
 	}
 	wait := c.backoff(failures)
-	c.put(&entry{key: k, gen: gen, err: err, fetched: now, expires: now.Add(wait), failures: failures, retryAt: now.Add(wait)})
+	c.put(&entry{key: k, gen: gen, err: err, fetched: now, expires: now.Add(wait), failures: failures, retryAt: now.Add(wait), epoch: epoch})
 	return answer{err: err}
 }
 
