@@ -73,9 +73,11 @@ const (
 	DefaultNegativeTTL = 30 * time.Second
 	DefaultMaxStale    = time.Hour
 	DefaultMaxEntries  = 10000
-	DefaultJitter      = 0.1
-	DefaultProbeMin    = time.Second
-	DefaultProbeMax    = 30 * time.Second
+	// DefaultMaxNegativeBytes bounds the negative store at 32 MiB.
+	DefaultMaxNegativeBytes = 32 << 20
+	DefaultJitter           = 0.1
+	DefaultProbeMin         = time.Second
+	DefaultProbeMax         = 30 * time.Second
 )
 
 // Source is what the Cache needs of resolver.Resolver.
@@ -121,7 +123,11 @@ type Options struct {
 	MaxEntries  int
 	MaxListings int
 	MaxNegative int
-	Jitter      float64 // fraction of the TTL, 0..1
+	// MaxNegativeBytes bounds what the negative answers take, by their
+	// names and errors (default DefaultMaxNegativeBytes): names come from
+	// whoever looks them up, and may be long.
+	MaxNegativeBytes int
+	Jitter           float64 // fraction of the TTL, 0..1
 	// Timeout is the budget of one backend call (resolver.DefaultTimeout).
 	Timeout time.Duration
 	// ProbeMin and ProbeMax bound the back-off of the probe that finds out
@@ -207,7 +213,7 @@ type Cache struct {
 	values    *store             // guarded by mu; entries holding a secret value
 	listings  *store             // guarded by mu; entries holding a non-empty listing
 	negatives *store             // guarded by mu; negative answers, remembered failures, empty listings below the top
-	floor     map[string]uint64  // guarded by mu; by provider: calls of an older generation began before a Forget, and store nothing
+	floor     map[string]uint64  // guarded by mu; by provider: calls of an older generation began before a Forget or Expire, store nothing, and are joined by no later read
 	health    map[string]*health // guarded by mu; by provider
 	onChange  []func(Change)     // guarded by mu
 	times     times              // guarded by mu; starts as opts' and changes with SetTimes
@@ -245,6 +251,9 @@ func New(src Source, opts Options) *Cache {
 	if opts.MaxNegative <= 0 {
 		opts.MaxNegative = opts.MaxEntries
 	}
+	if opts.MaxNegativeBytes <= 0 {
+		opts.MaxNegativeBytes = DefaultMaxNegativeBytes
+	}
 	if opts.Jitter <= 0 || opts.Jitter > 1 {
 		opts.Jitter = DefaultJitter
 	}
@@ -272,9 +281,9 @@ func New(src Source, opts Options) *Cache {
 	c := &Cache{
 		src: src, opts: opts, log: opts.Logger,
 		entries:   make(map[key]*entry),
-		values:    newStore("values", opts.MaxEntries),
-		listings:  newStore("listings", opts.MaxListings),
-		negatives: newStore("negatives", opts.MaxNegative),
+		values:    newStore("values", opts.MaxEntries, 0),
+		listings:  newStore("listings", opts.MaxListings, 0),
+		negatives: newStore("negatives", opts.MaxNegative, opts.MaxNegativeBytes),
 		floor:     make(map[string]uint64), health: make(map[string]*health),
 		times: times{opts.TTL, opts.NegativeTTL, opts.MaxStale},
 	}
@@ -316,8 +325,8 @@ func (c *Cache) waitIdle() {
 	}
 }
 
-// Close stops refreshes and probes, ends the backend calls under way and
-// waits for them.
+// Close stops refreshes and probes, ends the backend calls under way (their
+// context is canceled) and waits for those of its background tasks.
 func (c *Cache) Close() {
 	c.bgMu.Lock()
 	c.closed = true
@@ -379,12 +388,14 @@ func (c *Cache) Forget(provider, dir string) {
 // Expire makes what is held for provider at and below dir ("" for all of
 // it) expired, so that the next read asks the backend, and has the kernel
 // forget its copies; a good value is kept, and served stale as usual if
-// the backend does not answer. A refresh of a directory on request calls
+// the backend does not answer. No call that began before stores its answer
+// or is joined by a later read. A refresh of a directory on request calls
 // it.
 func (c *Cache) Expire(provider, dir string) {
 	var changes []Change
 	now := c.opts.Clock.Now()
 	c.mu.Lock()
+	c.floor[provider] = c.gen.Add(1)
 	for k, e := range c.entries {
 		if !k.under(provider, dir) {
 			continue
@@ -396,6 +407,7 @@ func (c *Cache) Expire(provider, dir string) {
 		if now.Before(e.expires) {
 			e.expires, e.refreshAt = now, now
 		}
+		e.failures, e.retryAt = 0, time.Time{} // asked again at the next read
 		if e.timer != nil {
 			e.timer.Stop()
 		}
@@ -543,7 +555,14 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 		down = c.Down(k.provider)
 	}
 	if down {
-		// Nothing new waits on a provider known to be down.
+		// Nothing new waits on a provider known to be down. The probe
+		// asks for this key too, so that an outage confirmed by keys that
+		// fail alone does not last.
+		c.mu.Lock()
+		if h := c.health[k.provider]; h != nil && h.down && k.op == opGet {
+			h.wanted = k
+		}
+		c.mu.Unlock()
 		return answer{}, fmt.Errorf("%s: %w", k, errProviderDown)
 	}
 	c.misses.Add(1)

@@ -408,7 +408,7 @@ func TestProviderHealth(t *testing.T) {
 		t.Errorf("uncached while down: %v after %d calls, want ErrUnavailable at once", err, b.calls.Load()-calls)
 	}
 	// The probe backs off: 1s, 2s, 4s, 8s, 8s; each asks the two keys
-	// that answered last.
+	// that answered last, then the key a read was refused.
 	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
 		clk.Advance(wait - time.Millisecond)
 		c.WaitIdle()
@@ -417,10 +417,10 @@ func TestProviderHealth(t *testing.T) {
 		}
 		clk.Advance(time.Millisecond)
 		c.WaitIdle()
-		if n := b.calls.Load(); n != calls+2 {
-			t.Fatalf("after %v: calls %d, want %d (one probe)", wait, n, calls+2)
+		if n := b.calls.Load(); n != calls+3 {
+			t.Fatalf("after %v: calls %d, want %d (one probe)", wait, n, calls+3)
 		}
-		calls += 2
+		calls += 3
 	}
 	b.set("v2", nil)
 	clk.Advance(8 * time.Second)

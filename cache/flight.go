@@ -46,6 +46,8 @@ type answer struct {
 	call     error // what the backend said, for Refresh
 }
 
+// flight names k's calls in flight. No part holds NUL (resolver.Validate
+// refuses it), so names do not collide.
 func (k key) flight() string {
 	return string(rune('0'+k.op)) + "\x00" + k.provider + "\x00" + k.name + "\x00" + k.version
 }
@@ -54,7 +56,11 @@ func (k key) flight() string {
 // the backend even though what is held is fresh; alone, when it must not
 // join a call that began before it (a refresh on request).
 func (c *Cache) flight(k key, force, alone bool) <-chan singleflight.Result {
-	name := k.flight()
+	c.mu.Lock()
+	floor := c.floor[k.provider]
+	c.mu.Unlock()
+	// A read never joins a call that began before a Forget or Expire.
+	name := k.flight() + "\x00" + strconv.FormatUint(floor, 10)
 	switch {
 	case alone:
 		name += "\x00alone\x00" + strconv.FormatUint(c.gen.Add(1), 10)
@@ -263,8 +269,10 @@ func (c *Cache) Refresh(ctx context.Context, ref resolver.Reference) error {
 // Prefetch reads the current values of keys in provider that are not fresh
 // in memory, in a batch where the provider can (resolver.BatchGetter), and
 // stores them as if each had been read alone. It does nothing for a
-// provider that cannot batch, and fails at once for one that is down. ctx
-// bounds the wait; the call has its budget.
+// provider that cannot batch, while an outage is being confirmed, or while
+// batches back off after a failure; it fails at once for a provider known
+// to be down. A batch that finds the backend unavailable starts the
+// confirmation of an outage. ctx bounds the wait; the call has its budget.
 func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) error {
 	if !c.abilities(provider).Batch {
 		return nil
@@ -272,9 +280,14 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 	now := c.opts.Clock.Now()
 	var missing []string
 	c.mu.Lock()
-	if c.isDown(provider) {
+	h := c.healthOf(provider)
+	switch {
+	case h.down:
 		c.mu.Unlock()
 		return fmt.Errorf("batch %s: %w", provider, errProviderDown)
+	case h.confirming != nil || now.Before(h.batchRetryAt):
+		c.mu.Unlock()
+		return nil
 	}
 	for _, name := range keys {
 		e := c.entries[key{op: opGet, provider: provider, name: name}]
@@ -304,6 +317,10 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 		if len(got) > 0 {
 			c.markUp(provider)
 		}
+		c.batchDone(provider, err)
+		if resolver.KindOf(err) == resolver.KindUnavailable {
+			c.suspect(key{op: opGet, provider: provider, name: missing[0]}, err)
+		}
 		done <- err
 	})
 	if !started {
@@ -317,5 +334,20 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// batchDone records how provider's batch ended: a failure backs batches
+// off (ProbeMin, doubling to ProbeMax), an answer resets that.
+func (c *Cache) batchDone(provider string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.healthOf(provider)
+	switch resolver.KindOf(err) {
+	case resolver.KindUnavailable, resolver.KindUnknown:
+		h.batchFailures++
+		h.batchRetryAt = c.opts.Clock.Now().Add(c.backoff(h.batchFailures))
+	default:
+		h.batchFailures, h.batchRetryAt = 0, time.Time{}
 	}
 }

@@ -11,7 +11,8 @@ package cache
 //
 //   - the backend's own health call, where the provider has one
 //     (resolver.HealthChecker: Vault's sys/health);
-//   - else a key of that provider that answered before (a witness).
+//   - else a key of that provider whose last answer was a value (a
+//     witness; a key whose failure is its own stops being one).
 //
 // Where neither exists (nothing of the provider has answered yet), the
 // failure stays the key's. The confirmation runs once per provider at a
@@ -24,8 +25,10 @@ package cache
 // listing is served stale at once (up to MaxStale), anything else fails
 // at once with ErrUnavailable, and prefetches are not made. One probe,
 // with back-off from ProbeMin doubling to ProbeMax, repeats the
-// confirming call. A value, a not-found or a denied answer from any call
-// marks the provider up.
+// confirming call, and then asks for the last key a read was refused (so
+// that witnesses that have come to fail alone, or a health call that says
+// no while reads would work, cannot keep the provider down). A value, a
+// not-found or a denied answer from any call marks the provider up.
 
 import (
 	"context"
@@ -59,6 +62,13 @@ type health struct {
 	// a value, most recent first: a call about them confirms an outage.
 	witnesses [2]key
 	nwit      int
+	// wanted is the last key a read asked for and was refused while the
+	// provider is down: the probe asks for it too.
+	wanted key
+	// batchFailures counts failed batches in a row; no batch is made
+	// before batchRetryAt.
+	batchFailures int
+	batchRetryAt  time.Time
 }
 
 // healthOf returns provider's health, making it. Called with mu held.
@@ -79,6 +89,23 @@ func (c *Cache) noteWitness(k key) {
 	}
 	h.witnesses[1], h.witnesses[0] = h.witnesses[0], k
 	h.nwit = min(h.nwit+1, 2)
+}
+
+// dropWitness forgets k as a witness: its last answer was a failure of
+// its own. Called with mu held.
+func (c *Cache) dropWitness(k key) {
+	h := c.health[k.provider]
+	if h == nil {
+		return
+	}
+	for i := 0; i < h.nwit; i++ {
+		if h.witnesses[i] == k {
+			copy(h.witnesses[i:], h.witnesses[i+1:])
+			h.nwit--
+			h.witnesses[h.nwit] = key{}
+			return
+		}
+	}
 }
 
 // isDown reports whether provider is marked down. Called with mu held.
@@ -106,10 +133,16 @@ func (c *Cache) suspect(k key, err error) <-chan struct{} {
 	h.confirming = done
 	started := c.background(func() {
 		checked, cerr := c.check(k.provider, k)
-		if checked && resolver.KindOf(cerr) == resolver.KindUnavailable {
+		down := checked && resolver.KindOf(cerr) == resolver.KindUnavailable
+		if down {
 			c.markDown(k.provider, cerr)
 		}
 		c.mu.Lock()
+		if !down {
+			// Not the provider's failure (or none could tell): k's own,
+			// and k no longer vouches for its provider.
+			c.dropWitness(k)
+		}
 		h.confirming = nil
 		c.mu.Unlock()
 		close(done)
@@ -181,6 +214,7 @@ func (c *Cache) markUp(provider string) {
 	}
 	h.down = false
 	h.epoch++
+	h.wanted = key{}
 	if h.timer != nil {
 		h.timer.Stop()
 	}
@@ -197,10 +231,26 @@ func (c *Cache) runProbe(provider string, h *health, gen uint64) {
 	}
 	c.mu.Unlock()
 
-	_, err := c.check(provider, key{})
-	if k := resolver.KindOf(err); k != resolver.KindUnavailable && k != resolver.KindCanceled {
+	checked, err := c.check(provider, key{})
+	if k := resolver.KindOf(err); checked && k != resolver.KindUnavailable && k != resolver.KindCanceled {
 		c.markUp(provider)
 		return
+	}
+	// The keys that confirmed the outage may fail alone by now (or the
+	// health call says no while reads would work): a key a reader wants
+	// ends the outage too.
+	c.mu.Lock()
+	wanted := h.wanted
+	c.mu.Unlock()
+	if wanted != (key{}) {
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+		_, werr := c.counted(provider, func() (any, error) { return c.src.Fetch(ctx, wanted.ref()) })
+		cancel()
+		if k := resolver.KindOf(werr); k != resolver.KindUnavailable && k != resolver.KindCanceled {
+			c.markUp(provider)
+			return
+		}
+		err = werr
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -215,6 +216,9 @@ func TestOneKeyFailureKeepsItsProviderUp(t *testing.T) {
 			}
 			if h := c.Health()["x"]; !h.Up {
 				t.Errorf("health = %+v, want up", h)
+			}
+			if tt.name == "the health call confirms" && tt.s.health.Load() == 0 {
+				t.Error("the health call was never made")
 			}
 		})
 	}
@@ -522,5 +526,168 @@ func TestDiscovererWithNothingToServeWaitsForTheConfirmation(t *testing.T) {
 	}
 	if n := s.callsOf("w"); n != 2 {
 		t.Errorf("calls of the witness = %d, want 2 (its read, the confirmation)", n)
+	}
+}
+
+// Review: a witness that fails alone, then another key's blip, marked the
+// provider down for good: the probe only asked the broken witness.
+func TestWitnessThatFailsAloneCannotKeepTheProviderDown(t *testing.T) {
+	clk := newClock()
+	s := newScripted("x")
+	for _, k := range []string{"a", "b", "c"} {
+		s.set(k, 1)
+	}
+	c := newCache(t, clk, cache.Options{TTL: time.Second, MaxStale: time.Hour, ProbeMin: time.Second, ProbeMax: 4 * time.Second}, s)
+	read(c, "x", "b")
+	read(c, "x", "a") // witnesses: a, b
+	s.fail("a", fmt.Errorf("exit 1: %w", resolver.ErrUnavailable))
+	clk.Advance(2 * time.Second)
+	read(c, "x", "a") // a fails alone: b answers, so a is no witness now
+	c.WaitIdle()
+	s.fail("b", fmt.Errorf("blip: %w", resolver.ErrUnavailable))
+	read(c, "x", "b") // no witness left to confirm with: b's own failure
+	c.WaitIdle()
+	if c.Down("x") {
+		t.Fatal("a witness that fails alone confirmed another key's blip as an outage")
+	}
+	s.fail("b", nil)
+	if got, _, err := read(c, "x", "c"); err != nil || got != "c=1" {
+		t.Errorf("a healthy uncached key = %q, %v; want c=1", got, err)
+	}
+}
+
+// Review: even when an outage is confirmed by keys that later fail alone,
+// the probe asks for a key a read wanted, and the outage ends.
+func TestProbeAsksForAWantedKey(t *testing.T) {
+	clk := newClock()
+	s := newScripted("x")
+	for _, k := range []string{"a", "b", "c"} {
+		s.set(k, 1)
+	}
+	c := newCache(t, clk, cache.Options{TTL: time.Second, MaxStale: time.Hour, ProbeMin: time.Second, ProbeMax: 4 * time.Second}, s)
+	read(c, "x", "a")
+	read(c, "x", "b")
+	clk.Advance(2 * time.Second)
+	s.setDown(true)
+	read(c, "x", "a")
+	c.WaitIdle()
+	if !c.Down("x") {
+		t.Fatal("not down")
+	}
+	// The backend comes back, but a and b now fail alone.
+	s.setDown(false)
+	s.fail("a", errRefused)
+	s.fail("b", errRefused)
+	if _, _, err := read(c, "x", "c"); !errors.Is(err, resolver.ErrUnavailable) {
+		t.Fatalf("read while down = %v, want ErrUnavailable at once", err)
+	}
+	clk.Advance(time.Second) // the probe
+	c.WaitIdle()
+	if c.Down("x") {
+		t.Fatal("still down: the probe did not ask for the key a read wanted")
+	}
+	if got, _, err := read(c, "x", "c"); err != nil || got != "c=1" {
+		t.Errorf("after the outage = %q, %v; want c=1", got, err)
+	}
+}
+
+// Review: a refresh of a directory (Expire) lost to a call already in
+// flight, whose older answer was stored fresh for a whole TTL.
+func TestExpireWinsOverACallInFlight(t *testing.T) {
+	clk := newClock()
+	s := newScripted("x")
+	s.set("d/k", 1)
+	c := newCache(t, clk, cache.Options{TTL: time.Hour}, s)
+	hold := make(chan struct{})
+	s.setHold(hold)
+	old := make(chan string, 1)
+	go func() { v, _, _ := read(c, "x", "d/k"); old <- v }()
+	waitFor(t, "the call begins", func() bool { return s.callsOf("d/k") == 1 })
+	s.set("d/k", 2)
+	s.setHold(nil)
+	c.Expire("x", "d")
+	if got, _, _ := read(c, "x", "d/k"); got != "d/k=2" {
+		t.Errorf("a read after Expire = %q, want d/k=2 (it joins no call that began before)", got)
+	}
+	close(hold)
+	<-old
+	if got, fresh, _ := read(c, "x", "d/k"); got != "d/k=2" {
+		t.Errorf("after the older call ended = %q (fresh for %v), want d/k=2", got, fresh)
+	}
+}
+
+// Review: a failed read-ahead never marked its provider down and was made
+// again by every ls.
+func TestFailedPrefetchConfirmsAndBacksOff(t *testing.T) {
+	clk := newClock()
+	fb := &failingBatch{scripted: newScripted("x")}
+	fb.set("a", 1)
+	fb.set("b", 1)
+	c := newCache(t, clk, cache.Options{TTL: time.Second, ProbeMin: time.Second}, fb)
+	read(c, "x", "a")
+	read(c, "x", "b")
+	clk.Advance(2 * time.Second)
+	fb.setDown(true)
+	if err := c.Prefetch(context.Background(), "x", []string{"a", "b"}); !errors.Is(err, resolver.ErrUnavailable) {
+		t.Fatalf("prefetch = %v, want ErrUnavailable", err)
+	}
+	c.WaitIdle()
+	if !c.Down("x") {
+		t.Error("a failed batch did not have the outage confirmed")
+	}
+	fb.setDown(false)
+	clk.Advance(time.Second) // the probe ends the outage
+	c.WaitIdle()
+	fb.batchErr = errRefused
+	for range 3 {
+		c.Prefetch(context.Background(), "x", []string{"a", "b"})
+		c.WaitIdle()
+	}
+	if n := fb.batches.Load(); n != 2 {
+		t.Errorf("batches = %d, want 2 (the first failure, one more; then a back-off)", n)
+	}
+}
+
+type failingBatch struct {
+	*scripted
+	batchErr error
+	batches  atomic.Int64
+}
+
+func (f *failingBatch) GetBatch(ctx context.Context, keys []string) (map[string]resolver.Secret, error) {
+	f.batches.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errRefused
+	}
+	return nil, f.batchErr
+}
+
+// Review: long names chosen by a local user made each negative entry cost
+// 115 KB; the negatives are bounded in bytes too.
+func TestLongMissingNamesAreBoundedInBytes(t *testing.T) {
+	clk := newClock()
+	s := newScripted("x")
+	s.noCount = true
+	c := newCache(t, clk, cache.Options{MaxNegativeBytes: 1 << 20}, s)
+	long := strings.Repeat("n", 4000)
+	runtime.GC()
+	var m0 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for i := range 2000 {
+		read(c, "x", fmt.Sprint(long, i))
+	}
+	runtime.GC()
+	var m1 runtime.MemStats
+	runtime.ReadMemStats(&m1)
+	if _, negatives := c.Len(); negatives > 1<<20/4000 {
+		t.Errorf("negatives held = %d, want at most %d within 1 MiB", negatives, 1<<20/4000)
+	}
+	if grew := int64(m1.HeapAlloc) - int64(m0.HeapAlloc); grew > 4<<20 {
+		t.Errorf("heap grew %d bytes, want bounded near 1 MiB", grew)
+	}
+	if _, _, err := read(c, "x", strings.Repeat("n", resolver.MaxKeyLen+1)); !errors.Is(err, resolver.ErrInvalidReference) {
+		t.Errorf("a key past MaxKeyLen = %v, want ErrInvalidReference", err)
 	}
 }

@@ -85,6 +85,7 @@ type entry struct {
 	timer      Timer  // the refresh-ahead timer, if any
 	store      *store
 	el         *list.Element
+	bytes      int // what size said when it was stored
 }
 
 // servableStale reports whether e holds a good value that may still be
@@ -93,15 +94,31 @@ func (e *entry) servableStale(now time.Time) bool {
 	return e.val != nil && !e.staleUntil.IsZero() && !now.After(e.staleUntil)
 }
 
-// store is one bounded LRU of entries.
+// store is one LRU of entries, bounded in count and, where byteLimit is
+// set, in the bytes its entries' names and errors take (names a caller
+// chooses may be long).
 type store struct {
-	name  string
-	limit int
-	lru   *list.List // *entry, most recently used first
+	name      string
+	limit     int
+	byteLimit int
+	bytes     int
+	lru       *list.List // *entry, most recently used first
 }
 
-func newStore(name string, limit int) *store {
-	return &store{name: name, limit: limit, lru: list.New()}
+func newStore(name string, limit, byteLimit int) *store {
+	return &store{name: name, limit: limit, byteLimit: byteLimit, lru: list.New()}
+}
+
+// entryOverhead is about what an entry costs besides its names and error.
+const entryOverhead = 256
+
+// size is about what e takes in memory, besides a value or listing.
+func (e *entry) size() int {
+	n := entryOverhead + len(e.key.provider) + len(e.key.name) + len(e.key.version)
+	if e.err != nil {
+		n += len(e.err.Error())
+	}
+	return n
 }
 
 // storeFor is the store an entry belongs in. Called with mu held.
@@ -126,9 +143,10 @@ func (c *Cache) put(e *entry) {
 		c.drop(old)
 	}
 	s := c.storeFor(e)
-	e.store, e.el = s, s.lru.PushFront(e)
+	e.store, e.el, e.bytes = s, s.lru.PushFront(e), e.size()
+	s.bytes += e.bytes
 	c.entries[e.key] = e
-	for s.lru.Len() > s.limit {
+	for s.lru.Len() > s.limit || s.byteLimit > 0 && s.bytes > s.byteLimit && s.lru.Len() > 1 {
 		c.drop(s.lru.Back().Value.(*entry))
 	}
 }
@@ -139,6 +157,7 @@ func (c *Cache) drop(e *entry) {
 		e.timer.Stop()
 	}
 	e.store.lru.Remove(e.el)
+	e.store.bytes -= e.bytes
 	if c.entries[e.key] == e {
 		delete(c.entries, e.key)
 	}
@@ -252,6 +271,9 @@ func (c *Cache) storeFailure(k key, err error, gen uint64) answer {
 			e.failures = 0 // its failures came before the last outage ended
 		}
 		e.err, e.failures, e.epoch = err, e.failures+1, epoch
+		e.store.bytes -= e.bytes
+		e.bytes = e.size()
+		e.store.bytes += e.bytes
 		e.retryAt = now.Add(c.backoff(e.failures))
 		e.refreshAt = laterOf(e.refreshAt, e.retryAt)
 		return c.lastGood(e, now, err)

@@ -102,7 +102,8 @@ func rss(t *testing.T, d *daemon) int64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
 	if err != nil {
-		t.Fatal(err)
+		log := d.Stderr()
+		t.Fatalf("%v: the daemon is gone; its log ends:\n%s", err, log[max(0, len(log)-4000):])
 	}
 	for line := range strings.Lines(string(data)) {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {

@@ -66,6 +66,9 @@ func CheckKey(key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", ErrInvalidReference)
 	}
+	if len(key) > MaxKeyLen {
+		return fmt.Errorf("%w: key longer than %d bytes", ErrInvalidReference, MaxKeyLen)
+	}
 	if strings.ContainsRune(key, 0) {
 		return fmt.Errorf("%w: key contains a NUL byte", ErrInvalidReference)
 	}
@@ -130,11 +133,21 @@ func (r Reference) Validate() error {
 	if strings.Contains(r.Key, "#") {
 		return fmt.Errorf("%w: key %q contains #", ErrInvalidReference, r.Key)
 	}
-	if strings.ContainsAny(r.Version, "/#@") {
-		return fmt.Errorf("%w: version %q contains /, # or @", ErrInvalidReference, r.Version)
+	if len(r.Version) > MaxVersionLen {
+		return fmt.Errorf("%w: version longer than %d bytes", ErrInvalidReference, MaxVersionLen)
+	}
+	if strings.ContainsAny(r.Version, "/#@\x00") {
+		return fmt.Errorf("%w: version %q contains /, #, @ or NUL", ErrInvalidReference, r.Version)
 	}
 	return nil
 }
+
+// The longest key (PATH_MAX) and version a reference may hold: no backend
+// names longer ones, and what an engine keeps per name stays bounded.
+const (
+	MaxKeyLen     = 4096
+	MaxVersionLen = 256
+)
 
 // Listable reports whether a name that a listing returns (without a
 // directory's trailing "/") can be shown as a path segment that names it

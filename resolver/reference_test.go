@@ -2,6 +2,7 @@ package resolver_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/secretfs/secretfs/resolver"
@@ -78,6 +79,9 @@ func TestValidate(t *testing.T) {
 		{Provider: "env", Key: "a", Version: "x/y"},
 		{Provider: "", Key: "a"},
 		{Provider: "env", Key: ""},
+		{Provider: "env", Key: "a", Version: "v\x00refresh"},
+		{Provider: "env", Key: strings.Repeat("k", resolver.MaxKeyLen+1)},
+		{Provider: "env", Key: "a", Version: strings.Repeat("v", resolver.MaxVersionLen+1)},
 	} {
 		if err := ref.Validate(); !errors.Is(err, resolver.ErrInvalidReference) {
 			t.Errorf("%+v.Validate() = %v, want ErrInvalidReference", ref, err)
