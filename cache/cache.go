@@ -188,8 +188,11 @@ type Change struct {
 type Value struct {
 	resolver.Secret
 	// FreshFor is how long the value stays fresh from now; zero when it is
-	// served stale.
+	// served stale (or is the newest there is, expired on request).
 	FreshFor time.Duration
+	// Stale says the value is served past its expiry because its backend
+	// or its key's calls fail.
+	Stale bool
 	// Gen is the generation of the backend call the value came from. A
 	// read of the key that begins after this one returned never gets a
 	// smaller one (unless the value was evicted or forgotten meanwhile).
@@ -462,7 +465,7 @@ func (c *Cache) Get(ctx context.Context, ref resolver.Reference) (Value, error) 
 	if err != nil {
 		return Value{}, err
 	}
-	return Value{Secret: s, FreshFor: a.freshFor, Gen: a.gen}, nil
+	return Value{Secret: s, FreshFor: a.freshFor, Stale: a.stale, Gen: a.gen}, nil
 }
 
 // List returns the listing of dir in provider (see resolver.Lister) and how

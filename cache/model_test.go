@@ -12,7 +12,10 @@ package cache_test
 //   - an unavailable answer, like a stale one, needs a failure of the key or
 //     of its provider;
 //   - a read that begins after another returned never gets a value of an
-//     older call (Value.Gen).
+//     older call (Value.Gen);
+//
+// and the scheduler also refreshes keys and expires whole providers, as
+// `secretfs refresh` does.
 //
 // So a single key's failure never changes another key's answers, since only
 // the key's own failures (or its provider's) allow a stale or failed answer,
@@ -274,7 +277,7 @@ func runModel(t *testing.T, seed uint64) {
 				violate("%s: version %q never existed", id, v.Version)
 				return
 			}
-			if v.FreshFor > 0 {
+			if !v.Stale {
 				if !st.to.IsZero() && st.to.Before(t0.Add(-modelTTL)) {
 					violate("%s at %v: version %d served fresh, replaced at %v (TTL %v)", id, at(t0), n, at(st.to), modelTTL)
 				}
@@ -329,7 +332,7 @@ func runModel(t *testing.T, seed uint64) {
 					vmu.Lock()
 					lastGen[p+"/"+k] = max(lastGen[p+"/"+k], v.Gen)
 					vmu.Unlock()
-					if v.FreshFor == 0 {
+					if v.Stale {
 						staleReads.Add(1)
 					}
 				}
@@ -371,7 +374,7 @@ func runModel(t *testing.T, seed uint64) {
 		case x < 78:
 			next[p+"/"+k]++
 			w.setValue(p, k, next[p+"/"+k], true)
-		case x < 92:
+		case x < 90:
 			// One key of a provider fails alone at a time (two witnesses
 			// failing alone together would look like an outage).
 			if f := failingKey[p]; f != "" {
@@ -381,6 +384,18 @@ func runModel(t *testing.T, seed uint64) {
 				w.setFailing(p, k, true)
 				failingKey[p] = k
 			}
+		case x < 95:
+			// A refresh on request, as `secretfs refresh` makes, of a key
+			// or of the whole provider, alongside the readers.
+			gate.RLock()
+			if x < 94 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				c.Refresh(ctx, resolver.Reference{Provider: p, Key: k})
+				cancel()
+			} else {
+				c.Expire(p, "")
+			}
+			gate.RUnlock()
 		default:
 			if flaky[p] {
 				down[p] = !down[p]

@@ -205,7 +205,9 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	if a, ok := c.older(k, gen, now); ok {
 		c.mu.Unlock()
 		if a.val == nil && a.err == nil {
-			a = answer{val: val, gen: gen} // forgotten since: served, not kept
+			// Forgotten or expired on request since the call began: its
+			// answer is served to its readers, not kept.
+			a = answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
 		}
 		return a
 	}
@@ -218,12 +220,13 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 		c.noteWitness(k)
 	}
 	c.put(e)
+	a := answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
 	subs := c.onChange
 	c.mu.Unlock()
 	if changed {
 		c.notify(subs, Change{Ref: k.ref()})
 	}
-	return answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
+	return a
 }
 
 // storeNegative stores a negative answer (not found, denied, cannot) of the
@@ -303,10 +306,19 @@ func (c *Cache) lastGood(e *entry, now time.Time, err error) answer {
 // held is the answer e holds now, for the readers of a call whose own
 // answer was older. Called with mu held.
 func (c *Cache) held(e *entry, now time.Time) answer {
-	if e.val == nil {
+	switch {
+	case e.val == nil:
 		return answer{err: e.err}
+	case now.Before(e.expires):
+		return answer{val: e.val, gen: e.gen, freshFor: e.expires.Sub(now)}
+	case e.failures > 0 && e.servableStale(now):
+		return c.lastGood(e, now, e.err)
+	case e.servableStale(now):
+		// Newer than the call's own answer, though expired since (a
+		// refresh on request): the newest there is, not kept fresh.
+		return answer{val: e.val, gen: e.gen}
 	}
-	return c.lastGood(e, now, e.err)
+	return answer{} // too old to serve: the call's own answer
 }
 
 // backoff is how long a key waits after its nth failure in a row.
