@@ -344,6 +344,21 @@ func TestPrefetchDuringKnownOutageReturnsAtOnce(t *testing.T) {
 	}
 }
 
+// rotateDuringCall starts a read of k (at version 1) whose call waits for
+// release, and rotates k to version 2 while that call is under way; later
+// calls do not wait. It returns what that read gets.
+func rotateDuringCall(t *testing.T, s *scripted, c *cache.Cache, k string) (<-chan string, func()) {
+	t.Helper()
+	hold := make(chan struct{})
+	s.setHold(hold)
+	got := make(chan string, 1)
+	go func() { v, _, _ := read(c, s.name, k); got <- v }()
+	waitFor(t, "the first call begins", func() bool { return s.callsOf(k) == 1 })
+	s.set(k, 2)
+	s.setHold(nil)
+	return got, func() { close(hold) }
+}
+
 // Failure 4: a refresh joined a call already in flight and stored the
 // value from before the change.
 func TestRefreshStoresTheNewValue(t *testing.T) {
@@ -351,20 +366,14 @@ func TestRefreshStoresTheNewValue(t *testing.T) {
 	s := newScripted("x")
 	s.set("k", 1)
 	c := newCache(t, clk, cache.Options{TTL: time.Minute}, s)
-	hold := make(chan struct{})
-	s.setHold(hold)
-	old := make(chan string, 1)
-	go func() { v, _, _ := read(c, "x", "k"); old <- v }()
-	waitFor(t, "the first call begins", func() bool { return s.callsOf("k") == 1 })
-	s.set("k", 2) // the secret rotates while that call is under way
-	s.setHold(nil)
+	old, release := rotateDuringCall(t, s, c, "k")
 	if err := c.Refresh(context.Background(), resolver.Reference{Provider: "x", Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, _ := read(c, "x", "k"); got != "k=2" {
 		t.Fatalf("after refresh = %q, want k=2", got)
 	}
-	close(hold) // the older call ends last
+	release() // the older call ends last
 	if got := <-old; got != "k=2" {
 		t.Errorf("the reader of the older call got %q, want the newer k=2 (never older than one served)", got)
 	}
@@ -598,18 +607,12 @@ func TestExpireWinsOverACallInFlight(t *testing.T) {
 	s := newScripted("x")
 	s.set("d/k", 1)
 	c := newCache(t, clk, cache.Options{TTL: time.Hour}, s)
-	hold := make(chan struct{})
-	s.setHold(hold)
-	old := make(chan string, 1)
-	go func() { v, _, _ := read(c, "x", "d/k"); old <- v }()
-	waitFor(t, "the call begins", func() bool { return s.callsOf("d/k") == 1 })
-	s.set("d/k", 2)
-	s.setHold(nil)
+	old, release := rotateDuringCall(t, s, c, "d/k")
 	c.Expire("x", "d")
 	if got, _, _ := read(c, "x", "d/k"); got != "d/k=2" {
 		t.Errorf("a read after Expire = %q, want d/k=2 (it joins no call that began before)", got)
 	}
-	close(hold)
+	release()
 	<-old
 	if got, fresh, _ := read(c, "x", "d/k"); got != "d/k=2" {
 		t.Errorf("after the older call ended = %q (fresh for %v), want d/k=2", got, fresh)

@@ -216,15 +216,7 @@ func TestBackendRefreshAhead(t *testing.T) {
 // deep, is then served at once.
 func TestAWSOutageServesDeepPathsAtOnce(t *testing.T) {
 	t.Parallel()
-	k := startKumo(t, 0)
-	defer k.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, name := range []string{"svc/a/b/c/key", "svc/a/b/c/other"} {
-		if _, err := k.Client().CreateSecret(ctx, &sm.CreateSecretInput{Name: aws.String(name), SecretString: aws.String("cached " + name)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	k := kumoWith(t, map[string]string{"svc/a/b/c/key": "cached svc/a/b/c/key", "svc/a/b/c/other": "cached svc/a/b/c/other"})
 	d := awsMount(t, k, "--ttl", "300ms", "--max-stale", "1h", "--timeout", "3s")
 	deepOutage(t, d, k.Stop, "aws/svc/a/b/c/key", "aws/svc/a/b/c/other", "cached svc/a/b/c/key", "cached svc/a/b/c/other")
 }

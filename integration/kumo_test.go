@@ -77,6 +77,22 @@ func launchKumo(bin string, port int, env ...string) (*kumo, error) {
 	return &kumo{process: p, Port: port}, nil
 }
 
+// kumoWith starts a kumo of the test's own (stopped when it ends) holding
+// secrets, name to value.
+func kumoWith(t *testing.T, secrets map[string]string) *kumo {
+	t.Helper()
+	k := startKumo(t, 0)
+	t.Cleanup(k.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for name, value := range secrets {
+		if _, err := k.Client().CreateSecret(ctx, &sm.CreateSecretInput{Name: aws.String(name), SecretString: aws.String(value)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return k
+}
+
 var sharedKumo sharedBackend[*kumo]
 
 // awsFixture is the shared emulator with the data set of seedAWS in it.

@@ -5,7 +5,6 @@ package integration
 // engine knows of, refreshes on request during one.
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,9 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 )
 
 // fileProvider is an exec provider that serves the files of $SFS_DIR: it
@@ -266,15 +262,11 @@ func TestRefreshDuringOutageKeepsTheValue(t *testing.T) {
 // down (its read-ahead of the values ignored health).
 func TestReaddirDuringKnownOutageIsServedAtOnce(t *testing.T) {
 	t.Parallel()
-	k := startKumo(t, 0)
-	defer k.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	secrets := map[string]string{}
 	for i := range 6 {
-		if _, err := k.Client().CreateSecret(ctx, &sm.CreateSecretInput{Name: aws.String(fmt.Sprint("pf/s", i)), SecretString: aws.String("v")}); err != nil {
-			t.Fatal(err)
-		}
+		secrets[fmt.Sprint("pf/s", i)] = "v"
 	}
+	k := kumoWith(t, secrets)
 	d := awsMount(t, k, "--ttl", "500ms", "--max-stale", "1h", "--timeout", "1s")
 	for _, n := range []string{"s0", "s1"} {
 		if _, err := os.ReadFile(d.Path("aws", "pf", n)); err != nil {
