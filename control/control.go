@@ -56,7 +56,7 @@ func Name(mountpoint string) string {
 
 // Path is the socket of mountpoint for the current user.
 func Path(mountpoint string) (string, error) {
-	abs, err := filepath.Abs(mountpoint)
+	real, err := Resolve(mountpoint)
 	if err != nil {
 		return "", err
 	}
@@ -64,7 +64,39 @@ func Path(mountpoint string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, Name(filepath.Clean(abs))), nil
+	return filepath.Join(dir, Name(real)), nil
+}
+
+// Resolve returns the absolute path p names, with every symlink resolved,
+// without asking the filesystem mounted there: the directories above it
+// are resolved, and its last element is only read as a link, never
+// stat'ed (a mount whose daemon is stopped never answers a stat). A mount
+// resolves its mountpoint once, at start, with it; status and refresh find
+// the mount by any path that resolves to the same.
+func Resolve(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	for range 40 { // as many links as the kernel follows
+		if abs == "/" {
+			return abs, nil
+		}
+		parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
+		if err != nil {
+			return "", err
+		}
+		abs = filepath.Join(parent, filepath.Base(abs))
+		target, err := os.Readlink(abs)
+		if err != nil {
+			return abs, nil // not a link (or not there): the path itself
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(parent, target)
+		}
+		abs = filepath.Clean(target)
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", p)
 }
 
 // Status is what `secretfs status` shows.
@@ -110,8 +142,10 @@ type request struct {
 }
 
 type response struct {
-	Status *Status `json:"status,omitempty"`
-	Error  string  `json:"error,omitempty"`
+	// Accepted comes first for a refresh: the daemon answers and works on it.
+	Accepted bool    `json:"accepted,omitempty"`
+	Status   *Status `json:"status,omitempty"`
+	Error    string  `json:"error,omitempty"`
 }
 
 // Server is a listening control socket.
@@ -177,6 +211,9 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 					st := h.Status()
 					resp.Status = &st
 				case "refresh":
+					// Accepted at once: the client knows the daemon answers
+					// and then waits for the backend calls.
+					json.NewEncoder(conn).Encode(response{Accepted: true})
 					ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 					if err := h.Refresh(ctx, req.Refs); err != nil {
 						resp.Error = err.Error()
@@ -205,28 +242,53 @@ func (s *Server) Close() {
 // ErrNotMounted: nothing answers on the mountpoint's socket.
 var ErrNotMounted = errors.New("no secretfs is mounted there")
 
+// answerWithin is how long a daemon has to answer status, or to accept a
+// refresh: one that is stopped (SIGSTOP) or stuck never does.
+const answerWithin = 2 * time.Second
+
 func call(mountpoint string, req request) (response, error) {
 	path, err := Path(mountpoint)
 	if err != nil {
 		return response{}, err
 	}
-	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	conn, err := net.DialTimeout("unix", path, answerWithin)
 	if err != nil {
 		return response{}, fmt.Errorf("%s: %w (no control socket at %s)", mountpoint, ErrNotMounted, path)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Minute))
+	conn.SetDeadline(time.Now().Add(answerWithin))
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return response{}, err
+		return response{}, noAnswer(mountpoint, err)
 	}
+	dec := json.NewDecoder(conn)
 	var resp response
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
-		return response{}, fmt.Errorf("control socket: %w", err)
+	if err := dec.Decode(&resp); err != nil {
+		return response{}, noAnswer(mountpoint, err)
+	}
+	if resp.Accepted {
+		// A refresh the daemon took on: its backend calls have their own
+		// budget, within the daemon's 50 s.
+		conn.SetDeadline(time.Now().Add(time.Minute))
+		resp = response{}
+		if err := dec.Decode(&resp); err != nil {
+			return response{}, fmt.Errorf("control socket: %w", err)
+		}
 	}
 	if resp.Error != "" {
 		return resp, errors.New(resp.Error)
 	}
 	return resp, nil
+}
+
+// ErrNoAnswer: a daemon has the mountpoint's socket but does not answer.
+var ErrNoAnswer = errors.New("the daemon does not answer (stopped or stuck?)")
+
+func noAnswer(mountpoint string, err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%s: %w within %v", mountpoint, ErrNoAnswer, answerWithin)
+	}
+	return fmt.Errorf("control socket: %w", err)
 }
 
 // GetStatus asks the mount at mountpoint for its status.

@@ -7,14 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/access"
 )
@@ -100,11 +100,21 @@ func (s *Server) SetRules(rs *access.Rules) error { return s.sys.setRules(rs) }
 // Wait blocks until the filesystem is unmounted.
 func (s *Server) Wait() { <-s.done }
 
-// Unmount unmounts the filesystem. When it is busy (a process has a file
-// open or its cwd inside), it is detached lazily: it disappears from the
-// namespace now and goes away when the last user lets go.
+// Unmount unmounts the filesystem at the path it was mounted on, never
+// following a symlink there (the mountpoint is resolved once, before the
+// mount). When it is busy (a process has a file open or its cwd inside),
+// it is detached lazily: it disappears from the namespace now and goes
+// away when the last user lets go. Either way the kernel ends the
+// connection, and Wait returns.
 func (s *Server) Unmount() error {
-	err := s.srv.Unmount()
+	var err error
+	if os.Geteuid() == 0 {
+		// Not go-fuse's Unmount: it follows a symlink at the path, and
+		// then waits for a connection that another unmount never ends.
+		err = unix.Unmount(s.dir, unix.UMOUNT_NOFOLLOW)
+	} else {
+		err = s.srv.Unmount() // fusermount3, which does not follow links either
+	}
 	if err == nil {
 		return nil
 	}
@@ -162,40 +172,22 @@ func absPath(p string) string {
 
 // mountedSecretfs reports whether dir is the mountpoint of a secretfs.
 func mountedSecretfs(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mounts")
+	mounts, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
 	if err != nil {
 		return false
 	}
-	for line := range strings.Lines(string(data)) {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[2] == "fuse.secretfs" && unescapeMount(f[1]) == dir {
+	for _, m := range mounts {
+		if m.FSType == "fuse.secretfs" {
 			return true
 		}
 	}
 	return false
 }
 
-// unescapeMount undoes the octal escapes of /proc/mounts (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
+// lazyUnmount detaches the mount at dir, never one a symlink there points
+// to.
 func lazyUnmount(dir string) error {
-	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	err := unix.Unmount(dir, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
 	if err == nil || errors.Is(err, syscall.EINVAL) { // EINVAL: not mounted (any more)
 		return nil
 	}

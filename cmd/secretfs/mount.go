@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,7 +113,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return helpOK(err)
 	}
-	dir := m.flagSet.Arg(0)
+	// The mountpoint is resolved once: a symlink changed later never
+	// redirects the unmount, the control socket or the checks.
+	dir, err := control.Resolve(m.flagSet.Arg(0))
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
 	cfg, mo, err := m.fsConfig()
 	if err != nil {
 		return err
@@ -276,12 +280,11 @@ func serveControl(dir string, cfg fs.Config, c *cache.Cache, providers []string,
 	if err != nil {
 		return nil, err
 	}
-	abs, _ := filepath.Abs(dir)
 	mode := "fast"
 	if fs.AuditMode(cfg) {
 		mode = "audit"
 	}
-	h := &controlled{version: version(), mountpoint: abs, mode: mode, started: time.Now(), cache: c, providers: providers}
+	h := &controlled{version: version(), mountpoint: dir, mode: mode, started: time.Now(), cache: c, providers: providers}
 	return control.Listen(path, h, log)
 }
 
