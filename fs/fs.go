@@ -205,9 +205,17 @@ func (f *fsys) dirInode(ctx context.Context, parent *gofs.Inode, name, provider,
 	return parent.NewInode(ctx, &dirNode{sys: f, provider: provider, dir: dir}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 }
 
+// budget is the context of one engine call a request makes: cfg.Timeout,
+// and no interrupt but a dying reader's (see detach).
+func (f *fsys) budget(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, stop := detach(ctx)
+	c, cancel := context.WithTimeout(d, f.cfg.Timeout)
+	return c, func() { cancel(); stop() }
+}
+
 // list waits at most cfg.Timeout for the listing of dir.
 func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	ctx, cancel := f.budget(ctx)
 	defer cancel()
 	l, _, err := f.engine.List(ctx, provider, dir)
 	return l, err
@@ -217,7 +225,7 @@ func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, 
 // costly listing: for a provider that probes (resolver.Prober), one page
 // below it, which may not be complete; for others, its listing.
 func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	ctx, cancel := f.budget(ctx)
 	defer cancel()
 	l, _, err := f.engine.Probe(ctx, provider, dir)
 	if resolver.KindOf(err) == resolver.KindUnsupported {
@@ -228,7 +236,7 @@ func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing,
 
 // get waits at most cfg.Timeout for the value of ref.
 func (f *fsys) get(ctx context.Context, ref resolver.Reference) (cache.Value, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	ctx, cancel := f.budget(ctx)
 	defer cancel()
 	return f.engine.Get(ctx, ref)
 }
@@ -394,7 +402,7 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		if aerr := n.sys.record(ctx, audit.Record{Op: "readdir", Path: n.provider + "/" + n.dir, Refs: refs, Result: "ok"}); aerr != 0 {
 			return nil, aerr
 		}
-		pctx, cancel := context.WithTimeout(ctx, n.sys.cfg.Timeout)
+		pctx, cancel := n.sys.budget(ctx)
 		if err := n.sys.engine.Prefetch(pctx, n.provider, files); err != nil {
 			n.sys.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
 		}

@@ -62,7 +62,9 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	}
 	gen := n.sys.notifier.generation()
 	fresh := time.Duration(-1)
-	value, reads, err := t.Render(ctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
+	rctx, stop := detach(ctx) // a caught signal does not fail the render
+	defer stop()
+	value, reads, err := t.Render(rctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
 		v, err := n.sys.get(ctx, ref)
 		if err == nil && (fresh < 0 || v.FreshFor < fresh) {
 			fresh = v.FreshFor

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -51,6 +52,15 @@ func (p *Provider) down(ctx context.Context) error {
 
 // Get implements resolver.Provider.
 func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
+	for prefix, d := range map[string]time.Duration{"slow/": time.Second, "slower/": 5 * time.Second} {
+		if strings.HasPrefix(key, prefix) {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return resolver.Secret{}, fmt.Errorf("%s %s: %w: %w", p.ProviderName, key, resolver.ErrUnavailable, ctx.Err())
+			}
+		}
+	}
 	if strings.HasPrefix(key, "hang/") {
 		<-ctx.Done()
 		return resolver.Secret{}, fmt.Errorf("%s %s: %w: %w", p.ProviderName, key, resolver.ErrUnavailable, ctx.Err())
