@@ -22,6 +22,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"text/template"
 
 	"github.com/Masterminds/sprig/v3"
@@ -102,7 +103,25 @@ func ParseFile(name, path string) (*Template, error) {
 // reference, never a value: where a render fails for another reason, the
 // error says where and leaves out why (a function's message, or the
 // engine's, may quote a value).
+//
+// The secrets are fetched first, all of them at once, outside any render
+// slot (each under the engine's rules and ctx); then the text is rendered
+// with no I/O. The slots bound CPU only: a slow backend never delays a
+// template that does not read it.
 func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.Reference, error) {
+	type fetched struct {
+		v   []byte
+		err error
+	}
+	vals := make([]fetched, len(t.refs))
+	var wg sync.WaitGroup
+	for i, ref := range t.refs {
+		wg.Go(func() {
+			v, err := get(ctx, ref)
+			vals[i] = fetched{v, err}
+		})
+	}
+	wg.Wait()
 	select {
 	case renders <- struct{}{}:
 		defer func() { <-renders }()
@@ -125,7 +144,8 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 		if !slices.Contains(refs, ref) {
 			refs = append(refs, ref)
 		}
-		v, err := get(ctx, ref)
+		got := vals[slices.Index(t.refs, ref)]
+		v, err := got.v, got.err
 		if err != nil {
 			return "", &secretError{ref: ref, err: err}
 		}

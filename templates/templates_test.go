@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -66,5 +68,48 @@ func TestQuoteReadsBackInAShell(t *testing.T) {
 				t.Errorf("%s(%q): the shell read back %q, %v", name, v, out, err)
 			}
 		}
+	}
+}
+
+// A slow backend never delays a template that does not read it: secrets
+// are fetched outside the render slots. Six renders waiting on a slow
+// provider once held every slot, and a template of env waited 5.2 s.
+func TestSlowBackendDelaysNoOtherTemplate(t *testing.T) {
+	release := make(chan struct{})
+	get := func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
+		if ref.Provider == "slow" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return []byte("v"), nil
+	}
+	slow, err := Parse("slow", "", `{{ secret "slow:k" }}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, err := Parse("fast", "", `{{ secret "env:A" }}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() { slow.Render(ctx, get) })
+	}
+	defer func() { close(release); wg.Wait() }()
+	time.Sleep(50 * time.Millisecond) // the slow renders are under way
+	start := time.Now()
+	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer fcancel()
+	out, _, err := fast.Render(fctx, get)
+	if err != nil || string(out) != "v" {
+		t.Fatalf("a template of env beside six waiting on a slow backend: %q, %v", out, err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("it took %v, want no wait on the slow backend", el)
 	}
 }
