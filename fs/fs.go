@@ -153,6 +153,16 @@ func (f *fsys) dirAttr(out *fuse.Attr) {
 // PROVIDER/KEY, whatever name (field, version, "NAME@") reads it.
 func secretPath(ref resolver.Reference) string { return ref.Provider + "/" + ref.Key }
 
+// servedPath is what rules match for a file showing s, read for ref: the
+// secret actually served, which for KEY@VERSION may be the secret named
+// exactly so rather than KEY (where no listing told them apart).
+func servedPath(ref resolver.Reference, s resolver.Secret) string {
+	if s.Key != "" {
+		return ref.Provider + "/" + s.Key
+	}
+	return secretPath(ref)
+}
+
 // fileAttr fills the attributes of a file showing s of the secret at
 // secret (see secretPath): owner and mode from the first rule that
 // matches, else the global ones.
@@ -526,7 +536,7 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 		// not keep an answer that may already be old.
 		valid = 0
 	}
-	f.fileAttr(secretPath(c.ref), c.tmpl, c.secret, &out.Attr)
+	f.fileAttr(servedPath(c.ref, c.secret), c.tmpl, c.secret, &out.Attr)
 	out.SetEntryTimeout(valid)
 	out.SetAttrTimeout(valid)
 	var node *fileNode
@@ -570,7 +580,7 @@ type fileNode struct {
 }
 
 func (n *fileNode) shows(s resolver.Secret) bool {
-	return n.secret.Version == s.Version && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
+	return n.secret.Version == s.Version && n.secret.Key == s.Key && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
 }
 
 // OnForget drops the node's name from the notifier (unless a newer node
@@ -589,7 +599,7 @@ func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
-	n.sys.fileAttr(secretPath(n.ref), n.tmpl, n.secret, &out.Attr)
+	n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
 	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
 }
@@ -616,7 +626,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	var caller *access.Caller
 	// The rule of the file decides, and for a template so do the rules of
 	// every secret it read: a template is no way around them.
-	paths := []string{secretPath(n.ref)}
+	paths := []string{servedPath(n.ref, n.secret)}
 	if n.tmpl != nil {
 		for _, r := range n.reads {
 			paths = append(paths, secretPath(r))

@@ -503,3 +503,33 @@ func TestRulesReload(t *testing.T) {
 		t.Errorf("a bad rule at start: exit %d, %q; want 2 naming the key", code, stderr)
 	}
 }
+
+// Rules are matched on the secret actually served: for db@v1 in a
+// directory that cannot be listed, the resolver reads the secret named
+// exactly db@v1, and its rule, not db's, decides.
+func TestRulesMatchTheSecretServed(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"faillist/db": "plain", "faillist/db@v1": "exact"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/faillist/db@v1"
+    mode: "0440"
+  - path: "test/faillist/db"
+    mode: "0400"
+`)
+	for name, want := range map[string]struct {
+		value string
+		mode  uint32
+	}{"db@v1": {"exact", 0o440}, "db": {"plain", 0o400}} {
+		p := d.Path("test", "faillist", name)
+		got, err := os.ReadFile(p)
+		if err != nil || string(got) != want.value {
+			t.Errorf("%s = %q, %v; want %q", name, got, err, want.value)
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil || st.Mode&0o777 != want.mode {
+			t.Errorf("%s: mode %o, %v; want %o (the rule of the secret served)", name, st.Mode&0o777, err, want.mode)
+		}
+	}
+}

@@ -84,6 +84,10 @@ type Secret struct {
 	// MaxAge, when positive, bounds how long the value may be cached (a
 	// Vault lease, for example).
 	MaxAge time.Duration
+	// Key is the key the value was read under, set by the Resolver: the
+	// reference's Key, or "Key@Version" when a secret is named exactly
+	// so (see Resolver.Fetch). Rules are matched on it.
+	Key string
 }
 
 // String keeps the value out of fmt output.

@@ -119,6 +119,7 @@ func (r *Resolver) Fetch(ctx context.Context, ref Reference) (Secret, error) {
 		s, err := p.Get(ctx, ref.Key+"@"+ref.Version, "")
 		switch KindOf(err) {
 		case KindOK:
+			s.Key = ref.Key + "@" + ref.Version
 			return s, nil
 		case KindNotFound, KindPermission:
 		default:
@@ -129,6 +130,7 @@ func (r *Resolver) Fetch(ctx context.Context, ref Reference) (Secret, error) {
 	if err != nil {
 		return Secret{}, wrap(whole, err)
 	}
+	s.Key = ref.Key
 	return s, nil
 }
 
