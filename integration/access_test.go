@@ -390,6 +390,7 @@ func TestNonRootDaemonIsNotDumpable(t *testing.T) {
 	dir := filepath.Join(shared, "mnt")
 	os.Mkdir(dir, 0o755)
 	os.Chown(dir, uid, uid)
+	mountpoints.Store(dir, true)
 	cmd := exec.Command("setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(uid), "--clear-groups",
 		bin, "mount", "--providers", "env", "--env-allow", "SFS_ND_*", dir)
 	cmd.Env = append(os.Environ(), "SFS_ND_SECRET=not-for-peers", "XDG_RUNTIME_DIR=")

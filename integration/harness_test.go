@@ -64,7 +64,12 @@ func testMain(m *testing.M) int {
 	return code
 }
 
-// leftoverMounts lists FUSE mounts of secretfs below the temp directory.
+// mountpoints are the directories this run's daemons mounted: what is
+// left mounted among them at the end is this run's fault (another run's
+// mounts, a suite running beside this one, are none of its business).
+var mountpoints sync.Map
+
+// leftoverMounts lists the secretfs mounts this run left behind.
 func leftoverMounts() []string {
 	data, err := os.ReadFile("/proc/mounts")
 	if err != nil {
@@ -73,7 +78,10 @@ func leftoverMounts() []string {
 	var left []string
 	for line := range strings.Lines(string(data)) {
 		f := strings.Fields(line)
-		if len(f) >= 3 && f[2] == "fuse.secretfs" && strings.HasPrefix(f[1], os.TempDir()) {
+		if len(f) < 3 || f[2] != "fuse.secretfs" {
+			continue
+		}
+		if _, ours := mountpoints.Load(f[1]); ours {
 			left = append(left, f[1])
 		}
 	}
@@ -197,6 +205,9 @@ func startDaemon(t testing.TB, dir string, env []string, args ...string) *daemon
 func (d *daemon) start(args, env []string) string {
 	t := d.t
 	t.Helper()
+	if len(args) > 0 && args[0] == "mount" {
+		mountpoints.Store(d.Dir, true)
+	}
 	d.exited = make(chan struct{})
 	d.cmd = exec.Command(secretfsBin, args...)
 	d.cmd.Env = append(os.Environ(), env...)

@@ -68,6 +68,7 @@ func TestBrokenLogPipeKeepsServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mountpoints.Store(dir, true)
 	cmd := exec.Command(secretfsBin, "mount", "--log-level", "debug", "--providers", "test", "--test-dir", b.Dir, dir)
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
