@@ -35,7 +35,7 @@
 //   - stale: while the key's calls fail, or its provider is down, the last
 //     good value is served for up to MaxStale past its expiry.
 //
-// Deadlines: every backend call runs under its own budget (Timeout), never
+// Deadlines: every backend call runs under its own budget (Deadlines), never
 // under the context of the reader who started it. A reader's context only
 // bounds how long that reader waits; one whose deadline passes gets the
 // last good value when there is one, else ErrUnavailable.
@@ -128,8 +128,9 @@ type Options struct {
 	// whoever looks them up, and may be long.
 	MaxNegativeBytes int
 	Jitter           float64 // fraction of the TTL, 0..1
-	// Timeout is the budget of one backend call (resolver.DefaultTimeout).
-	Timeout time.Duration
+	// Deadlines decide the budget of every backend call (see
+	// resolver.Deadlines).
+	Deadlines resolver.Deadlines
 	// ProbeMin and ProbeMax bound the back-off of the probe that finds out
 	// when a provider that is down is back, and of a key whose own calls
 	// fail.
@@ -259,9 +260,6 @@ func New(src Source, opts Options) *Cache {
 	}
 	if opts.Jitter <= 0 || opts.Jitter > 1 {
 		opts.Jitter = DefaultJitter
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = resolver.DefaultTimeout
 	}
 	if opts.ProbeMin <= 0 {
 		opts.ProbeMin = DefaultProbeMin

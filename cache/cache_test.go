@@ -458,7 +458,7 @@ func TestCallBudgetIsNotTheReaders(t *testing.T) {
 	// A reader with a short deadline starts the call; a patient reader who
 	// joins it gets the answer that comes after the first one gave up.
 	b := &backend{value: "v", gate: make(chan struct{})}
-	c := newCache(t, newClock(), cache.Options{Timeout: time.Minute}, b)
+	c := newCache(t, newClock(), cache.Options{Deadlines: resolver.Deadlines{Call: time.Minute}}, b)
 	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := c.Get(short, resolver.Reference{Provider: "b", Key: "k"}); !errors.Is(err, resolver.ErrUnavailable) {
@@ -481,7 +481,7 @@ func TestCallBudgetIsNotTheReaders(t *testing.T) {
 
 func TestCallBudgetEndsAHangingCall(t *testing.T) {
 	b := &backend{value: "v", gate: make(chan struct{})} // never opened
-	c := newCache(t, newClock(), cache.Options{Timeout: 30 * time.Millisecond}, b)
+	c := newCache(t, newClock(), cache.Options{Deadlines: resolver.Deadlines{Call: 30 * time.Millisecond}}, b)
 	_, err := c.Get(context.Background(), resolver.Reference{Provider: "b", Key: "k"})
 	if !errors.Is(err, resolver.ErrUnavailable) {
 		t.Errorf("hanging backend: %v, want ErrUnavailable within the call's budget", err)

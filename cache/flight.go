@@ -5,7 +5,7 @@ package cache
 // than what is held is never stored (a refresh ahead or a prefetch that
 // began before a refresh on request, say). Concurrent readers of one key
 // share one call (singleflight); a call runs under its own budget
-// (Options.Timeout) and the Cache's context, never a reader's.
+// (Options.Deadlines) and the Cache's context, never a reader's.
 //
 // A call's answer is decided by its kind (resolver.KindOf), here:
 //
@@ -98,7 +98,7 @@ func (c *Cache) fresh(k key) (answer, bool) {
 func (c *Cache) call(k key) answer {
 	gen := c.gen.Add(1)
 	began := c.opts.Clock.Now()
-	ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.budget(k))
 	defer cancel()
 	c.log.Debug("backend call", "op", k.String())
 	val, err := c.counted(k.provider, func() (any, error) { return c.fetch(ctx, k) })
@@ -140,6 +140,15 @@ func (c *Cache) call(k key) answer {
 	}
 	a.call = err
 	return a
+}
+
+// budget is the budget of k's call: a value's read (two provider calls for
+// a version), or one listing or probe.
+func (c *Cache) budget(k key) time.Duration {
+	if k.op == opGet {
+		return c.opts.Deadlines.FetchFor(k.ref())
+	}
+	return c.opts.Deadlines.CallFor(k.provider)
 }
 
 // counted runs one backend call of provider and counts it, unless the
@@ -301,7 +310,7 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 	}
 	done := make(chan error, 1)
 	started := c.background(func() {
-		callCtx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+		callCtx, cancel := context.WithTimeout(c.ctx, c.opts.Deadlines.CallFor(provider))
 		defer cancel()
 		gen := c.gen.Add(1)
 		began := c.opts.Clock.Now()

@@ -158,22 +158,26 @@ func (c *Cache) suspect(k key, err error) <-chan struct{} {
 // health call, else a call for a witness other than except. checked is
 // false when there is no such call to make.
 func (c *Cache) check(provider string, except key) (checked bool, err error) {
-	var calls []func(context.Context) error
+	type call struct {
+		run    func(context.Context) error
+		budget time.Duration
+	}
+	var calls []call
 	if c.abilities(provider).Health {
-		calls = append(calls, func(ctx context.Context) error { return c.src.CheckHealth(ctx, provider) })
+		calls = append(calls, call{func(ctx context.Context) error { return c.src.CheckHealth(ctx, provider) }, c.opts.Deadlines.CallFor(provider)})
 	} else {
 		c.mu.Lock()
 		h := c.healthOf(provider)
 		for _, w := range h.witnesses[:h.nwit] {
 			if w != except {
-				calls = append(calls, func(ctx context.Context) error { _, err := c.src.Fetch(ctx, w.ref()); return err })
+				calls = append(calls, call{func(ctx context.Context) error { _, err := c.src.Fetch(ctx, w.ref()); return err }, c.budget(w)})
 			}
 		}
 		c.mu.Unlock()
 	}
-	for _, f := range calls {
-		ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
-		_, err = c.counted(provider, func() (any, error) { return nil, f(ctx) })
+	for _, cl := range calls {
+		ctx, cancel := context.WithTimeout(c.ctx, cl.budget)
+		_, err = c.counted(provider, func() (any, error) { return nil, cl.run(ctx) })
 		cancel()
 		if resolver.KindOf(err) != resolver.KindUnavailable {
 			return true, err // an answer: the backend is there
@@ -243,7 +247,7 @@ func (c *Cache) runProbe(provider string, h *health, gen uint64) {
 	wanted := h.wanted
 	c.mu.Unlock()
 	if wanted != (key{}) {
-		ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
+		ctx, cancel := context.WithTimeout(c.ctx, c.budget(wanted))
 		_, werr := c.counted(provider, func() (any, error) { return c.src.Fetch(ctx, wanted.ref()) })
 		cancel()
 		if k := resolver.KindOf(werr); k != resolver.KindUnavailable && k != resolver.KindCanceled {

@@ -245,7 +245,7 @@ func runModel(t *testing.T, seed uint64) {
 	jitter := rand.New(rand.NewPCG(seed, 7))
 	c := cache.New(r, cache.Options{
 		TTL: modelTTL, NegativeTTL: modelNegativeTTL, MaxStale: modelMaxStale,
-		ProbeMin: time.Second, ProbeMax: modelProbeMax, Timeout: 2 * time.Second, Clock: clk,
+		ProbeMin: time.Second, ProbeMax: modelProbeMax, Deadlines: resolver.Deadlines{Call: 2 * time.Second}, Clock: clk,
 		Rand: func() float64 { jmu.Lock(); defer jmu.Unlock(); return jitter.Float64() },
 	})
 	defer c.Close()

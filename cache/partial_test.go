@@ -298,7 +298,7 @@ func TestUncachedReadDuringKnownOutageFailsAtOnce(t *testing.T) {
 	s := newScripted("x")
 	s.set("a", 1)
 	s.set("b", 1)
-	c := newCache(t, clk, cache.Options{TTL: time.Second, MaxStale: time.Hour, Timeout: 5 * time.Second}, s)
+	c := newCache(t, clk, cache.Options{TTL: time.Second, MaxStale: time.Hour, Deadlines: resolver.Deadlines{Call: 5 * time.Second}}, s)
 	read(c, "x", "a")
 	read(c, "x", "b")
 	clk.Advance(2 * time.Second)
@@ -327,7 +327,7 @@ func TestUncachedReadDuringKnownOutageFailsAtOnce(t *testing.T) {
 func TestPrefetchDuringKnownOutageReturnsAtOnce(t *testing.T) {
 	clk := newClock()
 	bb := &batchBackend{backend: backend{value: "v"}}
-	c := newCache(t, clk, cache.Options{TTL: time.Second, MaxStale: time.Hour, Timeout: 5 * time.Second}, bb)
+	c := newCache(t, clk, cache.Options{TTL: time.Second, MaxStale: time.Hour, Deadlines: resolver.Deadlines{Call: 5 * time.Second}}, bb)
 	get(t, c, "a")
 	get(t, c, "b")
 	clk.Advance(2 * time.Second)

@@ -486,7 +486,7 @@ func (s *Server) engine(ctx context.Context, req *Request, provider string) (*en
 			closeProvider(p)
 			return nil, err
 		}
-		r.Timeout = s.opts.Cache.Timeout
+		r.Deadlines = s.opts.Cache.Deadlines
 		e := &engine{key: k, namespace: id.Namespace, provider: p, cache: cache.New(r, s.opts.Cache), token: box}
 		if err := s.add(e); err != nil {
 			e.close()
@@ -511,10 +511,7 @@ func (s *Server) engine(ctx context.Context, req *Request, provider string) (*en
 }
 
 func (s *Server) budget() time.Duration {
-	if s.opts.Cache.Timeout > 0 {
-		return s.opts.Cache.Timeout
-	}
-	return resolver.DefaultTimeout
+	return s.opts.Cache.Deadlines.CallFor("")
 }
 
 func (s *Server) has(k string) bool {

@@ -31,10 +31,11 @@ type Config struct {
 	// attributes. Default 1s. Files are kept for half of their value's
 	// remaining freshness instead.
 	DirTimeout time.Duration
-	// Timeout bounds how long a lookup waits for a listing, and apart from
-	// that for a value; default resolver.DefaultTimeout.
-	Timeout time.Duration
-	Logger  *slog.Logger
+	// Deadlines bound how long a request waits: each engine call its own
+	// budget, and a whole request (a lookup, a readdir, a template's
+	// fetch) twice a call's, however many steps it takes.
+	Deadlines resolver.Deadlines
+	Logger    *slog.Logger
 	// Audit, when set, gets one record for every open of a secret: who
 	// (uid, gid, pid, program, cgroup), what (the reference and path) and
 	// the outcome, never a value. A record that cannot be written fails
@@ -99,9 +100,6 @@ func newFsys(e Engine, cfg Config) *fsys {
 	}
 	if cfg.DirTimeout == 0 {
 		cfg.DirTimeout = time.Second
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = resolver.DefaultTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -215,27 +213,33 @@ func (f *fsys) dirInode(ctx context.Context, parent *gofs.Inode, name, provider,
 	return parent.NewInode(ctx, &dirNode{sys: f, provider: provider, dir: dir}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 }
 
-// budget is the context of one engine call a request makes: cfg.Timeout,
-// and no interrupt but a dying reader's (see detach).
-func (f *fsys) budget(ctx context.Context) (context.Context, context.CancelFunc) {
+// request is the context of one request on provider's tree: no interrupt
+// but a dying reader's (see detach), and at most Deadlines.RequestFor, the
+// longest a reader waits, whatever steps it takes.
+func (f *fsys) request(ctx context.Context, provider string) (context.Context, context.CancelFunc) {
 	d, stop := detach(ctx)
-	c, cancel := context.WithTimeout(d, f.cfg.Timeout)
+	c, cancel := context.WithTimeout(d, f.cfg.Deadlines.RequestFor(provider))
 	return c, func() { cancel(); stop() }
 }
 
-// list waits at most cfg.Timeout for the listing of dir.
+// budget bounds one engine call of a request (made with request) by d.
+func budget(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d)
+}
+
+// list waits at most a call's budget for the listing of dir.
 func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, error) {
-	ctx, cancel := f.budget(ctx)
+	ctx, cancel := budget(ctx, f.cfg.Deadlines.CallFor(provider))
 	defer cancel()
 	l, _, err := f.engine.List(ctx, provider, dir)
 	return l, err
 }
 
-// known waits at most cfg.Timeout for what is known of dir without a
+// known waits at most a call's budget for what is known of dir without a
 // costly listing: for a provider that probes (resolver.Prober), one page
 // below it, which may not be complete; for others, its listing.
 func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing, error) {
-	ctx, cancel := f.budget(ctx)
+	ctx, cancel := budget(ctx, f.cfg.Deadlines.CallFor(provider))
 	defer cancel()
 	l, _, err := f.engine.Probe(ctx, provider, dir)
 	if resolver.KindOf(err) == resolver.KindUnsupported {
@@ -244,9 +248,9 @@ func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing,
 	return l, err
 }
 
-// get waits at most cfg.Timeout for the value of ref.
+// get waits at most a read's budget for the value of ref.
 func (f *fsys) get(ctx context.Context, ref resolver.Reference) (cache.Value, error) {
-	ctx, cancel := f.budget(ctx)
+	ctx, cancel := budget(ctx, f.cfg.Deadlines.FetchFor(ref))
 	defer cancel()
 	return f.engine.Get(ctx, ref)
 }
@@ -378,6 +382,8 @@ func showNames(l *cache.Listing) []shown {
 // the listed secrets ahead in batches where the provider can.
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	n.sys.cfg.Count("readdir")
+	ctx, done := n.sys.request(ctx, n.provider)
+	defer done()
 	l, err := n.sys.known(ctx, n.provider, n.dir)
 	if err == nil && !l.Complete() {
 		l, err = n.sys.list(ctx, n.provider, n.dir)
@@ -412,7 +418,7 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		if aerr := n.sys.record(ctx, audit.Record{Op: "readdir", Path: n.provider + "/" + n.dir, Refs: refs, Result: "ok"}); aerr != 0 {
 			return nil, aerr
 		}
-		pctx, cancel := n.sys.budget(ctx)
+		pctx, cancel := budget(ctx, n.sys.cfg.Deadlines.CallFor(n.provider))
 		if err := n.sys.engine.Prefetch(pctx, n.provider, files); err != nil {
 			n.sys.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
 		}
@@ -432,6 +438,8 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
+	ctx, done := n.sys.request(ctx, n.provider)
+	defer done()
 	op := "lookup " + n.provider + ":" + n.key(name)
 	// canList is false when the listing cannot tell what exists here.
 	canList := true

@@ -62,8 +62,16 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	}
 	gen := n.sys.notifier.generation()
 	fresh := time.Duration(-1)
-	rctx, stop := detach(ctx) // a caught signal does not fail the render
+	// A caught signal does not fail the render; the longest it waits is a
+	// request's on the slowest provider it reads.
+	longest := n.sys.cfg.Deadlines.RequestFor("")
+	for _, r := range t.Refs() {
+		longest = max(longest, n.sys.cfg.Deadlines.RequestFor(r.Provider))
+	}
+	rctx, stop := detach(ctx)
 	defer stop()
+	rctx, cancel := context.WithTimeout(rctx, longest)
+	defer cancel()
 	value, reads, err := t.Render(rctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
 		v, err := n.sys.get(ctx, ref)
 		if err == nil && (fresh < 0 || v.FreshFor < fresh) {

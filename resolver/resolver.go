@@ -18,9 +18,9 @@ const DefaultTimeout = 10 * time.Second
 // Resolver dispatches references to registered providers and applies #FIELD.
 // It is safe for concurrent use.
 type Resolver struct {
-	// Timeout bounds every Get and List (DefaultTimeout when zero). Set it
-	// before the first call.
-	Timeout time.Duration
+	// Deadlines bound every provider call, each with its own budget (see
+	// Deadlines.CallFor). Set them before the first call.
+	Deadlines Deadlines
 
 	mu        sync.RWMutex
 	providers map[string]Provider // guarded by mu
@@ -78,12 +78,8 @@ func (r *Resolver) Names() []string {
 	return names
 }
 
-func (r *Resolver) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	d := r.Timeout
-	if d <= 0 {
-		d = DefaultTimeout
-	}
-	return context.WithTimeout(ctx, d)
+func (r *Resolver) withTimeout(ctx context.Context, provider string) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.Deadlines.CallFor(provider))
 }
 
 // Get resolves ref: the secret Key at Version in Provider, cut to Field.
@@ -108,15 +104,15 @@ func (r *Resolver) Fetch(ctx context.Context, ref Reference) (Secret, error) {
 	if err != nil {
 		return Secret{}, err
 	}
-	ctx, cancel := r.withTimeout(ctx)
-	defer cancel()
-
 	whole := ref
 	whole.Field = ""
 	if ref.Version != "" {
 		// A policy that grants one secret only (not "KEY@VERSION") denies
 		// the exact name: that is no answer either, so go on to the version.
-		s, err := p.Get(ctx, ref.Key+"@"+ref.Version, "")
+		// Each of the two calls has its own budget.
+		cctx, cancel := r.withTimeout(ctx, ref.Provider)
+		s, err := p.Get(cctx, ref.Key+"@"+ref.Version, "")
+		cancel()
 		switch KindOf(err) {
 		case KindOK:
 			s.Key = ref.Key + "@" + ref.Version
@@ -126,6 +122,8 @@ func (r *Resolver) Fetch(ctx context.Context, ref Reference) (Secret, error) {
 			return Secret{}, wrap(whole, err)
 		}
 	}
+	ctx, cancel := r.withTimeout(ctx, ref.Provider)
+	defer cancel()
 	s, err := p.Get(ctx, ref.Key, ref.Version)
 	if err != nil {
 		return Secret{}, wrap(whole, err)
@@ -158,7 +156,7 @@ func (r *Resolver) List(ctx context.Context, provider, dir string) ([]string, er
 	if !ok {
 		return nil, fmt.Errorf("list %s: %w", provider, errors.ErrUnsupported)
 	}
-	ctx, cancel := r.withTimeout(ctx)
+	ctx, cancel := r.withTimeout(ctx, provider)
 	defer cancel()
 	names, err := l.List(ctx, dir)
 	if err != nil {
@@ -178,7 +176,7 @@ func (r *Resolver) Probe(ctx context.Context, provider, dir string) ([]string, b
 	if !ok {
 		return nil, false, fmt.Errorf("probe %s: %w", provider, errors.ErrUnsupported)
 	}
-	ctx, cancel := r.withTimeout(ctx)
+	ctx, cancel := r.withTimeout(ctx, provider)
 	defer cancel()
 	entries, complete, err := pr.Probe(ctx, dir)
 	if err != nil {
@@ -199,7 +197,7 @@ func (r *Resolver) GetBatch(ctx context.Context, provider string, keys []string)
 	if !ok {
 		return nil, fmt.Errorf("batch %s: %w", provider, errors.ErrUnsupported)
 	}
-	ctx, cancel := r.withTimeout(ctx)
+	ctx, cancel := r.withTimeout(ctx, provider)
 	defer cancel()
 	got, err := b.GetBatch(ctx, keys)
 	if err != nil {
@@ -229,7 +227,7 @@ func (r *Resolver) CheckHealth(ctx context.Context, provider string) error {
 	if !ok {
 		return fmt.Errorf("health %s: %w", provider, errors.ErrUnsupported)
 	}
-	ctx, cancel := r.withTimeout(ctx)
+	ctx, cancel := r.withTimeout(ctx, provider)
 	defer cancel()
 	if err := h.CheckHealth(ctx); err != nil {
 		return fmt.Errorf("health %s: %w", provider, Unavailable(err))

@@ -131,7 +131,7 @@ func TestExactNameDeniedStillReadsVersion(t *testing.T) {
 
 func TestResolverTimeoutIsUnavailable(t *testing.T) {
 	r, _ := resolver.New(&mapProvider{name: "m"})
-	r.Timeout = 20 * time.Millisecond
+	r.Deadlines = resolver.Deadlines{Call: 20 * time.Millisecond}
 	start := time.Now()
 	_, err := r.Get(context.Background(), resolver.Reference{Provider: "m", Key: "slow"})
 	if !errors.Is(err, resolver.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
@@ -178,5 +178,28 @@ func TestSecretNeverPrintsValue(t *testing.T) {
 		if strings.Contains(out, "hunter2") {
 			t.Errorf("formatted secret %q contains the value", out)
 		}
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	d := resolver.Deadlines{Call: 2 * time.Second, Own: map[string]time.Duration{"slowexec": 30 * time.Second}}
+	for _, tt := range []struct {
+		name string
+		got  time.Duration
+		want time.Duration
+	}{
+		{"a call", d.CallFor("aws"), 2 * time.Second},
+		{"an exec entry's own timeout is honoured", d.CallFor("slowexec"), 30 * time.Second},
+		{"a value", d.FetchFor(resolver.Reference{Provider: "aws", Key: "k"}), 2 * time.Second},
+		{"a version: two calls, each its budget", d.FetchFor(resolver.Reference{Provider: "aws", Key: "k", Version: "v"}), 4 * time.Second},
+		{"a request: twice a call", d.RequestFor("aws"), 4 * time.Second},
+		{"a request of the exec provider", d.RequestFor("slowexec"), time.Minute},
+		{"the default", resolver.Deadlines{}.CallFor("x"), resolver.DefaultTimeout},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Errorf("got %v, want %v", tt.got, tt.want)
+			}
+		})
 	}
 }

@@ -116,7 +116,7 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	met := metrics.New(version())
 	srv, err := csi.New(csi.Options{Backends: bs, AllowNodeCredentials: *cf.allowNode, MaxIdentities: *cf.maxIdentities,
 		MaxPerNamespace: *cf.maxPerNamespace, MaxResponse: *cf.maxResponse, IdleTimeout: *cf.idle, Version: version(), Logger: log,
-		Cache: cache.Options{TTL: *cf.ttl, NegativeTTL: *cf.negTTL, MaxStale: *cf.maxStale, MaxEntries: *cf.maxEntries, Timeout: c.timeout, Observer: met}})
+		Cache: cache.Options{TTL: *cf.ttl, NegativeTTL: *cf.negTTL, MaxStale: *cf.maxStale, MaxEntries: *cf.maxEntries, Deadlines: resolver.Deadlines{Call: c.timeout}, Observer: met}})
 	if err != nil {
 		return err
 	}

@@ -54,18 +54,42 @@ func (c *common) execDefs(section *yaml.Node) ([]execDef, error) {
 	return defs, nil
 }
 
+// execTimeout is an exec provider's budget for a call: its own timeout:,
+// else --timeout.
+func (c *common) execTimeout(d execDef) (time.Duration, error) {
+	if d.Timeout == "" {
+		return c.timeout, nil
+	}
+	t, err := time.ParseDuration(d.Timeout)
+	if err != nil || t <= 0 {
+		return 0, usagef("exec provider %s: timeout %q: want a duration such as 5s", d.Name, d.Timeout)
+	}
+	return t, nil
+}
+
+// deadlines is the one policy of budgets (resolver.Deadlines): --timeout,
+// and each exec provider's own timeout:.
+func (c *common) deadlines() (resolver.Deadlines, error) {
+	d := resolver.Deadlines{Call: c.timeout, Own: map[string]time.Duration{}}
+	for _, e := range c.execs {
+		t, err := c.execTimeout(e)
+		if err != nil {
+			return d, err
+		}
+		d.Own[e.Name] = t
+	}
+	return d, nil
+}
+
 // openExec starts the exec providers.
 func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
 	var out []resolver.Provider
 	for _, d := range c.execs {
-		cfg := exec.Config{Name: d.Name, Command: d.Command, Env: d.Env, Timeout: c.timeout, Concurrency: c.execConcurrency, Logger: log}
-		if d.Timeout != "" {
-			t, err := time.ParseDuration(d.Timeout)
-			if err != nil || t <= 0 {
-				return nil, usagef("exec provider %s: timeout %q: want a duration such as 5s", d.Name, d.Timeout)
-			}
-			cfg.Timeout = t
+		t, err := c.execTimeout(d)
+		if err != nil {
+			return nil, err
 		}
+		cfg := exec.Config{Name: d.Name, Command: d.Command, Env: d.Env, Timeout: t, Concurrency: c.execConcurrency, Logger: log}
 		if d.User != "" {
 			uid, gid, _ := strings.Cut(d.User, ":")
 			u, err := strconv.ParseUint(uid, 10, 32)

@@ -43,7 +43,9 @@ func (c *common) withResolver(stderr io.Writer, f func(context.Context, *resolve
 	if err != nil {
 		return err
 	}
-	r.Timeout = c.timeout
+	if r.Deadlines, err = c.deadlines(); err != nil {
+		return err
+	}
 	return f(ctx, r)
 }
 

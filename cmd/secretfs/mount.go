@@ -136,7 +136,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = log
-	cfg.Timeout = m.timeout
+	deadlines, err := m.deadlines()
+	if err != nil {
+		return err
+	}
+	cfg.Deadlines = deadlines
 	var trail *audit.Log
 	if m.auditLog != "" {
 		if trail, err = audit.Open(m.auditLog, stderr); err != nil {
@@ -173,10 +177,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	if err := reservedNames(r.Names(), len(m.templates)); err != nil {
 		return usagef("%v", err)
 	}
-	r.Timeout = m.timeout
+	r.Deadlines = deadlines
 	met := metrics.New(version())
 	c := cache.New(r, cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale,
-		MaxEntries: m.maxEntries, Timeout: m.timeout, Logger: log, Observer: met})
+		MaxEntries: m.maxEntries, Deadlines: deadlines, Logger: log, Observer: met})
 	defer c.Close()
 	cfg.Count = met.FUSERequest
 	srv, err := fs.Mount(dir, c, cfg, mo)
