@@ -42,5 +42,13 @@
 //   - audit (Config.Audit set): every open reaches the daemon and is
 //     recorded; the data still comes from the page cache.
 //
-// Errors cross into the kernel in one place, toErrno.
+// Errors cross into the kernel in one place, toErrno.//
+// The files, by concern: fs.go holds what every node shares (the
+// configuration, the engine, attributes, a request's budgets, the audit
+// record); root.go the root, dir.go a provider's directories (listing,
+// and the lookup that decides directory or secret), file.go a secret's
+// file (one node per version of its content, open and read); templates.go
+// the templates directory; notify.go what the kernel is told of changes;
+// interrupt.go how a request outlives a caught signal; mount.go mounting
+// and unmounting.
 package fs

@@ -42,7 +42,7 @@ func TestNotifier(t *testing.T) {
 		n := newNotifier(slog.New(slog.DiscardHandler))
 		n.watch(ref, nil, "k", "old", n.generation())
 		n.watch(ref, nil, "k", "new", n.generation()) // the name shows a new node
-		n.unwatch(ref, nil, "k", "old")                // the old node is forgotten
+		n.unwatch(ref, nil, "k", "old")               // the old node is forgotten
 		if got := n.watched[ref][shownAt{nil, "k"}]; got != "new" {
 			t.Errorf("after the old node was forgotten, the name shows %v, want the new node", got)
 		}

@@ -8,16 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/spf13/pflag"
-	"go.yaml.in/yaml/v3"
-	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/cache"
@@ -260,24 +254,6 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// harden makes the process non-dumpable (a process of the same uid can then
-// neither ptrace it nor read its /proc/PID/environ or mem) with no core
-// files, and with mlock keeps its memory out of swap.
-func harden(mlock bool) error {
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
-	}
-	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
-		return fmt.Errorf("no core files (RLIMIT_CORE): %w", err)
-	}
-	if mlock {
-		if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
-			return fmt.Errorf("--mlock: mlockall: %w (it needs CAP_IPC_LOCK, or an RLIMIT_MEMLOCK (ulimit -l) as large as the process)", err)
-		}
-	}
-	return nil
-}
-
 // serveControl starts the mount's control socket.
 func serveControl(dir string, cfg fs.Config, c *cache.Cache, providers []string, log *slog.Logger) (*control.Server, error) {
 	path, err := control.Path(dir)
@@ -290,65 +266,6 @@ func serveControl(dir string, cfg fs.Config, c *cache.Cache, providers []string,
 	}
 	h := &controlled{version: version(), mountpoint: dir, mode: mode, started: time.Now(), cache: c, providers: providers}
 	return control.Listen(path, h, log)
-}
-
-// notify tells systemd (Type=notify) about the service, when it runs
-// under systemd (NOTIFY_SOCKET).
-func notify(log *slog.Logger, state string) {
-	if _, err := daemon.SdNotify(false, state); err != nil {
-		log.Warn("systemd notification failed", "error", err)
-	}
-}
-
-// watchdog pings systemd's watchdog (WATCHDOG_USEC) at half its interval
-// while the mount answers a stat of its root. It returns the function that
-// stops it.
-func watchdog(log *slog.Logger, dir string) func() {
-	interval, err := daemon.SdWatchdogEnabled(false)
-	if err != nil || interval <= 0 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(interval / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), interval/2)
-			err := fs.StatWithin(ctx, dir)
-			cancel()
-			if err != nil {
-				log.Warn("the mount does not answer; not pinging the watchdog", "error", err)
-				continue
-			}
-			notify(log, "WATCHDOG=1")
-		}
-	}()
-	return func() { close(done) }
-}
-
-// waitForStop waits for a signal that stops the daemon (true) or for the
-// mount to go away from outside (false). SIGHUP reloads and never stops it.
-func waitForStop(unmounted <-chan struct{}, sigs <-chan os.Signal, reload func(), log *slog.Logger) bool {
-	for {
-		select {
-		case <-unmounted:
-			return false
-		case s := <-sigs:
-			switch s {
-			case syscall.SIGHUP:
-				log.Info("SIGHUP: reloading the configuration")
-				reload()
-			default:
-				log.Info("signal received", "signal", s.String())
-				return true
-			}
-		}
-	}
 }
 
 // fsConfig checks the filesystem flags and folds -o options into them.
@@ -407,92 +324,4 @@ func parseMode(flag, s string) (uint32, error) {
 		return 0, usagef("%s %q: want octal permission bits such as 0440", flag, s)
 	}
 	return uint32(n), nil
-}
-
-// reloadables are the running parts a reload changes in place.
-type reloadables struct {
-	cache     *cache.Cache
-	providers []resolver.Provider
-	files     []reopener // the log file, where there is one
-	trail     *audit.Log // the audit trail, where there is one
-	fs        *fs.Server
-}
-
-type reopener interface{ Reopen() error }
-
-// live are the flags a reload applies without remounting.
-var live = []string{"ttl", "negative-ttl", "max-stale", "env-allow", "log-level"}
-
-// apply makes the running configuration m into next, as far as that can
-// happen without remounting, and logs what needs a restart.
-func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) {
-	var restart []string
-	next.flagSet.VisitAll(func(f *pflag.Flag) {
-		cur := m.flagSet.Lookup(f.Name)
-		if cur == nil || cur.Value.String() == f.Value.String() || slices.Contains(live, f.Name) {
-			return
-		}
-		restart = append(restart, "--"+f.Name)
-	})
-	for key, pair := range map[string][2]*yaml.Node{
-		"templates:": {m.templateSection, next.templateSection}, "exec-providers:": {m.execSection, next.execSection},
-	} {
-		if yamlText(pair[0]) != yamlText(pair[1]) {
-			restart = append(restart, key)
-		}
-	}
-	slices.Sort(restart)
-	if len(restart) > 0 {
-		msg := "these settings changed and need a restart (remount); the running values stay"
-		if m.auditLog == "" && next.auditLog != "" || m.auditLog != "" && next.auditLog == "" {
-			msg += "; switching between the fast mode and the audit mode is fixed by the kernel for the life of a mount"
-		}
-		log.Warn(msg, "settings", strings.Join(restart, " "))
-	}
-	run.cache.SetTimes(next.ttl, next.negTTL, next.maxStale)
-	m.ttl, m.negTTL, m.maxStale = next.ttl, next.negTTL, next.maxStale
-	if cur, nxt := m.flagSet.Lookup("env-allow"), next.flagSet.Lookup("env-allow"); cur.Value.String() != nxt.Value.String() {
-		for _, p := range run.providers {
-			if e, ok := p.(interface{ SetAllow([]string) error }); ok {
-				allow, _ := next.flagSet.GetStringSlice("env-allow")
-				if err := e.SetAllow(allow); err != nil {
-					log.Error("env-allow not changed", "error", err)
-					continue
-				}
-				if sv, ok := cur.Value.(pflag.SliceValue); ok {
-					sv.Replace(allow)
-				}
-				run.cache.Forget(p.Name(), "") // what it shows changed
-			}
-		}
-	}
-	if level, err := next.level(); err == nil {
-		m.levelVar.Set(level)
-		m.logLevel = next.logLevel
-	}
-	for _, f := range run.files {
-		if err := f.Reopen(); err != nil {
-			log.Error("log file not reopened", "error", err)
-		}
-	}
-	if run.trail != nil {
-		if err := run.trail.Reopen(); err != nil {
-			log.Error("audit log not reopened", "error", err)
-		}
-	}
-	if err := run.fs.SetRules(next.rules); err != nil {
-		log.Warn("the new rules need a restart; the old rules stay", "error", err)
-	} else {
-		m.rules = next.rules
-	}
-	log.Info("configuration reloaded", "ttl", m.ttl, "negative_ttl", m.negTTL, "max_stale", m.maxStale, "log_level", m.logLevel)
-}
-
-// yamlText is a config section as text, to compare two; "" for none.
-func yamlText(n *yaml.Node) string {
-	if n == nil {
-		return ""
-	}
-	b, _ := yaml.Marshal(n)
-	return string(b)
 }

@@ -1,0 +1,183 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/secretfs/secretfs/access"
+	"github.com/secretfs/secretfs/audit"
+	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
+)
+
+// content is what a file shows.
+type content struct {
+	ref    resolver.Reference // the secret, or templates:NAME
+	path   string             // below the mount, as looked up
+	secret resolver.Secret
+	fresh  time.Duration        // how long it stays fresh
+	reads  []resolver.Reference // the values it is made of: a change of one invalidates it
+	tmpl   *templates.Template  // the template it was rendered from, if any
+}
+
+// fileInode returns the node for name in parent showing c: the one the
+// kernel has when it shows the same content, else a new node (a new inode),
+// so that a descriptor open on the old one keeps reading the old bytes.
+// The kernel keeps the entry for half of the content's remaining
+// freshness: a name in use is looked up again, and so counted as read,
+// before it expires.
+func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c content, gen uint64, out *fuse.EntryOut) *gofs.Inode {
+	valid := c.fresh / 2
+	if f.notifier.generation() != gen {
+		// A value changed while this lookup was answered: the kernel must
+		// not keep an answer that may already be old.
+		valid = 0
+	}
+	f.fileAttr(servedPath(c.ref, c.secret), c.tmpl, c.secret, &out.Attr)
+	out.SetEntryTimeout(valid)
+	out.SetAttrTimeout(valid)
+	var node *fileNode
+	existing := parent.GetChild(name)
+	if existing != nil {
+		if old, ok := existing.Operations().(*fileNode); ok && old.ref == c.ref && old.shows(c.secret) {
+			node = old
+		}
+	}
+	if node == nil {
+		node = &fileNode{sys: f, ref: c.ref, secret: c.secret, parent: parent, name: name, path: c.path, tmpl: c.tmpl, reads: c.reads}
+		existing = nil
+	}
+	node.setValid(valid)
+	for _, r := range c.reads {
+		r.Field = ""
+		f.notifier.watch(r, parent, name, node, gen)
+	}
+	if existing != nil {
+		return existing
+	}
+	return parent.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
+}
+
+// fileNode is one version of one secret's content (with its field). Its
+// bytes never change: a new value is a new node.
+type fileNode struct {
+	gofs.Inode
+	readOnly
+	sys    *fsys
+	ref    resolver.Reference
+	secret resolver.Secret
+	parent *gofs.Inode // where it was looked up, as name
+	name   string
+	path   string               // below the mount: PROVIDER/DIR/NAME
+	tmpl   *templates.Template  // the template it was rendered from, if any
+	reads  []resolver.Reference // the values it is made of
+	// validUntil (unix nanoseconds) is until when the kernel may keep the
+	// attributes.
+	validUntil atomic.Int64
+}
+
+func (n *fileNode) shows(s resolver.Secret) bool {
+	return n.secret.Version == s.Version && n.secret.Key == s.Key && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
+}
+
+// OnForget drops the node's name from the notifier (unless a newer node
+// shows that name now), so that names nobody uses any more cost no memory.
+func (n *fileNode) OnForget() {
+	if n.parent == nil {
+		return
+	}
+	for _, r := range n.reads {
+		r.Field = ""
+		n.sys.notifier.unwatch(r, n.parent, n.name, n)
+	}
+}
+
+func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add(d).UnixNano()) }
+
+func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.sys.cfg.Count("getattr")
+	n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
+	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
+	return 0
+}
+
+// Open answers ENOSYS in the fast mode: the kernel then never sends OPEN
+// again on this mount, and serves warm reads from its page cache without a
+// round trip. In audit mode every open reaches here: the allow rule that
+// matches is checked, a record is written through (an open whose record
+// cannot be written fails with EIO), and the data still comes from the
+// page cache.
+func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.sys.cfg.Count("open")
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
+		if errno := n.sys.record(ctx, audit.Record{Op: "denied", Ref: n.ref.String(), Path: n.path, Result: syscall.EROFS.Error()}); errno != 0 {
+			return nil, 0, errno
+		}
+		return nil, 0, syscall.EROFS
+	}
+	if !n.sys.checkOpens {
+		return nil, 0, syscall.ENOSYS
+	}
+	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
+	denied := false
+	var caller *access.Caller
+	// The rule of the file decides, and for a template so do the rules of
+	// every secret it read: a template is no way around them.
+	paths := []string{servedPath(n.ref, n.secret)}
+	if n.tmpl != nil {
+		for _, r := range n.reads {
+			paths = append(paths, secretPath(r))
+		}
+	}
+	rules := n.sys.rules.Load()
+	for i, p := range paths {
+		r := rules.Match(p)
+		if r == nil {
+			continue
+		}
+		if i == 0 {
+			rec.Rule = r.Name()
+		}
+		if r.Allow == nil || denied {
+			continue
+		}
+		if caller == nil {
+			c := n.sys.caller(ctx)
+			caller = &c
+		}
+		if ok, why := r.Permits(*caller); !ok {
+			denied = true
+			rec.Op, rec.Result, rec.Reason, rec.Rule = "denied", syscall.EACCES.Error(), why, r.Name()
+		}
+	}
+	if errno := n.sys.recordAs(rec, caller, ctx); errno != 0 {
+		return nil, 0, errno
+	}
+	if denied {
+		return nil, 0, syscall.EACCES
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Flush says ENOSYS once: the kernel then stops sending FLUSH on close for
+// this mount (there is nothing to flush), which saves a round trip per close.
+func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+// Read serves the node's own bytes: the page cache is filled from here.
+func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.sys.cfg.Count("read")
+	v := n.secret.Value
+	if off >= int64(len(v)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(v)))
+	return fuse.ReadResultData(v[off:end]), 0
+}
