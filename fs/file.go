@@ -23,6 +23,7 @@ type content struct {
 	secret resolver.Secret
 	fresh  time.Duration        // how long it stays fresh
 	reads  []resolver.Reference // the values it is made of: a change of one invalidates it
+	served []string             // for a template, the secret each read returned, as rules match it
 	tmpl   *templates.Template  // the template it was rendered from, if any
 }
 
@@ -50,7 +51,7 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 		}
 	}
 	if node == nil {
-		node = &fileNode{sys: f, ref: c.ref, secret: c.secret, parent: parent, name: name, path: c.path, tmpl: c.tmpl, reads: c.reads}
+		node = &fileNode{sys: f, ref: c.ref, secret: c.secret, parent: parent, name: name, path: c.path, tmpl: c.tmpl, reads: c.reads, served: c.served}
 		existing = nil
 	}
 	node.setValid(valid)
@@ -77,6 +78,7 @@ type fileNode struct {
 	path   string               // below the mount: PROVIDER/DIR/NAME
 	tmpl   *templates.Template  // the template it was rendered from, if any
 	reads  []resolver.Reference // the values it is made of
+	served []string             // for a template, what rules match of each read (see content)
 	// validUntil (unix nanoseconds) is until when the kernel may keep the
 	// attributes.
 	validUntil atomic.Int64
@@ -131,9 +133,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	// every secret it read: a template is no way around them.
 	paths := []string{servedPath(n.ref, n.secret)}
 	if n.tmpl != nil {
-		for _, r := range n.reads {
-			paths = append(paths, secretPath(r))
-		}
+		paths = append(paths, n.served...)
 	}
 	rules := n.sys.rules.Load()
 	for i, p := range paths {

@@ -9,7 +9,10 @@ package fs
 // for a reader that is dying: one with a fatal signal pending, which the
 // kernel marks by SIGKILL in every thread's pending set. A later fatal
 // signal brings no second FUSE_INTERRUPT, so after the first the reader is
-// watched until the request ends.
+// watched until the request ends. Core-dumping signals (SIGQUIT, SIGABRT,
+// SIGSEGV) are not turned into SIGKILL: a pending signal that the reader
+// neither catches, ignores nor blocks, and whose default action ends it,
+// counts as dying too.
 
 import (
 	"bytes"
@@ -28,7 +31,9 @@ const dyingPoll = 50 * time.Millisecond
 
 // detach returns a context for the engine calls a request makes: not
 // canceled by FUSE_INTERRUPT, only when the reader is dying (then the
-// answer, EINTR, reaches nobody). Call stop when the request is answered.
+// answer, EINTR, reaches nobody). A reader the daemon cannot see (another
+// PID namespace reports PID 0; /proc may be hidden) is taken at its word:
+// its interrupt cancels, as before. Call stop when the request is answered.
 func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	caller, ok := fuse.FromContext(ctx)
@@ -40,7 +45,7 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 		t := time.NewTicker(dyingPoll)
 		defer t.Stop()
 		for {
-			if dying(tid) {
+			if d, known := dying(tid); d || !known {
 				cancel()
 				return
 			}
@@ -54,34 +59,52 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	return out, func() { stop(); cancel() }
 }
 
-// sigkill is SIGKILL's bit in /proc's signal masks.
-const sigkill = 1 << (9 - 1)
-
-// dying reports whether thread tid has a fatal signal pending (SIGKILL in
-// its pending set or its process's), or is gone.
-func dying(tid uint32) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return os.IsNotExist(err)
+// dying reports whether thread tid is dying: a fatal signal pending, or
+// gone. known is false when its status cannot be read (PID 0 from another
+// PID namespace, a /proc that hides it).
+func dying(tid uint32) (dying, known bool) {
+	if tid == 0 {
+		return false, false
 	}
-	return fatalPending(data)
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	switch {
+	case os.IsNotExist(err):
+		return true, true
+	case err != nil:
+		return false, false
+	}
+	return fatalPending(data), true
 }
 
-// fatalPending reports whether a /proc/PID/status shows SIGKILL pending.
+// notFatal are the signals whose default action does not end a process:
+// SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH.
+const notFatal = 1<<(17-1) | 1<<(18-1) | 1<<(19-1) | 1<<(20-1) | 1<<(21-1) | 1<<(22-1) | 1<<(23-1) | 1<<(28-1)
+
+// fatalPending reports whether a /proc/PID/status shows a signal pending
+// that will end the process: SIGKILL (the kernel sets it in every thread
+// for a fatal signal), or a signal neither caught, ignored nor blocked
+// whose default action ends the process (SIGQUIT, SIGABRT, SIGSEGV and
+// other core-dumping signals are not turned into SIGKILL).
 func fatalPending(data []byte) bool {
-	for _, field := range []string{"SigPnd:", "ShdPnd:"} {
-		i := bytes.Index(data, []byte(field))
+	field := func(name string) uint64 {
+		i := bytes.Index(data, []byte(name))
 		if i < 0 {
-			continue
+			return 0
 		}
-		rest := data[i+len(field):]
+		rest := data[i+len(name):]
 		if j := bytes.IndexByte(rest, '\n'); j >= 0 {
 			rest = rest[:j]
 		}
-		mask, err := strconv.ParseUint(string(bytes.TrimSpace(rest)), 16, 64)
-		if err == nil && mask&sigkill != 0 {
-			return true
-		}
+		v, _ := strconv.ParseUint(string(bytes.TrimSpace(rest)), 16, 64)
+		return v
 	}
-	return false
+	pending := field("SigPnd:") | field("ShdPnd:")
+	if pending&sigkill != 0 {
+		return true
+	}
+	deadly := pending &^ field("SigCgt:") &^ field("SigIgn:") &^ field("SigBlk:") &^ notFatal
+	return deadly != 0
 }
+
+// sigkill is SIGKILL's bit in /proc's signal masks.
+const sigkill = 1 << (9 - 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,7 +62,11 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, syscall.ENOENT
 	}
 	gen := n.sys.notifier.generation()
-	fresh := time.Duration(-1)
+	var (
+		mu     sync.Mutex // the getter runs once per reference, at once
+		fresh  = time.Duration(-1)
+		served = map[resolver.Reference]string{} // what rules match: the secret each read returned
+	)
 	// A caught signal does not fail the render; the longest it waits is a
 	// request's on the slowest provider it reads.
 	longest := n.sys.cfg.Deadlines.RequestFor("")
@@ -74,11 +79,24 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	defer cancel()
 	value, reads, err := t.Render(rctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
 		v, err := n.sys.get(ctx, ref)
-		if err == nil && (fresh < 0 || v.FreshFor < fresh) {
-			fresh = v.FreshFor
+		if err == nil {
+			mu.Lock()
+			if fresh < 0 || v.FreshFor < fresh {
+				fresh = v.FreshFor
+			}
+			served[ref] = servedPath(ref, v.Secret)
+			mu.Unlock()
 		}
 		return v.Value, err
 	})
+	paths := make([]string, len(reads))
+	for i, r := range reads {
+		if p, ok := served[r]; ok {
+			paths[i] = p
+		} else {
+			paths[i] = secretPath(r)
+		}
+	}
 	refs := make([]string, len(reads))
 	for i, r := range reads {
 		refs[i] = r.String()
@@ -114,7 +132,7 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, aerr
 	}
 	return n.sys.fileInode(ctx, n.EmbeddedInode(), name, content{
-		ref: self, path: path, secret: resolver.Secret{Value: value}, fresh: max(fresh, 0), reads: reads, tmpl: t,
+		ref: self, path: path, secret: resolver.Secret{Value: value}, fresh: max(fresh, 0), reads: reads, served: paths, tmpl: t,
 	}, gen, out), 0
 }
 

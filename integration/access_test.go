@@ -534,3 +534,22 @@ rules:
 		}
 	}
 }
+
+// A template is no way around the rule of the secret it was actually
+// served: reading db@v1 through a template is refused as reading it is.
+func TestTemplateFollowsTheRuleOfTheSecretServed(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"faillist/db": "plain", "faillist/db@v1": "exact"})
+	tmpl := filepath.Join(t.TempDir(), "t.tmpl")
+	os.WriteFile(tmpl, []byte(`{{ secret "test:faillist/db@v1" }}`), 0o600)
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/faillist/db@v1"
+    allow:
+      uids: [4242]
+`, "--template", "t="+tmpl)
+	_, err := os.ReadFile(d.Path("test", "faillist", "db@v1"))
+	wantErrno(t, "db@v1 for a uid the rule does not allow", err, syscall.EACCES)
+	_, err = os.ReadFile(d.Path("templates", "t"))
+	wantErrno(t, "a template of db@v1 for a uid the rule does not allow", err, syscall.EACCES)
+}

@@ -100,12 +100,12 @@ func TestCaughtSignalsNeverFailARequest(t *testing.T) {
 // answers a dying reader's request without waiting for the backend.
 func TestKilledReaderIsGoneAtOnce(t *testing.T) {
 	t.Parallel()
-	b := newTestBackend(t, map[string]string{"slower/a": "a", "slower/b": "b"})
+	b := newTestBackend(t, map[string]string{"slower/a": "a", "slower/b": "b", "slower/c": "c"})
 	d := testMount(t, b, "--timeout", "10s")
 	for _, c := range []struct {
 		key string
 		sig syscall.Signal
-	}{{"slower/a", syscall.SIGKILL}, {"slower/b", syscall.SIGTERM}} {
+	}{{"slower/a", syscall.SIGKILL}, {"slower/b", syscall.SIGTERM}, {"slower/c", syscall.SIGQUIT}} {
 		cmd := exec.Command("cat", d.Path("test", c.key))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -80,11 +80,22 @@ func parseTemplate(name, source, text string, untrusted bool) (*Template, error)
 	for _, l := range lits {
 		ref, _ := resolver.Parse(l)
 		if !slices.Contains(t.refs, ref) {
+			if len(t.refs) == MaxRefs {
+				return nil, fmt.Errorf("template %s: %w: more than %d secrets", name, ErrLimit, MaxRefs)
+			}
 			t.refs = append(t.refs, ref)
 		}
 	}
 	return t, nil
 }
+
+// MaxRefs is the most secrets one template may name, and fetchers how
+// many it fetches at once: every one is fetched at each render, used or
+// not, with the credentials of whoever mounts it.
+const (
+	MaxRefs  = 256
+	fetchers = 8
+)
 
 // Refs are the references the template may read, known from its text.
 func (t *Template) Refs() []resolver.Reference { return slices.Clone(t.refs) }
@@ -99,7 +110,8 @@ func ParseFile(name, path string) (*Template, error) {
 }
 
 // Render renders t, reading secrets with get, within the limits of
-// limits.go, until ctx ends. It returns what it read. An error names the
+// limits.go, until ctx ends. It returns what it read: every secret the
+// template names. An error names the
 // reference, never a value: where a render fails for another reason, the
 // error says where and leaves out why (a function's message, or the
 // engine's, may quote a value).
@@ -115,8 +127,11 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	}
 	vals := make([]fetched, len(t.refs))
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, fetchers)
 	for i, ref := range t.refs {
+		slots <- struct{}{}
 		wg.Go(func() {
+			defer func() { <-slots }()
 			v, err := get(ctx, ref)
 			vals[i] = fetched{v, err}
 		})
@@ -128,7 +143,6 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	case <-ctx.Done():
 		return nil, nil, fmt.Errorf("template %s: waiting for a render slot: %w", t.Name, ctx.Err())
 	}
-	var refs []resolver.Reference
 	tmpl, err := t.tmpl.Clone()
 	if err != nil {
 		return nil, nil, err
@@ -140,9 +154,6 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 		if err != nil || !slices.Contains(t.refs, ref) {
 			// Parse lets only literals through; this is the second lock.
 			return "", errors.New("secret: not a reference of the template's text")
-		}
-		if !slices.Contains(refs, ref) {
-			refs = append(refs, ref)
 		}
 		got := vals[slices.Index(t.refs, ref)]
 		v, err := got.v, got.err
@@ -160,9 +171,9 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	tmpl.Funcs(fm)
 	var out limitedBuffer
 	if err := tmpl.Execute(&out, nil); err != nil {
-		return nil, refs, fmt.Errorf("template %s: %w", t.Name, withheld(err))
+		return nil, slices.Clone(t.refs), fmt.Errorf("template %s: %w", t.Name, withheld(err))
 	}
-	return out.b, refs, nil
+	return out.b, slices.Clone(t.refs), nil
 }
 
 // secretError is a reference that could not be read: it names the
