@@ -67,36 +67,29 @@ func Path(mountpoint string) (string, error) {
 	return filepath.Join(dir, Name(real)), nil
 }
 
-// Resolve returns the absolute path p names, with every symlink resolved,
-// without asking the filesystem mounted there: the directories above it
-// are resolved, and its last element is only read as a link, never
-// stat'ed (a mount whose daemon is stopped never answers a stat). A mount
-// resolves its mountpoint once, at start, with it; status and refresh find
-// the mount by any path that resolves to the same.
+// Resolve returns the absolute path p names as the kernel resolves it
+// (every symlink, and ".." after the link it follows), without asking the
+// filesystem mounted there: the path is opened O_PATH, which reads no
+// attributes (a mount whose daemon is stopped never answers a stat), and
+// the kernel says where the descriptor is. A path that does not exist is
+// returned as named. A mount resolves its mountpoint once, at start, with
+// it; status and refresh find the mount by any path that resolves to the
+// same.
 func Resolve(p string) (string, error) {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", err
-	}
-	for range 40 { // as many links as the kernel follows
-		if abs == "/" {
-			return abs, nil
-		}
-		parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	abs := p
+	if !filepath.IsAbs(p) {
+		wd, err := os.Getwd()
 		if err != nil {
 			return "", err
 		}
-		abs = filepath.Join(parent, filepath.Base(abs))
-		target, err := os.Readlink(abs)
-		if err != nil {
-			return abs, nil // not a link (or not there): the path itself
-		}
-		if !filepath.IsAbs(target) {
-			target = filepath.Join(parent, target)
-		}
-		abs = filepath.Clean(target)
+		abs = wd + "/" + p // not cleaned: ".." is the kernel's to resolve
 	}
-	return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+	fd, err := unix.Open(abs, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return filepath.Clean(abs), nil
+	}
+	defer unix.Close(fd)
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 }
 
 // Status is what `secretfs status` shows.
@@ -139,6 +132,9 @@ type Handler interface {
 type request struct {
 	Op   string   `json:"op"`
 	Refs []string `json:"refs,omitempty"`
+	// Accept asks for a first answer at once ({"accepted":true}) before the
+	// refresh's result; a client that does not ask gets the result alone.
+	Accept bool `json:"accept,omitempty"`
 }
 
 type response struct {
@@ -213,7 +209,9 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 				case "refresh":
 					// Accepted at once: the client knows the daemon answers
 					// and then waits for the backend calls.
-					json.NewEncoder(conn).Encode(response{Accepted: true})
+					if req.Accept {
+						json.NewEncoder(conn).Encode(response{Accepted: true})
+					}
 					ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 					if err := h.Refresh(ctx, req.Refs); err != nil {
 						resp.Error = err.Error()
@@ -305,6 +303,6 @@ func GetStatus(mountpoint string) (Status, error) {
 
 // Refresh asks the mount at mountpoint to drop and re-fetch refs now.
 func Refresh(mountpoint string, refs []string) error {
-	_, err := call(mountpoint, request{Op: "refresh", Refs: refs})
+	_, err := call(mountpoint, request{Op: "refresh", Refs: refs, Accept: true})
 	return err
 }

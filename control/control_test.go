@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,5 +73,31 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if _, err := GetStatus(filepath.Join(dir, "elsewhere")); !errors.Is(err, ErrNotMounted) {
 		t.Errorf("no mount: %v, want ErrNotMounted", err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	base, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"x", "y/sub", "y/mnt", "x/mnt"} {
+		os.MkdirAll(filepath.Join(base, d), 0o755)
+	}
+	os.Symlink(filepath.Join(base, "y/sub"), filepath.Join(base, "x/link"))
+	os.Symlink("sub", filepath.Join(base, "y/rel"))
+	for _, tt := range []struct{ in, want string }{
+		{"x/mnt", "x/mnt"},
+		{"x/link", "y/sub"},
+		{"y/rel", "y/sub"},
+		{"x/link/../mnt", "y/mnt"}, // ".." after the link, as the kernel walks it
+		{"x/missing", "x/missing"},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Resolve(base + "/" + tt.in) // not joined: Join would clean ".." away
+			if want := filepath.Join(base, tt.want); err != nil || got != want {
+				t.Errorf("Resolve(%s) = %q, %v; want %q", tt.in, got, err, want)
+			}
+		})
 	}
 }

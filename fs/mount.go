@@ -31,10 +31,11 @@ type MountOptions struct {
 
 // Server is a mounted secretfs.
 type Server struct {
-	sys  *fsys
-	srv  *fuse.Server
-	dir  string
-	done chan struct{} // closed when the filesystem is unmounted
+	sys   *fsys
+	srv   *fuse.Server
+	dir   string
+	mntID uint64        // the kernel's ID of this mount (0: unknown)
+	done  chan struct{} // closed when the filesystem is unmounted
 }
 
 // Mount mounts a secretfs tree at dir, read-only, and returns once the
@@ -88,6 +89,9 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	s := &Server{sys: root.sys, srv: srv, dir: dir, done: make(chan struct{})}
+	if err := srv.WaitMount(); err == nil {
+		s.mntID, _ = mountID(dir)
+	}
 	go root.sys.notifier.run(s.done)
 	go func() { srv.Wait(); close(s.done) }()
 	return s, nil
@@ -108,20 +112,62 @@ func (s *Server) Wait() { <-s.done }
 // connection, and Wait returns.
 func (s *Server) Unmount() error {
 	var err error
+	dir := s.dir
 	if os.Geteuid() == 0 {
+		// The path may no longer lead to this mount (a directory above it
+		// renamed, or replaced by a symlink): unmount the mount itself,
+		// found by its ID, never what the path leads to now.
+		if dir, err = s.where(); err != nil || dir == "" {
+			return err // gone already, or not to be found
+		}
 		// Not go-fuse's Unmount: it follows a symlink at the path, and
 		// then waits for a connection that another unmount never ends.
-		err = unix.Unmount(s.dir, unix.UMOUNT_NOFOLLOW)
+		err = unix.Unmount(dir, unix.UMOUNT_NOFOLLOW)
 	} else {
 		err = s.srv.Unmount() // fusermount3, which does not follow links either
 	}
 	if err == nil {
 		return nil
 	}
-	if lerr := lazyUnmount(s.dir); lerr != nil {
-		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", s.dir, err, lerr)
+	if lerr := lazyUnmount(dir); lerr != nil {
+		return fmt.Errorf("unmount %s: %w (lazy unmount: %v)", dir, err, lerr)
 	}
 	return nil
+}
+
+// where returns the path this mount is at now: its mountpoint while that
+// still leads to it, else where the kernel lists its ID; "" when it is
+// gone.
+func (s *Server) where() (string, error) {
+	if s.mntID == 0 {
+		return s.dir, nil
+	}
+	if id, err := mountID(s.dir); err == nil && id == s.mntID {
+		return s.dir, nil
+	}
+	mounts, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
+		return i.ID != int(s.mntID), i.ID == int(s.mntID)
+	})
+	if err != nil {
+		return "", fmt.Errorf("unmount %s: finding the mount: %w", s.dir, err)
+	}
+	if len(mounts) == 0 {
+		return "", nil
+	}
+	return mounts[0].Mountpoint, nil
+}
+
+// mountID returns the kernel's ID of the mount at path (not following a
+// symlink there).
+func mountID(path string) (uint64, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, err
+	}
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, errors.New("statx: no mount ID")
+	}
+	return st.Mnt_id, nil
 }
 
 // staleCheck bounds the stat that finds a dead mount: a daemon that is

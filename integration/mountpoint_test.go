@@ -85,3 +85,44 @@ func TestStoppedDaemonStatusAnswersWithin2s(t *testing.T) {
 		}
 	}
 }
+
+// A directory above the mountpoint renamed and replaced by a symlink (by
+// whoever may write there) does not redirect the unmount either: the mount
+// is found by its ID.
+func TestParentSwappedForASymlinkDoesNotRedirectTheUnmount(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	app, other := filepath.Join(base, "app"), filepath.Join(base, "other")
+	for _, d := range []string{filepath.Join(app, "mnt"), filepath.Join(other, "mnt")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", filepath.Join(other, "mnt"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs to stand for another filesystem: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(other, "mnt"), unix.MNT_DETACH) })
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	d := mountAt(t, filepath.Join(app, "mnt"), nil, "--providers", "test", "--test-dir", b.Dir)
+	if err := os.Rename(app, app+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, app); err != nil {
+		t.Fatal(err)
+	}
+	d.Dir = filepath.Join(app+".old", "mnt") // where the mount is now, for the harness
+	mountpoints.Store(d.Dir, true)
+	start := time.Now()
+	if err := d.terminate(); err != nil {
+		t.Errorf("SIGTERM: %v", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the daemon took %v to exit", el)
+	}
+	if !isMounted(filepath.Join(other, "mnt")) {
+		t.Error("the filesystem the swapped path leads to was unmounted")
+	}
+	if isMounted(d.Dir) {
+		t.Errorf("the secretfs mount (now at %s) is still mounted", d.Dir)
+	}
+}
