@@ -6,10 +6,17 @@
 // the open is answered; when it cannot be written (disk full, an I/O error, a
 // pipe gone), the caller refuses the read (EIO). Vault promises the same: if
 // no audit device can record a request, Vault refuses it.
+//
+// No reader waits on the trail for longer than WriteWithin: records go
+// through one writer goroutine, and a record it has not written by then
+// (a pipe nobody reads, a stuck disk) fails, and is counted. A record
+// given up on before the writer took it is never written; the one the
+// writer is stuck on may still reach the trail when the sink drains.
 package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/syslog"
@@ -39,13 +46,54 @@ type Record struct {
 	Container string    `json:"container,omitempty"`
 }
 
+// WriteWithin bounds how long a record may take to be written.
+const WriteWithin = 2 * time.Second
+
+// ErrStalled: the trail did not take a record within WriteWithin.
+var ErrStalled = errors.New("audit trail stalled")
+
 // Log is an audit trail. It is safe for concurrent use.
 type Log struct {
-	mu     sync.Mutex // one record at a time, whole
-	w      io.Writer
+	w      io.Writer // written by the writer goroutine only
 	closer io.Closer // the file or the syslog connection; nil for stderr
+	within time.Duration
+	lines  chan *line // to the writer goroutine, which writes one record at a time, whole
+	stop   chan struct{}
+	once   sync.Once
 
 	failures atomic.Uint64
+}
+
+// line is one record on its way to the trail.
+type line struct {
+	b         []byte
+	abandoned atomic.Bool // its writer gave up: not to be written
+	done      chan error  // capacity 1
+}
+
+func newLog(w io.Writer, closer io.Closer) *Log {
+	l := &Log{w: w, closer: closer, within: WriteWithin, lines: make(chan *line), stop: make(chan struct{})}
+	go l.writer()
+	return l
+}
+
+// writer writes the records one at a time until Close.
+func (l *Log) writer() {
+	for {
+		select {
+		case <-l.stop:
+			return
+		case ln := <-l.lines:
+			if ln.abandoned.Load() {
+				continue
+			}
+			n, err := l.w.Write(ln.b)
+			if err == nil && n < len(ln.b) {
+				err = io.ErrShortWrite
+			}
+			ln.done <- err
+		}
+	}
 }
 
 // File is a file appended to, that Reopen opens again by its name (after
@@ -101,19 +149,19 @@ func (f *File) Close() error {
 func Open(dest string, stderr io.Writer) (*Log, error) {
 	switch dest {
 	case "-":
-		return &Log{w: stderr}, nil
+		return newLog(stderr, nil), nil
 	case "syslog":
 		w, err := syslog.New(syslog.LOG_AUTHPRIV|syslog.LOG_INFO, "secretfs")
 		if err != nil {
 			return nil, fmt.Errorf("syslog: %w", err)
 		}
-		return &Log{w: w, closer: w}, nil
+		return newLog(w, w), nil
 	}
 	f, err := OpenFile(dest)
 	if err != nil {
 		return nil, err
 	}
-	return &Log{w: f, closer: f}, nil
+	return newLog(f, f), nil
 }
 
 // Write writes rec through. An error means the record is not in the trail.
@@ -122,17 +170,26 @@ func (l *Log) Write(rec Record) error {
 	for i, r := range rec.Refs {
 		rec.Refs[i] = Escape(r)
 	}
-	line, err := json.Marshal(rec)
+	b, err := json.Marshal(rec)
 	if err != nil {
 		l.failures.Add(1)
 		return err
 	}
-	line = append(line, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n, err := l.w.Write(line)
-	if err == nil && n < len(line) {
-		err = io.ErrShortWrite
+	ln := &line{b: append(b, '\n'), done: make(chan error, 1)}
+	deadline := time.NewTimer(l.within)
+	defer deadline.Stop()
+	select {
+	case l.lines <- ln:
+	case <-deadline.C:
+		ln.abandoned.Store(true)
+		l.failures.Add(1)
+		return fmt.Errorf("audit: %w within %v", ErrStalled, l.within)
+	}
+	select {
+	case err = <-ln.done:
+	case <-deadline.C:
+		l.failures.Add(1)
+		return fmt.Errorf("audit: %w within %v", ErrStalled, l.within)
 	}
 	if err != nil {
 		l.failures.Add(1)
@@ -147,18 +204,39 @@ func (l *Log) Failures() uint64 { return l.failures.Load() }
 // Reopen opens the file by its name again (logrotate); a no-op for stderr
 // and syslog.
 func (l *Log) Reopen() error {
-	if f, ok := l.w.(*File); ok {
-		return f.Reopen()
+	f, ok := l.w.(*File)
+	if !ok {
+		return nil
 	}
-	return nil
+	// The file's lock is held by a write stuck on a stalled sink: a reload
+	// does not wait on it past the deadline.
+	done := make(chan error, 1)
+	go func() { done <- f.Reopen() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(l.within):
+		return fmt.Errorf("audit: reopening: %w within %v", ErrStalled, l.within)
+	}
 }
 
-// Close closes the trail.
+// Close stops the writer and closes the trail, waiting at most WriteWithin;
+// a writer stuck on a stalled sink is left behind.
 func (l *Log) Close() error {
-	if l.closer != nil {
-		return l.closer.Close()
+	l.once.Do(func() { close(l.stop) })
+	if l.closer == nil {
+		return nil
 	}
-	return nil
+	// A closer may wait on the writer stuck on a stalled sink: the daemon
+	// does not wait on it past the deadline.
+	done := make(chan error, 1)
+	go func() { done <- l.closer.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(l.within):
+		return fmt.Errorf("audit: closing: %w within %v", ErrStalled, l.within)
+	}
 }
 
 // Escape makes s valid UTF-8 by writing each byte that is not as \xNN, so

@@ -238,3 +238,42 @@ func TestOutageServesDeepCachedPathsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// An audit sink nobody drains (a FIFO whose reader stopped reading) once
+// left every open in D state for good; each now fails closed (EIO) within
+// the write deadline, and the daemon still stops.
+func TestStalledAuditSinkFailsOpensWithinTheDeadline(t *testing.T) {
+	t.Parallel()
+	fifo := filepath.Join(t.TempDir(), "audit.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A reader that opens the FIFO and never reads: writes block once the
+	// pipe's 64 KiB are full.
+	rd, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	b := newTestBackend(t, map[string]string{"k": "audited"})
+	d := testMount(t, b, "--audit-log", fifo)
+	p := d.Path("test", "k")
+	var failed error
+	for i := 0; i < 2000 && failed == nil; i++ {
+		start := time.Now()
+		_, err := os.ReadFile(p)
+		if el := time.Since(start); el > 3*time.Second {
+			t.Fatalf("open %d waited %v on the audit trail, want at most its 2 s deadline", i, el)
+		}
+		failed = err
+	}
+	wantErrno(t, "an open whose record cannot be written", failed, syscall.EIO)
+	d.waitLog(t, "audit record not written", "the stalled trail was not logged")
+	start := time.Now()
+	if err := d.terminate(); err != nil { // the sink is still stalled
+		t.Errorf("SIGTERM with the audit sink stalled: %v", err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("the daemon took %v to stop with the audit sink stalled", el)
+	}
+}
