@@ -282,9 +282,9 @@ func New(src Source, opts Options) *Cache {
 	c := &Cache{
 		src: src, opts: opts, log: opts.Logger,
 		entries:   make(map[key]*entry),
-		values:    newStore("values", opts.MaxEntries, 0),
-		listings:  newStore("listings", opts.MaxListings, 0),
-		negatives: newStore("negatives", opts.MaxNegative, opts.MaxNegativeBytes),
+		values:    newStore(opts.MaxEntries, 0),
+		listings:  newStore(opts.MaxListings, 0),
+		negatives: newStore(opts.MaxNegative, opts.MaxNegativeBytes),
 		floor:     make(map[string]uint64), health: make(map[string]*health),
 		times: times{opts.TTL, opts.NegativeTTL, opts.MaxStale},
 	}
@@ -551,7 +551,7 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 		select {
 		case <-confirming:
 		case <-ctx.Done():
-			return answer{}, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
+			return answer{}, gaveUp(ctx, k)
 		}
 		down = c.Down(k.provider)
 	}
@@ -590,8 +590,14 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 			c.log.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
 			return a, nil
 		}
-		return answer{}, resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", k, ctx.Err()))
+		return answer{}, gaveUp(ctx, k)
 	}
+}
+
+// gaveUp is the error of a reader whose ctx ended while it waited for what
+// (a backend call, or the confirmation of an outage).
+func gaveUp(ctx context.Context, what fmt.Stringer) error {
+	return resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", what, ctx.Err()))
 }
 
 // staleValue returns k's last good value if it may still be served stale.

@@ -271,7 +271,7 @@ func (c *Cache) Refresh(ctx context.Context, ref resolver.Reference) error {
 		}
 		return a.err
 	case <-ctx.Done():
-		return resolver.Unavailable(fmt.Errorf("%s: waiting for backend: %w", ref, ctx.Err()))
+		return gaveUp(ctx, ref)
 	}
 }
 
@@ -283,7 +283,7 @@ func (c *Cache) Refresh(ctx context.Context, ref resolver.Reference) error {
 // to be down. A batch that finds the backend unavailable starts the
 // confirmation of an outage. ctx bounds the wait; the call has its budget.
 func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) error {
-	if !c.abilities(provider).Batch {
+	if !c.src.Abilities(provider).Batch {
 		return nil
 	}
 	now := c.opts.Clock.Now()

@@ -163,7 +163,7 @@ func (c *Cache) check(provider string, except key) (checked bool, err error) {
 		budget time.Duration
 	}
 	var calls []call
-	if c.abilities(provider).Health {
+	if c.src.Abilities(provider).Health {
 		calls = append(calls, call{func(ctx context.Context) error { return c.src.CheckHealth(ctx, provider) }, c.opts.Deadlines.CallFor(provider)})
 	} else {
 		c.mu.Lock()
@@ -297,21 +297,13 @@ func (c *Cache) Down(provider string) bool {
 	return c.isDown(provider)
 }
 
-// abilities returns what provider can do besides Get, known from its type.
-func (c *Cache) abilities(provider string) resolver.Abilities {
-	if a, ok := c.can.Load(provider); ok {
-		return a.(resolver.Abilities)
-	}
-	a := c.src.Abilities(provider)
-	if a != (resolver.Abilities{}) {
-		c.can.Store(provider, a) // providers are few: bounded
-	}
-	return a
-}
-
-// able fails at once, with no call, for what k's provider cannot do.
+// able fails at once, with no call, for what k's provider cannot do
+// (known from its type); a read of a value needs no look.
 func (c *Cache) able(k key) error {
-	a := c.abilities(k.provider)
+	if k.op == opGet {
+		return nil
+	}
+	a := c.src.Abilities(k.provider)
 	if k.op == opList && !a.List || k.op == opProbe && !a.Probe {
 		return fmt.Errorf("%s: %w", k, errors.ErrUnsupported)
 	}

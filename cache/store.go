@@ -98,15 +98,14 @@ func (e *entry) servableStale(now time.Time) bool {
 // set, in the bytes its entries' names and errors take (names a caller
 // chooses may be long).
 type store struct {
-	name      string
 	limit     int
 	byteLimit int
 	bytes     int
 	lru       *list.List // *entry, most recently used first
 }
 
-func newStore(name string, limit, byteLimit int) *store {
-	return &store{name: name, limit: limit, byteLimit: byteLimit, lru: list.New()}
+func newStore(limit, byteLimit int) *store {
+	return &store{limit: limit, byteLimit: byteLimit, lru: list.New()}
 }
 
 // entryOverhead is about what an entry costs besides its names and error.
@@ -166,17 +165,20 @@ func (c *Cache) drop(e *entry) {
 // touch marks e as most recently used. Called with mu held.
 func (c *Cache) touch(e *entry) { e.store.lru.MoveToFront(e.el) }
 
-// older reports whether the answer of the call of generation gen for k is
-// older than what is held, or than a Forget of its provider; it is then not
-// stored, and its readers get what is held (the zero answer where nothing
-// is: the call's own). Called with mu held.
-func (c *Cache) older(k key, gen uint64, now time.Time) (answer, bool) {
+// older reports whether the answer own of the call of generation gen for
+// k is older than what is held, or than a Forget or Expire of its
+// provider; it is then not stored, and its readers get what is held, or
+// own where nothing newer may be served. Called with mu held.
+func (c *Cache) older(k key, gen uint64, now time.Time, own answer) (answer, bool) {
 	e, ok := c.entries[k]
 	switch {
 	case ok && e.gen > gen:
-		return c.held(e, now), true
+		if a := c.held(e, now); a.val != nil || a.err != nil {
+			return a, true
+		}
+		return own, true
 	case gen < c.floor[k.provider]:
-		return answer{}, true
+		return own, true
 	}
 	return answer{}, false
 }
@@ -201,14 +203,13 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	}
 	now := c.opts.Clock.Now()
 
+	// Forgotten or expired on request since the call began, its answer is
+	// still served to its readers, not kept.
+	own := answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
+
 	c.mu.Lock()
-	if a, ok := c.older(k, gen, now); ok {
+	if a, ok := c.older(k, gen, now, own); ok {
 		c.mu.Unlock()
-		if a.val == nil && a.err == nil {
-			// Forgotten or expired on request since the call began: its
-			// answer is served to its readers, not kept.
-			a = answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
-		}
 		return a
 	}
 	if c.ctx.Err() == nil && now.Before(e.expires) { // a call that ends after Close arms nothing
@@ -220,13 +221,12 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 		c.noteWitness(k)
 	}
 	c.put(e)
-	a := answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
 	subs := c.onChange
 	c.mu.Unlock()
 	if changed {
 		c.notify(subs, Change{Ref: k.ref()})
 	}
-	return a
+	return own
 }
 
 // storeNegative stores a negative answer (not found, denied, cannot) of the
@@ -235,11 +235,8 @@ func (c *Cache) storeNegative(k key, err error, d time.Duration, gen uint64, beg
 	e := &entry{key: k, gen: gen, err: err, fetched: began, expires: began.Add(c.jitter(d))}
 	now := c.opts.Clock.Now()
 	c.mu.Lock()
-	if a, ok := c.older(k, gen, now); ok {
+	if a, ok := c.older(k, gen, now, answer{err: err}); ok {
 		c.mu.Unlock()
-		if a.val == nil && a.err == nil {
-			a = answer{err: err}
-		}
 		return a
 	}
 	old := c.entries[k]
@@ -261,10 +258,7 @@ func (c *Cache) storeFailure(k key, err error, gen uint64) answer {
 	now := c.opts.Clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if a, ok := c.older(k, gen, now); ok {
-		if a.val == nil && a.err == nil {
-			a = answer{err: err}
-		}
+	if a, ok := c.older(k, gen, now, answer{err: err}); ok {
 		return a
 	}
 	epoch := c.healthOf(k.provider).epoch
@@ -318,7 +312,7 @@ func (c *Cache) held(e *entry, now time.Time) answer {
 		// refresh on request): the newest there is, not kept fresh.
 		return answer{val: e.val, gen: e.gen}
 	}
-	return answer{} // too old to serve: the call's own answer
+	return answer{} // too old to serve: nothing
 }
 
 // backoff is how long a key waits after its nth failure in a row.

@@ -89,7 +89,7 @@ func showNames(l *cache.Listing) []shown {
 // the listed secrets ahead in batches where the provider can.
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	n.sys.cfg.Count("readdir")
-	ctx, done := n.sys.request(ctx, n.provider)
+	ctx, done := request(ctx, n.sys.cfg.Deadlines.RequestFor(n.provider))
 	defer done()
 	l, err := n.sys.known(ctx, n.provider, n.dir)
 	if err == nil && !l.Complete() {
@@ -125,7 +125,7 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		if aerr := n.sys.record(ctx, audit.Record{Op: "readdir", Path: n.provider + "/" + n.dir, Refs: refs, Result: "ok"}); aerr != 0 {
 			return nil, aerr
 		}
-		pctx, cancel := budget(ctx, n.sys.cfg.Deadlines.CallFor(n.provider))
+		pctx, cancel := context.WithTimeout(ctx, n.sys.cfg.Deadlines.CallFor(n.provider))
 		if err := n.sys.engine.Prefetch(pctx, n.provider, files); err != nil {
 			n.sys.log.Debug("prefetch failed", "provider", n.provider, "dir", n.dir, "error", err)
 		}
@@ -145,7 +145,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
-	ctx, done := n.sys.request(ctx, n.provider)
+	ctx, done := request(ctx, n.sys.cfg.Deadlines.RequestFor(n.provider))
 	defer done()
 	op := "lookup " + n.provider + ":" + n.key(name)
 	// canList is false when the listing cannot tell what exists here.

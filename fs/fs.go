@@ -196,23 +196,18 @@ func (f *fsys) fileAttr(secret string, tmpl *templates.Template, s resolver.Secr
 	out.SetTimes(nil, &mtime, &mtime)
 }
 
-// request is the context of one request on provider's tree: no interrupt
-// but a dying reader's (see detach), and at most Deadlines.RequestFor, the
-// longest a reader waits, whatever steps it takes.
-func (f *fsys) request(ctx context.Context, provider string) (context.Context, context.CancelFunc) {
-	d, stop := detach(ctx)
-	c, cancel := context.WithTimeout(d, f.cfg.Deadlines.RequestFor(provider))
+// request is the context of one request: no interrupt but a dying
+// reader's (see detach), and at most d (Deadlines.RequestFor: the longest
+// a reader waits, whatever steps the request takes).
+func request(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	dctx, stop := detach(ctx)
+	c, cancel := context.WithTimeout(dctx, d)
 	return c, func() { cancel(); stop() }
-}
-
-// budget bounds one engine call of a request (made with request) by d.
-func budget(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
 }
 
 // list waits at most a call's budget for the listing of dir.
 func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, error) {
-	ctx, cancel := budget(ctx, f.cfg.Deadlines.CallFor(provider))
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Deadlines.CallFor(provider))
 	defer cancel()
 	l, _, err := f.engine.List(ctx, provider, dir)
 	return l, err
@@ -222,7 +217,7 @@ func (f *fsys) list(ctx context.Context, provider, dir string) (*cache.Listing, 
 // costly listing: for a provider that probes (resolver.Prober), one page
 // below it, which may not be complete; for others, its listing.
 func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing, error) {
-	ctx, cancel := budget(ctx, f.cfg.Deadlines.CallFor(provider))
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Deadlines.CallFor(provider))
 	defer cancel()
 	l, _, err := f.engine.Probe(ctx, provider, dir)
 	if resolver.KindOf(err) == resolver.KindUnsupported {
@@ -233,7 +228,7 @@ func (f *fsys) known(ctx context.Context, provider, dir string) (*cache.Listing,
 
 // get waits at most a read's budget for the value of ref.
 func (f *fsys) get(ctx context.Context, ref resolver.Reference) (cache.Value, error) {
-	ctx, cancel := budget(ctx, f.cfg.Deadlines.FetchFor(ref))
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Deadlines.FetchFor(ref))
 	defer cancel()
 	return f.engine.Get(ctx, ref)
 }

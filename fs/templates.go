@@ -73,10 +73,8 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	for _, r := range t.Refs() {
 		longest = max(longest, n.sys.cfg.Deadlines.RequestFor(r.Provider))
 	}
-	rctx, stop := detach(ctx)
-	defer stop()
-	rctx, cancel := context.WithTimeout(rctx, longest)
-	defer cancel()
+	rctx, done := request(ctx, longest)
+	defer done()
 	value, reads, err := t.Render(rctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
 		v, err := n.sys.get(ctx, ref)
 		if err == nil {
