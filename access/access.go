@@ -9,8 +9,9 @@
 //	    allow:                # who may open, checked by secretfs on every open
 //	      uids: [1000]
 //	      gids: [1000]        # the caller's gid or one of its supplementary groups
-//	      exe: ["/usr/local/bin/myapp"]  # the caller's /proc/PID/exe; * matches anything
+//	      exe: ["/usr/local/bin/myapp"]  # the caller's program; * matches anything
 //	      cgroups: ["*/docker-3f9c*"]    # the caller's cgroup path; * matches anything
+//	      delegated: false      # whether a cgroup the caller may write counts
 //
 // A rule matches a secret, PROVIDER/KEY: every name that reads it (its
 // fields "#F", its versions "@V", the "NAME@" of a name that is also a
@@ -20,9 +21,25 @@
 // kind any entry may. A caller whose executable or cgroup cannot be read is
 // denied where the rule asks for it, never let through.
 //
-// An exe check is defence in depth, not a boundary: the kernel reports the
-// path of the program, and a process that can ptrace or LD_PRELOAD an allowed
-// program gets its rights.
+// A program is matched by the file, not by its name. /proc/PID/exe names a
+// path in the caller's own mount namespace, which an unprivileged user can
+// make anew (unshare -Urm, a tmpfs over /usr/local/bin). A caller in
+// secretfs's mount namespace matches an exe entry when the path it runs
+// matches and is, here, the very file it runs (device and inode). A caller
+// in another mount namespace (a container) has another filesystem: its
+// path matches only in a rule that also pins where it runs (cgroups), and
+// never otherwise.
+//
+// A cgroup proves where a process runs only if the caller could not have
+// made it. On systemd hosts a user's user@UID.service subtree is delegated
+// to that user, who can create any name below it. A cgroup whose directory
+// (or cgroup.procs) the caller's uid owns or may write is delegated: it
+// matches no cgroups entry unless the rule says delegated: true (rootless
+// containers), and it names no container in the audit. Root is not asked:
+// it can place a process anywhere.
+//
+// An exe check is defence in depth, not a boundary: a process that can
+// ptrace or LD_PRELOAD an allowed program gets its rights.
 package access
 
 import (
@@ -33,6 +50,7 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/config"
 )
@@ -55,6 +73,8 @@ type Allow struct {
 	GIDs    []uint32
 	Exe     []string
 	Cgroups []string
+	// Delegated lets a cgroup the caller may write match Cgroups.
+	Delegated bool
 
 	exe, cgroups []*regexp.Regexp
 }
@@ -71,10 +91,11 @@ type rawRule struct {
 }
 
 type rawAllow struct {
-	UIDs    []uint32 `yaml:"uids"`
-	GIDs    []uint32 `yaml:"gids"`
-	Exe     []string `yaml:"exe"`
-	Cgroups []string `yaml:"cgroups"`
+	UIDs      []uint32 `yaml:"uids"`
+	GIDs      []uint32 `yaml:"gids"`
+	Exe       []string `yaml:"exe"`
+	Cgroups   []string `yaml:"cgroups"`
+	Delegated bool     `yaml:"delegated"`
 }
 
 // Parse reads the rules: section of a config file. A bad rule (bad glob,
@@ -130,7 +151,7 @@ func compile(index int, r rawRule) (*Rule, error) {
 		rule.Mode = &m
 	}
 	if a := r.Allow; a != nil {
-		rule.Allow = &Allow{UIDs: a.UIDs, GIDs: a.GIDs, Exe: a.Exe, Cgroups: a.Cgroups}
+		rule.Allow = &Allow{UIDs: a.UIDs, GIDs: a.GIDs, Exe: a.Exe, Cgroups: a.Cgroups, Delegated: a.Delegated}
 		for _, e := range a.Exe {
 			rule.Allow.exe = append(rule.Allow.exe, anyGlob(e))
 		}
@@ -139,6 +160,9 @@ func compile(index int, r rawRule) (*Rule, error) {
 		}
 		if len(a.UIDs)+len(a.GIDs)+len(a.Exe)+len(a.Cgroups) == 0 {
 			return nil, fmt.Errorf("allow lists nobody: give uids, gids, exe or cgroups")
+		}
+		if a.Delegated && len(a.Cgroups) == 0 {
+			return nil, fmt.Errorf("delegated is about cgroups: give cgroups too, or remove it")
 		}
 	}
 	return rule, nil
@@ -208,13 +232,63 @@ func (rs *Rules) Len() int {
 // Caller is who opens: the FUSE request's ids, and what /proc says of the
 // process (errors where it could not be read).
 type Caller struct {
-	PID       uint32
-	UID, GID  uint32
-	Groups    []uint32
-	Exe       string
-	ExeErr    error
-	Cgroup    string
-	CgroupErr error
+	PID      uint32
+	UID, GID uint32
+	Groups   []uint32
+	Exe      string // the program's path, in the caller's mount namespace
+	ExeErr   error
+	// ExeFile is the program's file (what /proc/PID/exe leads to).
+	ExeFile File
+	// ExeHere: Exe names, in secretfs's mount namespace, the very file
+	// the caller runs.
+	ExeHere bool
+	// MntNS is the caller's mount namespace (its inode); OtherMntNS says
+	// it is not secretfs's.
+	MntNS      uint64
+	OtherMntNS bool
+	Cgroup     string
+	CgroupErr  error
+	// CgroupDir and CgroupProcs are the owners and modes of the cgroup's
+	// directory and its cgroup.procs, which say whether it is delegated.
+	CgroupDir, CgroupProcs File
+}
+
+// File is what stat says of a file: which it is, its owner and mode.
+type File struct {
+	Dev, Ino uint64
+	UID, GID uint32
+	Mode     uint32
+}
+
+// writableBy reports whether a caller with uid, gid and groups owns f or
+// may write it by its mode bits.
+func (f File) writableBy(uid, gid uint32, groups []uint32) bool {
+	switch {
+	case f.UID == uid:
+		return true
+	case f.Mode&0o020 != 0 && (f.GID == gid || slices.Contains(groups, f.GID)):
+		return true
+	}
+	return f.Mode&0o002 != 0
+}
+
+// Delegated reports whether the caller's cgroup is one it may have made or
+// moved itself into: its directory or cgroup.procs is the caller's, or
+// writable by it. Root is never said to be delegated to.
+func (c Caller) Delegated() bool {
+	if c.UID == 0 || c.CgroupErr != nil {
+		return false
+	}
+	return c.CgroupDir.writableBy(c.UID, c.GID, c.Groups) || c.CgroupProcs.writableBy(c.UID, c.GID, c.Groups)
+}
+
+// Container is the id of the container the caller's cgroup names, or ""
+// (no container, or a delegated cgroup, whose name the caller chose).
+func (c Caller) Container() string {
+	if c.CgroupErr != nil || c.Delegated() {
+		return ""
+	}
+	return ContainerID(c.Cgroup)
 }
 
 // Name says which rule this is, for audit records and check-access.
@@ -239,14 +313,139 @@ func (r *Rule) Permits(c Caller) (bool, string) {
 		if !slices.ContainsFunc(a.exe, func(re *regexp.Regexp) bool { return re.MatchString(c.Exe) }) {
 			return false, fmt.Sprintf("executable %q matches none of %q", c.Exe, a.Exe)
 		}
+		switch {
+		case c.OtherMntNS && len(a.cgroups) == 0:
+			return false, fmt.Sprintf("executable %q is a path in another mount namespace, where any file may have that name: a rule allows a program there only with cgroups too", c.Exe)
+		case !c.OtherMntNS && !c.ExeHere:
+			return false, fmt.Sprintf("executable %q (device %d:%d inode %d) is not the file at that path in secretfs's mount namespace", c.Exe, unix.Major(c.ExeFile.Dev), unix.Minor(c.ExeFile.Dev), c.ExeFile.Ino)
+		}
 	}
 	if len(a.cgroups) > 0 {
 		if c.CgroupErr != nil {
 			return false, fmt.Sprintf("the caller's cgroup cannot be read: %v", c.CgroupErr)
+		}
+		if !a.Delegated && c.Delegated() {
+			return false, fmt.Sprintf("cgroup %q is delegated to uid %d (it may write it): it matches only a rule with delegated: true", c.Cgroup, c.UID)
 		}
 		if !slices.ContainsFunc(a.cgroups, func(re *regexp.Regexp) bool { return re.MatchString(c.Cgroup) }) {
 			return false, fmt.Sprintf("cgroup %q matches none of %q", c.Cgroup, a.Cgroups)
 		}
 	}
 	return true, ""
+}
+
+// Attr is a file's owner and permission bits.
+type Attr struct{ UID, GID, Mode uint32 }
+
+func (a Attr) String() string { return fmt.Sprintf("%d:%d %04o", a.UID, a.GID, a.Mode) }
+
+// Attr returns the owner and mode of the secret at path: those of the
+// first rule that matches, each where it sets them, else def's.
+func (rs *Rules) Attr(path string, def Attr) Attr {
+	a := def
+	if r := rs.Match(path); r != nil {
+		a = r.apply(a)
+	}
+	return a
+}
+
+// apply sets what r sets of a file's owner and mode.
+func (r *Rule) apply(a Attr) Attr {
+	if r.UID != nil {
+		a.UID = *r.UID
+	}
+	if r.GID != nil {
+		a.GID = *r.GID
+	}
+	if r.Mode != nil {
+		a.Mode = *r.Mode
+	}
+	return a
+}
+
+// Combined returns the owner and mode of a file made of the secrets at
+// paths (a template), no looser than any of theirs: where they share one
+// owner, that owner, with only the bits every one of them grants; where
+// their owners differ, self's (secretfs's user) with 0400, and why says
+// so. A file made of no secret gets def.
+func (rs *Rules) Combined(paths []string, def, self Attr) (a Attr, why string) {
+	if len(paths) == 0 {
+		return def, ""
+	}
+	a = rs.Attr(paths[0], def)
+	for _, p := range paths[1:] {
+		b := rs.Attr(p, def)
+		if b.UID != a.UID || b.GID != a.GID {
+			return Attr{UID: self.UID, GID: self.GID, Mode: 0o400},
+				fmt.Sprintf("its secrets have different owners (%s is %d:%d, %s is %d:%d)", paths[0], a.UID, a.GID, p, b.UID, b.GID)
+		}
+		a.Mode &= b.Mode
+	}
+	return a, ""
+}
+
+// Own returns the owner and mode of a template at path made of the
+// secrets at inputs: Combined, then what a rule for the template's own
+// path sets, which may grant more (wider says what it grants beyond its
+// secrets).
+func (rs *Rules) Own(path string, inputs []string, def, self Attr) (a Attr, why, wider string) {
+	a, why = rs.Combined(inputs, def, self)
+	if r := rs.Match(path); r != nil {
+		if b := r.apply(a); b != a {
+			wider = Wider(b, a, fmt.Sprintf("rule %s", r.Name()))
+			a = b
+		}
+	}
+	return a, why, wider
+}
+
+// Wider says what b grants beyond a ("" if nothing), naming by whom.
+func Wider(b, a Attr, by string) string {
+	if b.UID == a.UID && b.GID == a.GID && b.Mode&^a.Mode == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s makes it %s where its secrets allow %s", by, b, a)
+}
+
+// Decide checks an open of a file as the mount does: the rule of the
+// file's own path (paths[0]) and, for a template, the rules of every secret
+// it reads (the rest) must each permit the caller, which caller reads only
+// if a rule asks. It returns the rule that denied and why, or, when none
+// did, the rule of the file's own path (nil if none matches).
+func (rs *Rules) Decide(paths []string, caller func() Caller) (r *Rule, denied bool, why string) {
+	var c *Caller
+	for i, p := range paths {
+		m := rs.Match(p)
+		if m == nil {
+			continue
+		}
+		if i == 0 {
+			r = m
+		}
+		if m.Allow == nil {
+			continue
+		}
+		if c == nil {
+			got := caller()
+			c = &got
+		}
+		if ok, why := m.Permits(*c); !ok {
+			return m, true, why
+		}
+	}
+	return r, false, ""
+}
+
+// ModePermits reports whether a caller may read a file of owner and mode a
+// by the kernel's check of mode bits (default_permissions), as root may.
+func ModePermits(a Attr, c Caller) bool {
+	switch {
+	case c.UID == 0:
+		return true
+	case c.UID == a.UID:
+		return a.Mode&0o400 != 0
+	case c.GID == a.GID || slices.Contains(c.Groups, a.GID):
+		return a.Mode&0o040 != 0
+	}
+	return a.Mode&0o004 != 0
 }

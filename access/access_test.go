@@ -59,7 +59,8 @@ func TestMatchAndPermits(t *testing.T) {
 	if *r.UID != 1000 || *r.Mode != 0o440 {
 		t.Errorf("rule 1: uid %d mode %o", *r.UID, *r.Mode)
 	}
-	good := Caller{UID: 1000, GID: 5, Groups: []uint32{2000}, Exe: "/opt/x/bin/tool", Cgroup: "/system.slice/docker-3f9cabc.scope"}
+	good := Caller{UID: 1000, GID: 5, Groups: []uint32{2000}, Exe: "/opt/x/bin/tool", ExeHere: true, Cgroup: "/system.slice/docker-3f9cabc.scope",
+		CgroupDir: File{UID: 0, GID: 0, Mode: 0o755}, CgroupProcs: File{UID: 0, GID: 0, Mode: 0o644}}
 	tests := []struct {
 		name   string
 		change func(*Caller)
@@ -74,6 +75,11 @@ func TestMatchAndPermits(t *testing.T) {
 		{"unreadable program", func(c *Caller) { c.ExeErr = os.ErrPermission }, false, "cannot be read"},
 		{"another cgroup", func(c *Caller) { c.Cgroup = "/user.slice" }, false, "/user.slice"},
 		{"unreadable cgroup", func(c *Caller) { c.CgroupErr = errors.New("gone") }, false, "cannot be read"},
+		{"the path names another file here", func(c *Caller) { c.ExeHere = false }, false, "not the file"},
+		{"another mount namespace, where the rule pins the cgroup", func(c *Caller) { c.ExeHere, c.OtherMntNS = false, true }, true, ""},
+		{"a cgroup the caller owns", func(c *Caller) { c.CgroupDir.UID = 1000 }, false, "delegated"},
+		{"a cgroup.procs the caller's group may write", func(c *Caller) { c.CgroupProcs.GID, c.CgroupProcs.Mode = 2000, 0o664 }, false, "delegated"},
+		{"a cgroup anyone may write", func(c *Caller) { c.CgroupDir.Mode = 0o777 }, false, "delegated"},
 	}
 	for _, tt := range tests {
 		c := good
@@ -85,6 +91,55 @@ func TestMatchAndPermits(t *testing.T) {
 	}
 	if ok, _ := rs.Match("env/X").Permits(Caller{UID: 42}); !ok {
 		t.Error("a rule without allow denies")
+	}
+}
+
+// /proc/PID/exe is a path in the caller's own mount namespace, which an
+// unprivileged user can make anew: a program is matched by its file.
+func TestProgramIsMatchedByItsFile(t *testing.T) {
+	rs, err := parse(t, `
+- path: "exe/only"
+  allow: {exe: ["/usr/local/bin/myapp"]}
+- path: "exe/pinned"
+  allow: {exe: ["/usr/local/bin/myapp"], cgroups: ["*docker-3f9c*"]}
+- path: "rootless"
+  allow: {cgroups: ["*/app.slice/*"], delegated: true}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	here := Caller{UID: 1000, Exe: "/usr/local/bin/myapp", ExeHere: true, Cgroup: "/user.slice"}
+	container := Caller{UID: 1000, Exe: "/usr/local/bin/myapp", OtherMntNS: true, Cgroup: "/system.slice/docker-3f9c0123.scope"}
+	delegated := Caller{UID: 1000, Cgroup: "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-3f9c0123.scope", CgroupDir: File{UID: 1000, Mode: 0o755}}
+	tests := []struct {
+		name, rule string
+		c          Caller
+		want       bool
+		why        string
+	}{
+		{"the allowed file, here", "exe/only", here, true, ""},
+		{"the allowed path, another file", "exe/only", func() Caller { c := here; c.ExeHere = false; return c }(), false, "not the file"},
+		{"another mount namespace, unpinned", "exe/only", container, false, "another mount namespace"},
+		{"another mount namespace, pinned", "exe/pinned", container, true, ""},
+		{"a delegated cgroup named like a container", "exe/pinned", func() Caller { c := delegated; c.Exe, c.OtherMntNS = "/usr/local/bin/myapp", true; return c }(), false, "delegated"},
+		{"a delegated cgroup where the rule says so", "rootless", delegated, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, why := rs.Match(tt.rule).Permits(tt.c)
+			if ok != tt.want || !strings.Contains(why, tt.why) {
+				t.Errorf("Permits = %v, %q; want %v and a reason with %q", ok, why, tt.want, tt.why)
+			}
+		})
+	}
+	if root := (Caller{UID: 0, Cgroup: "/system.slice/docker-3f9c.scope", CgroupDir: File{UID: 0, Mode: 0o755}}); root.Delegated() {
+		t.Error("a root-owned cgroup is delegated to root: root can place a process anywhere, and is not asked")
+	}
+	if got := delegated.Container(); got != "" {
+		t.Errorf("Container() of a delegated cgroup = %q, want none", got)
+	}
+	if _, err := parse(t, `- path: "a"`+"\n  allow: {uids: [1], delegated: true}"); err == nil {
+		t.Error("delegated without cgroups: no error")
 	}
 }
 
@@ -128,7 +183,10 @@ func TestIdentitiesOfThisProcess(t *testing.T) {
 	if c.ExeErr != nil || c.Exe != exe || c.UID != 7 || c.GID != 8 {
 		t.Errorf("Caller(self) = %+v; want exe %q", c, exe)
 	}
-	if c.CgroupErr != nil || !strings.HasPrefix(c.Cgroup, "/") {
+	if !c.ExeHere || c.OtherMntNS || c.MntNS == 0 || c.ExeFile.Ino == 0 {
+		t.Errorf("Caller(self): here %v, other namespace %v (%d), file %+v; want this file, in this namespace", c.ExeHere, c.OtherMntNS, c.MntNS, c.ExeFile)
+	}
+	if c.CgroupErr != nil && !strings.Contains(c.CgroupErr.Error(), "not mounted") || c.CgroupErr == nil && !strings.HasPrefix(c.Cgroup, "/") {
 		t.Errorf("cgroup %q, %v", c.Cgroup, c.CgroupErr)
 	}
 	if again := ids.Caller(uint32(os.Getpid()), 9, 9); again.Exe != c.Exe || again.UID != 9 {

@@ -2,8 +2,10 @@ package access
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,6 +22,11 @@ import (
 // to another cgroup is seen as it is now. It is safe for concurrent use.
 type Identities struct {
 	Proc string // "/proc" when empty
+
+	once   sync.Once
+	mntNS  uint64 // secretfs's own mount namespace; set once
+	nsErr  error  // why it could not be read; set once
+	cgroot string // where cgroup v2 is mounted here, or ""; set once
 
 	mu    sync.Mutex
 	cache map[procKey]cached // guarded by mu
@@ -59,10 +66,11 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 			return c
 		}
 	}
+	ids.once.Do(func() { ids.init(proc) })
 	c := Caller{PID: pid, UID: uid, GID: gid}
 	c.Groups = groups(dir)
-	c.Exe, c.ExeErr = os.Readlink(dir + "/exe")
-	c.Cgroup, c.CgroupErr = cgroup(dir)
+	ids.program(dir, &c)
+	ids.cgroup(dir, &c)
 	if err == nil {
 		// Read again after: a start time that changed meanwhile means the
 		// pid was reused while we read, and nothing is kept.
@@ -76,6 +84,75 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 		}
 	}
 	return c
+}
+
+// init learns what callers are compared with: secretfs's own mount
+// namespace, and where cgroup v2 is mounted.
+func (ids *Identities) init(proc string) {
+	var st unix.Stat_t
+	if ids.nsErr = unix.Stat(proc+"/self/ns/mnt", &st); ids.nsErr == nil {
+		ids.mntNS = st.Ino
+	}
+	data, _ := os.ReadFile(proc + "/self/mounts")
+	for line := range strings.Lines(string(data)) {
+		if f := strings.Fields(line); len(f) >= 3 && f[2] == "cgroup2" {
+			ids.cgroot = f[1]
+			break
+		}
+	}
+}
+
+// program reads what the caller runs: the path, the file, and whether the
+// path names that file in secretfs's mount namespace. What cannot be read
+// is an error in c.ExeErr, so that a rule asking for a program denies.
+func (ids *Identities) program(dir string, c *Caller) {
+	if c.Exe, c.ExeErr = os.Readlink(dir + "/exe"); c.ExeErr != nil {
+		return
+	}
+	var st, ns, here unix.Stat_t
+	if err := unix.Stat(dir+"/exe", &st); err != nil {
+		c.ExeErr = err
+		return
+	}
+	c.ExeFile = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
+	if ids.nsErr != nil {
+		c.ExeErr = fmt.Errorf("secretfs's own mount namespace: %w", ids.nsErr)
+		return
+	}
+	if err := unix.Stat(dir+"/ns/mnt", &ns); err != nil {
+		c.ExeErr = fmt.Errorf("the caller's mount namespace: %w", err)
+		return
+	}
+	c.MntNS, c.OtherMntNS = ns.Ino, ns.Ino != ids.mntNS
+	if !c.OtherMntNS && unix.Stat(c.Exe, &here) == nil {
+		c.ExeHere = here.Dev == st.Dev && here.Ino == st.Ino
+	}
+}
+
+// cgroup reads the caller's cgroup, and the owners and modes of its
+// directory and cgroup.procs (whether it is delegated). A cgroup whose
+// directory cannot be found is an error in c.CgroupErr: whether the caller
+// made it cannot be told.
+func (ids *Identities) cgroup(dir string, c *Caller) {
+	if c.Cgroup, c.CgroupErr = cgroup(dir); c.CgroupErr != nil {
+		return
+	}
+	if ids.cgroot == "" {
+		c.CgroupErr = errors.New("cgroup v2 is not mounted here: whether the caller's cgroup is delegated cannot be told")
+		return
+	}
+	d := filepath.Join(ids.cgroot, filepath.Clean("/"+c.Cgroup))
+	var st unix.Stat_t
+	if err := unix.Stat(d, &st); err != nil {
+		c.CgroupErr = fmt.Errorf("cgroup directory: %w", err)
+		return
+	}
+	c.CgroupDir = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
+	if err := unix.Stat(d+"/cgroup.procs", &st); err != nil {
+		c.CgroupErr = fmt.Errorf("cgroup.procs: %w", err)
+		return
+	}
+	c.CgroupProcs = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
 }
 
 // startTime is field 22 of /proc/PID/stat: when the process started. It

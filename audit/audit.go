@@ -5,7 +5,15 @@
 // The trail fails closed. A record is written through, with no buffer, before
 // the open is answered; when it cannot be written (disk full, an I/O error, a
 // pipe gone), the caller refuses the read (EIO). Vault promises the same: if
-// no audit device can record a request, Vault refuses it.
+// no audit device can record a request, Vault refuses it. The records of
+// concurrent opens are written together, in one write (to syslog, one
+// message each); each open is still answered only once its own record is
+// in the trail.
+//
+// Every line of a file is one whole record: a write cut short (a full disk)
+// is truncated back to the last whole record, and those after it fail. On
+// a pipe or syslog, where nothing can be taken back, the fragment is ended
+// with a newline before the next record, so no record is glued onto it.
 //
 // No reader waits on the trail for longer than WriteWithin: records go
 // through one writer goroutine, and a record it has not written by then
@@ -15,6 +23,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,20 +39,28 @@ import (
 
 // Record is one audit record.
 type Record struct {
-	Time      time.Time `json:"time"`
-	Op        string    `json:"op"` // open, denied, lookup, readdir
-	Ref       string    `json:"ref,omitempty"`
-	Refs      []string  `json:"refs,omitempty"` // a directory read that read values ahead
-	Path      string    `json:"path,omitempty"` // below the mount
-	Result    string    `json:"result"`         // ok, or the error
-	Rule      string    `json:"rule,omitempty"` // the access rule that decided, "INDEX:GLOB"
-	Reason    string    `json:"reason,omitempty"`
-	UID       uint32    `json:"uid"`
-	GID       uint32    `json:"gid"`
-	PID       uint32    `json:"pid"`
-	Exe       string    `json:"exe,omitempty"`
-	Cgroup    string    `json:"cgroup,omitempty"`
-	Container string    `json:"container,omitempty"`
+	Time   time.Time `json:"time"`
+	Op     string    `json:"op"` // open, denied, lookup, readdir
+	Ref    string    `json:"ref,omitempty"`
+	Refs   []string  `json:"refs,omitempty"` // a directory read that read values ahead
+	Path   string    `json:"path,omitempty"` // below the mount
+	Result string    `json:"result"`         // ok, or the error
+	Rule   string    `json:"rule,omitempty"` // the access rule that decided, "INDEX:GLOB"
+	Reason string    `json:"reason,omitempty"`
+	UID    uint32    `json:"uid"`
+	GID    uint32    `json:"gid"`
+	PID    uint32    `json:"pid"`
+	Exe    string    `json:"exe,omitempty"`     // the program's path, in the caller's mount namespace
+	ExeDev string    `json:"exe_dev,omitempty"` // the program's file: its device, MAJOR:MINOR,
+	ExeIno uint64    `json:"exe_ino,omitempty"` // and inode
+	MntNS  uint64    `json:"mnt_ns,omitempty"`  // the caller's mount namespace (inode)
+	// OtherMntNS: the caller runs in another mount namespace than
+	// secretfs's (a container), where Exe names a file of its own.
+	OtherMntNS bool   `json:"other_mnt_ns,omitempty"`
+	Cgroup     string `json:"cgroup,omitempty"`
+	// Delegated: the caller may write its cgroup, so may have named it.
+	Delegated bool   `json:"cgroup_delegated,omitempty"`
+	Container string `json:"container,omitempty"` // never of a delegated cgroup
 }
 
 // WriteWithin bounds how long a record may take to be written.
@@ -54,12 +71,13 @@ var ErrStalled = errors.New("audit trail stalled")
 
 // Log is an audit trail. It is safe for concurrent use.
 type Log struct {
-	w      io.Writer // written by the writer goroutine only
-	closer io.Closer // the file or the syslog connection; nil for stderr
-	within time.Duration
-	lines  chan *line // to the writer goroutine, which writes one record at a time, whole
-	stop   chan struct{}
-	once   sync.Once
+	w         io.Writer // written by the writer goroutine only
+	closer    io.Closer // the file or the syslog connection; nil for stderr
+	perRecord bool      // one Write per record (syslog: a write is a message)
+	within    time.Duration
+	lines     chan *line // to the writer goroutine
+	stop      chan struct{}
+	once      sync.Once
 
 	failures atomic.Uint64
 }
@@ -71,29 +89,125 @@ type line struct {
 	done      chan error  // capacity 1
 }
 
+// Records of concurrent opens are written together, at most this many or
+// this many bytes in one write.
+const (
+	maxBatch      = 256
+	maxBatchBytes = 256 << 10
+)
+
 func newLog(w io.Writer, closer io.Closer) *Log {
-	l := &Log{w: w, closer: closer, within: WriteWithin, lines: make(chan *line), stop: make(chan struct{})}
+	_, perRecord := w.(*syslog.Writer)
+	l := &Log{w: w, closer: closer, perRecord: perRecord, within: WriteWithin, lines: make(chan *line, maxBatch), stop: make(chan struct{})}
 	go l.writer()
 	return l
 }
 
-// writer writes the records one at a time until Close.
+// writer writes the records until Close: each write takes every record
+// waiting, so that the trail keeps up with many readers at one write for
+// many, and each record is answered once the write that holds it returned.
 func (l *Log) writer() {
+	var (
+		batch []*line
+		buf   []byte
+		ends  []int // where each record of batch ends in buf
+		// broken: the trail ends with part of a record (a pipe or syslog
+		// took a short write): the next write ends that line first, so no
+		// record is glued onto a fragment.
+		broken bool
+	)
 	for {
+		batch = batch[:0]
 		select {
 		case <-l.stop:
 			return
 		case ln := <-l.lines:
+			batch = append(batch, ln)
+		}
+		size := len(batch[0].b)
+	more:
+		for len(batch) < maxBatch && size < maxBatchBytes && !l.perRecord {
+			select {
+			case ln := <-l.lines:
+				batch = append(batch, ln)
+				size += len(ln.b)
+			default:
+				break more
+			}
+		}
+		buf, ends = buf[:0], ends[:0]
+		if broken {
+			buf = append(buf, '\n')
+		}
+		live := batch[:0]
+		for _, ln := range batch {
 			if ln.abandoned.Load() {
 				continue
 			}
-			n, err := l.w.Write(ln.b)
-			if err == nil && n < len(ln.b) {
-				err = io.ErrShortWrite
+			buf = append(buf, ln.b...)
+			ends = append(ends, len(buf))
+			live = append(live, ln)
+		}
+		if len(live) == 0 {
+			continue
+		}
+		var n int
+		var err error
+		if l.perRecord {
+			n, err = l.writeEach(buf, ends)
+		} else {
+			n, err = l.w.Write(buf)
+		}
+		if err == nil && n < len(buf) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			n, broken = l.cut(buf, n)
+		} else {
+			broken = false
+		}
+		for i, ln := range live {
+			if ends[i] <= n {
+				ln.done <- nil
+			} else {
+				ln.done <- err
 			}
-			ln.done <- err
 		}
 	}
+}
+
+// writeEach writes each record of buf on its own (buf may start with the
+// newline that ends a fragment, which goes with the first).
+func (l *Log) writeEach(buf []byte, ends []int) (int, error) {
+	start := 0
+	for _, end := range ends {
+		n, err := l.w.Write(buf[start:end])
+		if err != nil || n < end-start {
+			if err == nil {
+				err = io.ErrShortWrite
+			}
+			return start + n, err
+		}
+		start = end
+	}
+	return start, nil
+}
+
+// cut handles a write of buf that stopped after n bytes: it returns how
+// much of buf stands in the trail as whole records, and whether the trail
+// now ends in a fragment. A file is truncated back to the last whole
+// record; on a pipe or syslog the fragment stays, and is ended before the
+// next record.
+func (l *Log) cut(buf []byte, n int) (int, bool) {
+	n = max(n, 0)
+	whole := bytes.LastIndexByte(buf[:n], '\n') + 1
+	if whole == n {
+		return n, false
+	}
+	if f, ok := l.w.(*File); ok && f.truncateTail(n-whole) == nil {
+		return whole, false
+	}
+	return whole, true
 }
 
 // File is a file appended to, that Reopen opens again by its name (after
@@ -119,6 +233,22 @@ func (f *File) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.f.Write(p)
+}
+
+// truncateTail cuts the last n bytes off the file: a record only partly
+// written (the disk filled up), which would otherwise glue the next record
+// onto it.
+func (f *File) truncateTail(n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	end, err := f.f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if int64(n) > end {
+		return fmt.Errorf("audit: %d bytes to cut from a file of %d", n, end)
+	}
+	return f.f.Truncate(end - int64(n))
 }
 
 // Reopen opens the file by its name again.

@@ -127,7 +127,6 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return nil, 0, syscall.ENOSYS
 	}
 	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
-	denied := false
 	var caller *access.Caller
 	// The rule of the file decides, and for a template so do the rules of
 	// every secret it read: a template is no way around them.
@@ -135,26 +134,16 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if n.tmpl != nil {
 		paths = append(paths, n.served...)
 	}
-	rules := n.sys.rules.Load()
-	for i, p := range paths {
-		r := rules.Match(p)
-		if r == nil {
-			continue
-		}
-		if i == 0 {
-			rec.Rule = r.Name()
-		}
-		if r.Allow == nil || denied {
-			continue
-		}
-		if caller == nil {
-			c := n.sys.caller(ctx)
-			caller = &c
-		}
-		if ok, why := r.Permits(*caller); !ok {
-			denied = true
-			rec.Op, rec.Result, rec.Reason, rec.Rule = "denied", syscall.EACCES.Error(), why, r.Name()
-		}
+	r, denied, why := n.sys.policy.Load().rules.Decide(paths, func() access.Caller {
+		c := n.sys.caller(ctx)
+		caller = &c
+		return c
+	})
+	if r != nil {
+		rec.Rule = r.Name()
+	}
+	if denied {
+		rec.Op, rec.Result, rec.Reason = "denied", syscall.EACCES.Error(), why
 	}
 	if errno := n.sys.recordAs(rec, caller, ctx); errno != 0 {
 		return nil, 0, errno

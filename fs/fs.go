@@ -3,14 +3,17 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/audit"
@@ -78,7 +81,7 @@ type fsys struct {
 	// checkOpens is the audit mode: every open reaches the daemon. It is
 	// fixed for the life of the mount (the kernel decides NO_OPEN once).
 	checkOpens bool
-	rules      atomic.Pointer[access.Rules]
+	policy     atomic.Pointer[policy]
 	// auditFailed (unix seconds) rate-limits the log of audit failures.
 	auditFailed atomic.Int64
 }
@@ -109,7 +112,7 @@ func newFsys(e Engine, cfg Config) *fsys {
 	}
 	f := &fsys{engine: e, cfg: cfg, log: cfg.Logger, started: time.Now(), notifier: newNotifier(cfg.Logger),
 		checkOpens: cfg.Audit != nil || cfg.Rules.HasAllow()}
-	f.rules.Store(cfg.Rules)
+	f.policy.Store(f.newPolicy(cfg.Rules))
 	e.OnChange(f.notifier.changed)
 	return f
 }
@@ -124,10 +127,70 @@ func (f *fsys) setRules(rs *access.Rules) error {
 	if rs.HasAllow() && !f.checkOpens {
 		return errors.New("allow rules need the audit mode, which the kernel fixes per mount: restart to apply them")
 	}
-	f.rules.Store(rs)
+	f.policy.Store(f.newPolicy(rs))
 	f.notifier.everything() // owners and modes the kernel holds may have changed
 	return nil
 }
+
+// policy is what the rules decide, as one value a reload replaces whole.
+type policy struct {
+	rules *access.Rules
+	// templates are the owners and modes of the templates' files.
+	templates map[*templates.Template]access.Attr
+}
+
+// newPolicy works out what rs decide, and logs how each template's owner
+// and mode follow from the secrets it reads: a template is no looser than
+// any of them, unless a rule for its own path, or its own settings, grant
+// more (a widening, logged as such).
+func (f *fsys) newPolicy(rs *access.Rules) *policy {
+	p := &policy{rules: rs, templates: make(map[*templates.Template]access.Attr, len(f.cfg.Templates))}
+	def := access.Attr{UID: f.cfg.UID, GID: f.cfg.GID, Mode: f.cfg.FileMode}
+	self := access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}
+	for _, t := range f.cfg.Templates {
+		a, why, wider := TemplateAttr(rs, t, def, self)
+		if why != "" {
+			f.log.Info("template owned by secretfs's user, mode 0400", "template", t.Name, "why", why)
+		}
+		if wider != "" {
+			f.log.Warn("template widened beyond the secrets it reads", "template", t.Name, "how", wider)
+		}
+		p.templates[t] = a
+	}
+	return p
+}
+
+// TemplateAttr is the owner and mode of t's file under rs: no looser than
+// any secret it reads (where their owners differ, self's with 0400, and
+// why says so), unless a rule for its own path or its own uid, gid or mode
+// grant more (wider says what).
+func TemplateAttr(rs *access.Rules, t *templates.Template, def, self access.Attr) (a access.Attr, why, wider string) {
+	var inputs []string
+	for _, ref := range t.Refs() {
+		inputs = append(inputs, secretPath(ref))
+	}
+	a, why, wider = rs.Own(TemplatePath(t), inputs, def, self)
+	if t.UID == nil && t.GID == nil && t.Mode == nil {
+		return a, why, wider
+	}
+	b := a
+	if t.UID != nil {
+		b.UID = *t.UID
+	}
+	if t.GID != nil {
+		b.GID = *t.GID
+	}
+	if t.Mode != nil {
+		b.Mode = *t.Mode
+	}
+	if w := access.Wider(b, a, "its own uid, gid or mode"); w != "" {
+		wider = w
+	}
+	return b, why, wider
+}
+
+// TemplatePath is what rules match for a template's own file.
+func TemplatePath(t *templates.Template) string { return "templates/" + t.Name }
 
 // dirGetattr answers a directory's getattr: every directory looks the same.
 func (f *fsys) dirGetattr(out *fuse.AttrOut) syscall.Errno {
@@ -160,33 +223,16 @@ func servedPath(ref resolver.Reference, s resolver.Secret) string {
 
 // fileAttr fills the attributes of a file showing s of the secret at
 // secret (see secretPath): owner and mode from the first rule that
-// matches, else the global ones.
+// matches, else the global ones; a template's as newPolicy worked out.
 func (f *fsys) fileAttr(secret string, tmpl *templates.Template, s resolver.Secret, out *fuse.Attr) {
-	out.Mode = syscall.S_IFREG | f.cfg.FileMode
+	p := f.policy.Load()
+	a, ok := p.templates[tmpl]
+	if !ok {
+		a = p.rules.Attr(secret, access.Attr{UID: f.cfg.UID, GID: f.cfg.GID, Mode: f.cfg.FileMode})
+	}
+	out.Mode = syscall.S_IFREG | a.Mode
 	out.Nlink = 1
-	out.Uid, out.Gid = f.cfg.UID, f.cfg.GID
-	if r := f.rules.Load().Match(secret); r != nil {
-		if r.UID != nil {
-			out.Uid = *r.UID
-		}
-		if r.GID != nil {
-			out.Gid = *r.GID
-		}
-		if r.Mode != nil {
-			out.Mode = syscall.S_IFREG | *r.Mode
-		}
-	}
-	if tmpl != nil { // a template's own owner and mode win
-		if tmpl.UID != nil {
-			out.Uid = *tmpl.UID
-		}
-		if tmpl.GID != nil {
-			out.Gid = *tmpl.GID
-		}
-		if tmpl.Mode != nil {
-			out.Mode = syscall.S_IFREG | *tmpl.Mode
-		}
-	}
+	out.Uid, out.Gid = a.UID, a.GID
 	out.Size = uint64(len(s.Value))
 	out.Blocks = (out.Size + 511) / 512
 	mtime := f.started
@@ -263,7 +309,12 @@ func (f *fsys) recordAs(rec audit.Record, known *access.Caller, ctx context.Cont
 	}
 	rec.Time = time.Now()
 	rec.UID, rec.GID, rec.PID, rec.Exe, rec.Cgroup = c.UID, c.GID, c.PID, c.Exe, c.Cgroup
-	rec.Container = access.ContainerID(c.Cgroup)
+	if c.ExeFile.Ino != 0 {
+		rec.ExeDev = fmt.Sprintf("%d:%d", unix.Major(c.ExeFile.Dev), unix.Minor(c.ExeFile.Dev))
+		rec.ExeIno = c.ExeFile.Ino
+	}
+	rec.MntNS, rec.OtherMntNS = c.MntNS, c.OtherMntNS
+	rec.Delegated, rec.Container = c.Delegated(), c.Container()
 	if err := f.cfg.Audit.Write(rec); err != nil {
 		now := time.Now().Unix()
 		if last := f.auditFailed.Load(); now-last >= 10 && f.auditFailed.CompareAndSwap(last, now) {

@@ -290,17 +290,28 @@ func TestAuditRecordsRejectedNamesAndReadAhead(t *testing.T) {
 }
 
 func TestCheckAccess(t *testing.T) { // not parallel: it sets SECRETFS_UID
-	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "secretfs.yaml")
+	tmpl := filepath.Join(dir, "t1.tmpl")
+	os.WriteFile(tmpl, []byte(`{{ secret "aws:prod/db#password" }}`), 0o600)
+	app := filepath.Join(dir, "myapp")
+	copyProgram(t, "true", app)
 	// Keys only mount knows are fine here, and neither the file's uid nor
 	// SECRETFS_UID is taken for the caller's.
 	os.WriteFile(conf, []byte(`
 allow-other: true
 audit-log: /var/log/secretfs/audit.jsonl
 uid: 1000
+file-mode: "0444"
+templates:
+  - name: t1
+    source: `+tmpl+`
 rules:
   - path: "aws/prod/**"
     mode: "0440"
-    allow: {uids: [1000], exe: ["/usr/local/bin/myapp"]}
+    allow: {uids: [1000], exe: ["/usr/local/bin/myapp"], cgroups: ["*docker-3f9c*"]}
+  - path: "aws/here/**"
+    allow: {exe: [`+fmt.Sprintf("%q", app)+`]}
 `), 0o600)
 	t.Setenv("SECRETFS_UID", "1000")
 	tests := []struct {
@@ -308,13 +319,28 @@ rules:
 		wantCode int
 		want     string
 	}{
-		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/local/bin/myapp"}, 0, "allowed by rule 1:aws/prod/**"},
-		{[]string{"aws/prod/db@AWSPREVIOUS#password", "--uid", "1000", "--exe", "/usr/local/bin/myapp"}, 0, "allowed by rule 1:aws/prod/**"},
-		{[]string{"aws/prod/db", "--uid", "1001", "--exe", "/usr/local/bin/myapp"}, 5, "uid 1001 is not in [1000]"},
-		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/bin/cat"}, 5, `executable "/usr/bin/cat"`},
+		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 0, "allowed by rule 1:aws/prod/**"},
+		{[]string{"aws/prod/db@AWSPREVIOUS#password", "--uid", "1000", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 0, "allowed by rule 1:aws/prod/**"},
+		{[]string{"aws/prod/db", "--uid", "1001", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 5, "uid 1001 is not in [1000]"},
+		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/bin/cat", "--cgroup", "/system.slice/docker-3f9c.scope"}, 5, `executable "/usr/bin/cat"`},
+		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/user.slice"}, 5, `cgroup "/user.slice"`},
 		{[]string{"aws/prod/db", "--uid", "1000"}, 5, "cannot be read"},
 		{[]string{"env/HOME", "--uid", "1000"}, 0, "no rule matches"},
 		{[]string{"aws/prod/db"}, 2, ""},
+		// A program here is the file at its path; a container's, only with cgroups.
+		{[]string{"aws/here/x", "--uid", "5", "--exe", app}, 0, "allowed by rule 2"},
+		{[]string{"aws/here/x", "--uid", "5", "--exe", app, "--container"}, 5, "another mount namespace"},
+		{[]string{"aws/here/x", "--uid", "5", "--exe", filepath.Join(dir, "gone")}, 5, "matches none"},
+		// A template is decided by the rules of the secrets it reads, as the
+		// mount decides, and has no looser mode than they have.
+		{[]string{"templates/t1", "--uid", "1001", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 5, "uid 1001 is not in [1000]"},
+		{[]string{"templates/t1", "--uid", "1000", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 0, "mode 0440"},
+		{[]string{"templates/t2", "--uid", "1000"}, 2, ""},
+		// Owners and modes: with allow-other the kernel checks them.
+		{[]string{"env/HOME", "--uid", "1001"}, 0, "mode 0444"},
+		{[]string{"aws/prod/db", "--uid", "1000", "--gid", "7", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 0, "owner 1000:0"},
+		// An absolute path is a path on the system: below no mount, refused.
+		{[]string{"/mnt/secrets/aws/prod/db", "--uid", "1000"}, 2, ""},
 	}
 	for _, tt := range tests {
 		out, stderr, code := secretfs(t, nil, append([]string{"check-access", "--config", conf}, tt.args...)...)
@@ -325,6 +351,49 @@ rules:
 	os.WriteFile(conf, []byte("rules:\n  - path: \"a\"\n    mode: \"999\"\n"), 0o600)
 	if _, stderr, code := secretfs(t, nil, "check-access", "--config", conf, "a", "--uid", "0"); code != 2 || !strings.Contains(stderr, "rule 1") {
 		t.Errorf("a bad rule: exit %d, %q; want a usage error naming the rule", code, stderr)
+	}
+}
+
+// check-access allowed templates/t1 that the mount denied, and read an
+// absolute path as one below the mount.
+func TestCheckAccessAgreesWithTheMount(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "t1.tmpl")
+	os.WriteFile(tmpl, []byte(`{{ secret "test:locked" }}`), 0o644)
+	text := `
+allow-other: true
+file-mode: "0444"
+dir-mode: "0555"
+templates:
+  - name: t1
+    source: ` + tmpl + `
+rules:
+  - path: "test/locked"
+    allow: {uids: [4242]}
+  - path: "test/owned"
+    uid: 1000
+    mode: "0400"
+`
+	b := newTestBackend(t, map[string]string{"locked": "x", "owned": "y", "open": "z"})
+	d := rulesMount(t, b, text)
+	conf := filepath.Join(dir, "secretfs.yaml")
+	os.WriteFile(conf, []byte(text), 0o600)
+	for _, tt := range []struct {
+		path string
+		uid  int
+	}{
+		{"templates/t1", 1000}, {"templates/t1", 4242}, {"test/locked", 1000}, {"test/owned", 1000}, {"test/owned", 2000}, {"test/open", 2000},
+	} {
+		_, err := as(tt.uid, tt.uid, "", d.Path(tt.path))
+		catExe, _ := exec.LookPath("cat")
+		catExe, _ = filepath.EvalSymlinks(catExe)
+		for _, p := range []string{tt.path, d.Path(tt.path)} {
+			out, stderr, code := secretfs(t, nil, "check-access", "--config", conf, p, "--uid", strconv.Itoa(tt.uid), "--gid", strconv.Itoa(tt.uid), "--exe", catExe)
+			if mountSays, checkSays := err == nil, code == 0; mountSays != checkSays || code != 0 && code != 5 {
+				t.Errorf("%s as %d: the mount says allowed=%v (%v); check-access %s exits %d: %s%s", tt.path, tt.uid, mountSays, err, p, code, out, stderr)
+			}
+		}
 	}
 }
 

@@ -4,20 +4,29 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/spf13/pflag"
 
 	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/config"
+	"github.com/secretfs/secretfs/fs"
 	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
 )
 
-const checkAccessUsage = `Usage: secretfs check-access [--config FILE] PATH --uid N [--gid N] [--groups N,N] [--exe P] [--cgroup C]
+const checkAccessUsage = `Usage: secretfs check-access [--config FILE] [--template NAME=FILE] PATH --uid N [--gid N] [--groups N,N] [--exe P] [--container] [--cgroup C]
 Says which access rule of the config file decides for PATH (below the mount,
-such as aws/prod/db#password), and why, for a caller with these ids, program
-and cgroup. Exit 0 if it may open, 5 if not. Nothing is mounted.
+such as aws/prod/db#password or templates/NAME, or a path on a secretfs
+mount), and why, for a caller with these ids, program and cgroup, as the
+mount decides: for a template, the rules of the secrets it reads too, and
+with allow-other the kernel's check of owner and mode. Exit 0 if it may
+open, 5 if not. Nothing is mounted.
 `
 
 // checkAccessFlags are the caller's flags: a set of their own, since the
@@ -27,20 +36,24 @@ type checkAccessFlags struct {
 	set       *pflag.FlagSet
 	conf, exe *string
 	cgroup    *string
+	container *bool
 	uid, gid  *uint32
 	groups    *[]string
+	templates *[]string
 }
 
 func newCheckAccessFlags() checkAccessFlags {
 	set := pflag.NewFlagSet("check-access", pflag.ContinueOnError)
 	set.SetOutput(io.Discard)
 	return checkAccessFlags{set: set,
-		conf:   set.String(config.FlagName, "", "the config file whose rules to check"),
-		uid:    set.Uint32("uid", 0, "the caller's uid"),
-		gid:    set.Uint32("gid", 0, "the caller's gid"),
-		groups: set.StringSlice("groups", nil, "the caller's supplementary groups"),
-		exe:    set.String("exe", "", "the caller's executable (as /proc/PID/exe shows it)"),
-		cgroup: set.String("cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)"),
+		conf:      set.String(config.FlagName, "", "the config file whose rules to check"),
+		uid:       set.Uint32("uid", 0, "the caller's uid"),
+		gid:       set.Uint32("gid", 0, "the caller's gid"),
+		groups:    set.StringSlice("groups", nil, "the caller's supplementary groups"),
+		exe:       set.String("exe", "", "the caller's executable (as /proc/PID/exe shows it): without --container, the file at that path here"),
+		container: set.Bool("container", false, "the caller runs in another mount namespace (a container): --exe is a path there"),
+		templates: set.StringArray("template", nil, "a template the mount renders, NAME=FILE (as mount's --template)"),
+		cgroup:    set.String("cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)"),
 	}
 }
 
@@ -65,15 +78,19 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 	if err := m.parse(mountArgs, io.Discard, mountUsage); err != nil {
 		return err
 	}
-	// Rules match the secret a path reads, whatever its field or version.
-	path := strings.Trim(set.Arg(0), "/")
-	provider, rest, _ := strings.Cut(path, "/")
-	ref, err := resolver.ParseKey(rest)
+	cfg, mo, err := m.fsConfig()
 	if err != nil {
 		return err
 	}
-	secret := provider + "/" + ref.Key
-	caller := access.Caller{UID: *uid, GID: *gid, Exe: *exe, Cgroup: *cgroup}
+	tmpls, err := loadTemplates(*f.templates, m.templateSection)
+	if err != nil {
+		return err
+	}
+	path, err := belowMount(set.Arg(0))
+	if err != nil {
+		return err
+	}
+	caller := access.Caller{UID: *uid, GID: *gid, Exe: *exe, Cgroup: *cgroup, OtherMntNS: *f.container}
 	for _, g := range *groups {
 		n, err := strconv.ParseUint(g, 10, 32)
 		if err != nil {
@@ -83,40 +100,86 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 	}
 	if *exe == "" {
 		caller.ExeErr = fmt.Errorf("not given (--exe)")
+	} else if !*f.container {
+		// A caller here runs the file at that path, if there is one.
+		_, err := os.Stat(*exe)
+		caller.ExeHere = err == nil
 	}
 	if *cgroup == "" {
 		caller.CgroupErr = fmt.Errorf("not given (--cgroup)")
 	}
-	c := m.common
-	r := c.rules.Match(secret)
-	if r == nil {
-		fmt.Fprintf(stdout, "%s: no rule matches (of %d): the global --uid, --gid and --file-mode apply, and the kernel's mode check alone decides\n", path, c.rules.Len())
-		return nil
+	// What the mount matches: the secret a path reads, whatever its field
+	// or version; for a template its own path and every secret it reads.
+	def := access.Attr{UID: cfg.UID, GID: cfg.GID, Mode: cfg.FileMode}
+	if def.Mode == 0 {
+		def.Mode = 0o400
 	}
-	owner := ""
-	if r.UID != nil || r.GID != nil || r.Mode != nil {
-		owner = " (it also sets"
-		if r.UID != nil {
-			owner += fmt.Sprintf(" uid %d", *r.UID)
+	rules := m.common.rules
+	provider, rest, _ := strings.Cut(path, "/")
+	var paths []string
+	var attr access.Attr
+	if provider == "templates" {
+		i := slices.IndexFunc(tmpls, func(t *templates.Template) bool { return t.Name == rest })
+		if i < 0 {
+			return usagef("%s: no such template (give the mount's templates with --config or --template)", path)
 		}
-		if r.GID != nil {
-			owner += fmt.Sprintf(" gid %d", *r.GID)
+		paths = append(paths, fs.TemplatePath(tmpls[i]))
+		for _, ref := range tmpls[i].Refs() {
+			paths = append(paths, ref.Provider+"/"+ref.Key)
 		}
-		if r.Mode != nil {
-			owner += fmt.Sprintf(" mode %04o", *r.Mode)
+		attr, _, _ = fs.TemplateAttr(rules, tmpls[i], def, access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())})
+	} else {
+		ref, err := resolver.ParseKey(rest)
+		if err != nil {
+			return err
 		}
-		owner += ")"
+		paths = append(paths, provider+"/"+ref.Key)
+		attr = rules.Attr(paths[0], def)
 	}
-	if ok, why := r.Permits(caller); !ok {
-		fmt.Fprintf(stdout, "%s: denied by rule %s: %s%s\n", path, r.Name(), why, owner)
+	r, denied, why := rules.Decide(paths, func() access.Caller { return caller })
+	mode := fmt.Sprintf(" (owner %d:%d, mode %04o)", attr.UID, attr.GID, attr.Mode)
+	switch {
+	case denied:
+		fmt.Fprintf(stdout, "%s: denied by rule %s: %s%s\n", path, r.Name(), why, mode)
 		return &deniedError{}
+	case mo.AllowOther && !access.ModePermits(attr, caller):
+		fmt.Fprintf(stdout, "%s: denied by the kernel's check of owner and mode%s: no audit record is written for it\n", path, mode)
+		return &deniedError{}
+	case r == nil && len(paths) > 1:
+		fmt.Fprintf(stdout, "%s: allowed: no rule of its own, and the rules of the secrets it reads allow%s\n", path, mode)
+	case r == nil:
+		fmt.Fprintf(stdout, "%s: no rule matches (of %d): the global --uid, --gid and --file-mode apply, and the kernel's mode check alone decides%s\n", path, rules.Len(), mode)
+	case r.Allow == nil:
+		fmt.Fprintf(stdout, "%s: rule %s decides; it has no allow list, so the kernel's mode check alone decides%s\n", path, r.Name(), mode)
+	default:
+		fmt.Fprintf(stdout, "%s: allowed by rule %s%s\n", path, r.Name(), mode)
 	}
-	if r.Allow == nil {
-		fmt.Fprintf(stdout, "%s: rule %s decides; it has no allow list, so the kernel's mode check alone decides%s\n", path, r.Name(), owner)
-		return nil
-	}
-	fmt.Fprintf(stdout, "%s: allowed by rule %s%s\n", path, r.Name(), owner)
 	return nil
+}
+
+// belowMount is the path below the mount that p names: p itself when it is
+// relative, and for an absolute path, the rest after the mountpoint of the
+// secretfs mount it lies below.
+func belowMount(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return strings.Trim(p, "/"), nil
+	}
+	clean := filepath.Clean(p)
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("fuse.secretfs"))
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	for _, mt := range mounts {
+		if rel, err := filepath.Rel(mt.Mountpoint, clean); err == nil && rel != "." && !strings.HasPrefix(rel, "..") && len(mt.Mountpoint) > len(best) {
+			best = mt.Mountpoint
+		}
+	}
+	if best == "" {
+		return "", usagef("%s is below no secretfs mount: give a path below the mount, such as aws/prod/db", p)
+	}
+	rel, _ := filepath.Rel(best, clean)
+	return rel, nil
 }
 
 // deniedError is check-access's "no": exit 5, already explained on stdout.

@@ -1,0 +1,291 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests attack access rules and the audit trail as a local user
+// would: a mount namespace of their own, a cgroup of their own, a template
+// of a secret they may not read.
+
+// copyProgram copies the program named to path, mode 0755.
+func copyProgram(t *testing.T, name, path string) {
+	t.Helper()
+	src, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("no %s", name)
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publicDir is a directory every user may enter, removed at the end.
+func publicDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// cgroupRoot is where cgroup v2 is mounted, if it is and may be written.
+func cgroupRoot(t *testing.T) string {
+	t.Helper()
+	mounts, _ := os.ReadFile("/proc/mounts")
+	for line := range strings.Lines(string(mounts)) {
+		if f := strings.Fields(line); len(f) >= 3 && f[2] == "cgroup2" {
+			return f[1]
+		}
+	}
+	t.Skip("cgroup v2 is not mounted: cgroup rules are not tested here")
+	return ""
+}
+
+// newCgroup makes a cgroup named name, removed at the end.
+func newCgroup(t *testing.T, name string) string {
+	t.Helper()
+	cg := filepath.Join(cgroupRoot(t), name)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("cgroup v2 is not writable here (%v): cgroup rules are not tested", err)
+	}
+	t.Cleanup(func() {
+		for range 100 {
+			if os.Remove(cg) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	return cg
+}
+
+// canUnshareUser reports whether an unprivileged user may make a user and
+// mount namespace here.
+func canUnshareUser(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "unshare", "-Urm", "true").CombinedOutput(); err != nil {
+		t.Skipf("unprivileged user namespaces are not available here (%v: %s)", err, out)
+	}
+}
+
+// findRecord returns the first audit record with op for path.
+func findRecord(t *testing.T, audit, op, path string) map[string]any {
+	t.Helper()
+	for _, rec := range auditRecords(t, audit) {
+		if rec["op"] == op && rec["path"] == path {
+			return rec
+		}
+	}
+	t.Fatalf("no %s record of %s in %s", op, path, audit)
+	return nil
+}
+
+// /proc/PID/exe is a path in the caller's own mount namespace: a user who
+// mounted a tmpfs over the allowed program's directory in a namespace of
+// their own, and put cat there under its name, read the secret, and the
+// trail named the fake program.
+func TestProgramInAMountNamespaceOfItsOwnIsDenied(t *testing.T) {
+	t.Parallel()
+	canUnshareUser(t)
+	bin := publicDir(t, "secretfs-bin-")
+	app := filepath.Join(bin, "myapp")
+	copyProgram(t, "cat", app)
+	cat, _ := exec.LookPath("cat")
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"app/key": "for-myapp"})
+	d := rulesMount(t, b, fmt.Sprintf(`
+rules:
+  - path: "test/app/**"
+    allow: {exe: [%q]}
+`, app), "--allow-other", "--file-mode", "0444", "--dir-mode", "0555", "--audit-log", audit)
+	p := d.Path("test", "app", "key")
+	out, err := exec.Command("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", app, p).CombinedOutput()
+	if err != nil || string(out) != "for-myapp" {
+		t.Fatalf("the allowed program: %q, %v", out, err)
+	}
+	script := fmt.Sprintf("mount -t tmpfs none %s && cp %s %s && exec %s %s", bin, cat, app, app, p)
+	out, err = exec.Command("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "unshare", "-Urm", "sh", "-c", script).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("cat named %s in a mount namespace of the user's own: %q, %v; want Permission denied", app, out, err)
+	}
+	rec := findRecord(t, audit, "denied", "test/app/key")
+	if rec["other_mnt_ns"] != true || rec["mnt_ns"] == nil || rec["exe_dev"] == nil || rec["exe_ino"] == nil || !strings.Contains(fmt.Sprint(rec["reason"]), "another mount namespace") {
+		t.Errorf("the denial record %v: want the namespace, the program's device and inode, and why", rec)
+	}
+	ok := findRecord(t, audit, "open", "test/app/key")
+	var st syscall.Stat_t
+	syscall.Stat(app, &st)
+	if ok["other_mnt_ns"] != nil || ok["exe_ino"] != float64(st.Ino) {
+		t.Errorf("the record of the allowed open %v: want this namespace and inode %d", ok, st.Ino)
+	}
+}
+
+// On systemd hosts a user's user@UID.service subtree is delegated to
+// them: they can make a cgroup named like a container. Here a cgroup
+// chowned to the caller stands for one.
+func TestDelegatedCgroupIsNoContainer(t *testing.T) {
+	t.Parallel()
+	id := "3f9c" + strings.Repeat("0", 56) + fmt.Sprintf("%04x", os.Getpid()&0xffff)
+	cg := newCgroup(t, "docker-"+id+".scope")
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"pod/key": "for-the-pod", "rootless/key": "for-rootless"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/pod/**"
+    allow: {cgroups: ["*docker-3f9c*"]}
+  - path: "test/rootless/**"
+    allow: {cgroups: ["*docker-3f9c*"], delegated: true}
+`, "--allow-other", "--file-mode", "0444", "--dir-mode", "0555", "--audit-log", audit)
+	read := func(p string) (string, error) {
+		out, err := exec.Command("sh", "-c", "echo $$ > "+cg+"/cgroup.procs && exec setpriv --reuid 1000 --regid 1000 --clear-groups cat "+p).CombinedOutput()
+		return string(out), err
+	}
+	// Made by root: where the caller runs, which it could not have chosen.
+	if out, err := read(d.Path("test", "pod", "key")); err != nil || out != "for-the-pod" {
+		t.Fatalf("in root's cgroup: %q, %v", out, err)
+	}
+	if rec := findRecord(t, audit, "open", "test/pod/key"); rec["container"] != id || rec["cgroup_delegated"] != nil {
+		t.Errorf("record %v: want container %s", rec, id)
+	}
+	// The caller's own.
+	if err := os.Chown(cg, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := read(d.Path("test", "pod", "key")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("in a cgroup the caller owns: %q, %v; want Permission denied", out, err)
+	}
+	rec := findRecord(t, audit, "denied", "test/pod/key")
+	if rec["container"] != nil || rec["cgroup_delegated"] != true || !strings.Contains(fmt.Sprint(rec["reason"]), "delegated") {
+		t.Errorf("the denial record %v: want no container, the cgroup delegated, and why", rec)
+	}
+	if out, err := read(d.Path("test", "rootless", "key")); err != nil || out != "for-rootless" {
+		t.Errorf("a rule with delegated: true: %q, %v; want it read", out, err)
+	}
+}
+
+// A template that reads a secret only uid 1000 may read (mode 0400) was
+// world-readable under --file-mode 0444: a way around the rule.
+func TestTemplateIsNoLooserThanItsSecrets(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one.tmpl")
+	mixed := filepath.Join(dir, "mixed.tmpl")
+	os.WriteFile(one, []byte(`v={{ secret "test:modeonly" }}`), 0o644)
+	os.WriteFile(mixed, []byte(`{{ secret "test:modeonly" }}{{ secret "test:open" }}`), 0o644)
+	widened := filepath.Join(dir, "widened.tmpl")
+	os.WriteFile(widened, []byte(`{{ secret "test:modeonly" }}`), 0o644)
+	b := newTestBackend(t, map[string]string{"modeonly": "only-1000", "open": "anyone"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/modeonly"
+    uid: 1000
+    mode: "0400"
+  - path: "templates/widened"
+    mode: "0444"
+`, "--allow-other", "--file-mode", "0444", "--dir-mode", "0555",
+		"--template", "one="+one, "--template", "mixed="+mixed, "--template", "widened="+widened)
+	for _, tt := range []struct {
+		path     string
+		uid      int
+		want     string // "" for Permission denied
+		wantMode uint32
+		wantUID  uint32
+	}{
+		{"test/modeonly", 2000, "", 0o400, 1000},
+		{"templates/one", 2000, "", 0o400, 1000},
+		{"templates/one", 1000, "v=only-1000", 0o400, 1000},
+		{"templates/mixed", 1000, "", 0o400, uint32(os.Geteuid())}, // owners differ: secretfs's own
+		{"templates/mixed", 0, "only-1000anyone", 0o400, uint32(os.Geteuid())},
+		{"templates/widened", 2000, "only-1000", 0o444, 1000}, // its own rule grants more
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d.Path(tt.path), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o777 != tt.wantMode || st.Uid != tt.wantUID {
+			t.Errorf("%s: mode %o owner %d; want %o and %d", tt.path, st.Mode&0o777, st.Uid, tt.wantMode, tt.wantUID)
+		}
+		out, err := as(tt.uid, tt.uid, "", d.Path(tt.path))
+		if tt.want == "" && (err == nil || !strings.Contains(out, "Permission denied")) {
+			t.Errorf("%s as %d: %q, %v; want Permission denied", tt.path, tt.uid, out, err)
+		}
+		if tt.want != "" && (err != nil || out != tt.want) {
+			t.Errorf("%s as %d: %q, %v; want %q", tt.path, tt.uid, out, err, tt.want)
+		}
+	}
+	d.waitLog(t, "template owned by secretfs's user", "a template of secrets of different owners")
+	d.waitLog(t, "template widened beyond the secrets it reads", "a template whose own rule grants more")
+}
+
+// The README's worked example: one app, one container, one secret. The
+// container is a mount namespace with its own /usr/local/bin and a cgroup
+// named as docker names them.
+func TestWorkedExample(t *testing.T) {
+	t.Parallel()
+	canUnshareUser(t)
+	id := "3f9c0123" + strings.Repeat("0", 52) + fmt.Sprintf("%04x", (os.Getpid()+1)&0xffff)
+	cg := newCgroup(t, "docker-"+id+".scope")
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"prod/db": `{"password":"hunter2"}`})
+	config := `
+allow-other: true
+dir-mode: "0555"
+audit-log: ` + audit + `
+rules:
+  - path: "test/prod/db"
+    uid: 1000
+    gid: 1000
+    mode: "0400"
+    allow:
+      uids: [1000]
+      exe: ["/usr/local/bin/myapp"]
+      cgroups: ["*docker-3f9c*"]
+`
+	d := rulesMount(t, b, config)
+	p := d.Path("test", "prod", "db#password")
+	cat, _ := exec.LookPath("cat")
+	// In the container: its own /usr/local/bin, its cgroup, uid 1000.
+	inContainer := func(program string) (string, error) {
+		script := fmt.Sprintf("mount -t tmpfs none /usr/local/bin && cp %s /usr/local/bin/myapp && echo $$ > %s/cgroup.procs && exec setpriv --reuid 1000 --regid 1000 --clear-groups %s %s", cat, cg, program, p)
+		out, err := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := inContainer("/usr/local/bin/myapp"); err != nil || out != "hunter2" {
+		t.Errorf("myapp in the container: %q, %v; want the password", out, err)
+	}
+	if out, err := inContainer(cat); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("cat in the container: %q, %v; want Permission denied", out, err)
+	}
+	rec := findRecord(t, audit, "denied", "test/prod/db#password")
+	if rec["rule"] != "1:test/prod/db" || rec["container"] != id || rec["uid"] != float64(1000) || !strings.Contains(fmt.Sprint(rec["reason"]), "matches none") {
+		t.Errorf("the denial record %v: want the rule, the container, uid 1000 and why", rec)
+	}
+	// A user's fake myapp in a namespace of its own, outside the container.
+	script := fmt.Sprintf("mount -t tmpfs none /usr/local/bin && cp %s /usr/local/bin/myapp && exec /usr/local/bin/myapp %s", cat, p)
+	if out, err := exec.Command("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "unshare", "-Urm", "sh", "-c", script).CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("a fake myapp outside the container: %q, %v; want Permission denied", out, err)
+	}
+	// check-access says the same as the README shows.
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	os.WriteFile(conf, []byte(config), 0o600)
+	out, stderr, code := secretfs(t, nil, "check-access", "--config", conf, "test/prod/db", "--uid", "1000",
+		"--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c0123.scope")
+	if code != 0 || !strings.Contains(out, "allowed by rule 1:test/prod/db") {
+		t.Errorf("check-access: exit %d, %q (%s); want allowed by rule 1", code, out, stderr)
+	}
+}
