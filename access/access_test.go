@@ -3,8 +3,11 @@ package access
 import (
 	"errors"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -195,4 +198,53 @@ func TestIdentitiesOfThisProcess(t *testing.T) {
 	if gone := ids.Caller(1<<30, 1, 1); gone.ExeErr == nil {
 		t.Error("a process that does not exist: no error, want the caller denied")
 	}
+}
+
+// A pid the kernel gives to a new process never inherits what was read of
+// the old one: the cache is keyed by /proc/PID's inode, which procfs makes
+// anew for each process.
+func TestReusedPidIsReadAfresh(t *testing.T) {
+	old := exec.Command("sleep", "60")
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := old.Process.Pid
+	var ids Identities
+	first := ids.Caller(uint32(pid), 1, 1)
+	old.Process.Kill()
+	old.Wait()
+	var reused *exec.Cmd
+	for range 100 { // as root: the next pid is the old one
+		if os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0) != nil {
+			t.Skip("cannot choose the next pid here (needs root)")
+		}
+		c := exec.Command("true")
+		c.Path = "/proc/self/exe" // another program than sleep
+		c.Args = []string{"access.test", "-test.run", "^$", "-test.timeout", "60s"}
+		c.Env = append(os.Environ(), "SECRETFS_TEST_SLEEP=1")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Process.Pid == pid {
+			reused = c
+			break
+		}
+		c.Process.Kill()
+		c.Wait()
+	}
+	if reused == nil {
+		t.Skip("the pid was not reused")
+	}
+	defer func() { reused.Process.Kill(); reused.Wait() }()
+	if second := ids.Caller(uint32(pid), 1, 1); second.Exe == first.Exe {
+		t.Errorf("the new process at pid %d is taken for the old one: %q", pid, second.Exe)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("SECRETFS_TEST_SLEEP") != "" {
+		time.Sleep(60 * time.Second)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }

@@ -1,7 +1,6 @@
 package access
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -16,9 +15,10 @@ import (
 )
 
 // Identities reads what /proc says of callers: groups, executable, cgroup.
-// It caches them per (pid, process start time), so that a pid the kernel
-// reuses never inherits another process's identity, and for one second at
-// most, so that a process that runs another program, drops groups or moves
+// It caches them per (pid, inode of /proc/PID), so that a pid the kernel
+// reuses never inherits another process's identity (procfs makes a new
+// inode, with a new number, for each process a pid names), and for one
+// second at most, so that a process that runs another program, drops groups or moves
 // to another cgroup is seen as it is now. It is safe for concurrent use.
 type Identities struct {
 	Proc string // "/proc" when empty
@@ -33,8 +33,8 @@ type Identities struct {
 }
 
 type procKey struct {
-	pid   uint32
-	start uint64
+	pid uint32
+	ino uint64 // of /proc/PID: one process's
 }
 
 type cached struct {
@@ -55,7 +55,7 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 		proc = "/proc"
 	}
 	dir := proc + "/" + strconv.FormatUint(uint64(pid), 10)
-	start, err := startTime(dir)
+	start, err := procIno(dir)
 	if err == nil {
 		ids.mu.Lock()
 		e, ok := ids.cache[procKey{pid, start}]
@@ -72,9 +72,9 @@ func (ids *Identities) Caller(pid, uid, gid uint32) Caller {
 	ids.program(dir, &c)
 	ids.cgroup(dir, &c)
 	if err == nil {
-		// Read again after: a start time that changed meanwhile means the
-		// pid was reused while we read, and nothing is kept.
-		if again, err := startTime(dir); err == nil && again == start {
+		// Read again after: an inode that changed meanwhile means the pid
+		// was reused while we read, and nothing is kept.
+		if again, err := procIno(dir); err == nil && again == start {
 			ids.mu.Lock()
 			if ids.cache == nil || len(ids.cache) >= maxIdentities {
 				ids.cache = make(map[procKey]cached)
@@ -155,42 +155,14 @@ func (ids *Identities) cgroup(dir string, c *Caller) {
 	c.CgroupProcs = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
 }
 
-// startTime is field 22 of /proc/PID/stat: when the process started. It
-// is read on every open in audit mode, so with one read into a buffer on
-// the stack rather than os.ReadFile's several.
-func startTime(dir string) (uint64, error) {
-	fd, err := unix.Open(dir+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+// procIno is the inode number of /proc/PID: one stat, on every open in
+// audit mode.
+func procIno(dir string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
 		return 0, err
 	}
-	var buf [1024]byte
-	n, err := unix.Read(fd, buf[:])
-	unix.Close(fd)
-	if err != nil {
-		return 0, err
-	}
-	data := buf[:max(n, 0)]
-	// The command (field 2) may hold spaces and parentheses: fields are
-	// counted after its closing parenthesis.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%s/stat: no command", dir)
-	}
-	// Field 22 is the 20th after the command.
-	rest := data[i+1:]
-	for f := 0; f < 19; f++ {
-		rest = bytes.TrimLeft(rest, " ")
-		j := bytes.IndexByte(rest, ' ')
-		if j < 0 {
-			return 0, fmt.Errorf("%s/stat: short", dir)
-		}
-		rest = rest[j:]
-	}
-	rest = bytes.TrimLeft(rest, " ")
-	if j := bytes.IndexByte(rest, ' '); j >= 0 {
-		rest = rest[:j]
-	}
-	return strconv.ParseUint(string(rest), 10, 64)
+	return st.Ino, nil
 }
 
 func groups(dir string) []uint32 {

@@ -24,7 +24,6 @@ package audit
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -300,12 +299,7 @@ func (l *Log) Write(rec Record) error {
 	for i, r := range rec.Refs {
 		rec.Refs[i] = Escape(r)
 	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		l.failures.Add(1)
-		return err
-	}
-	ln := &line{b: append(b, '\n'), done: make(chan error, 1)}
+	ln := &line{b: append(appendRecord(make([]byte, 0, 512), &rec), '\n'), done: make(chan error, 1)}
 	deadline := time.NewTimer(l.within)
 	defer deadline.Stop()
 	select {
@@ -315,6 +309,7 @@ func (l *Log) Write(rec Record) error {
 		l.failures.Add(1)
 		return fmt.Errorf("audit: %w within %v", ErrStalled, l.within)
 	}
+	var err error
 	select {
 	case err = <-ln.done:
 	case <-deadline.C:

@@ -257,3 +257,22 @@ func TestFullDiskLeavesOnlyWholeRecords(t *testing.T) {
 		t.Errorf("the record after the disk had room again: %q, %v", last[len(last)-1], err)
 	}
 }
+
+// appendRecord writes what encoding/json writes, without reflection.
+func TestAppendRecordIsJSON(t *testing.T) {
+	for _, rec := range []Record{
+		{},
+		{Time: time.Date(2026, 12, 2, 16, 0, 0, 123456789, time.UTC), Op: "open", Ref: "env:A", Path: "env/A", Result: "ok", UID: 1, GID: 2, PID: 3},
+		{Time: time.Now(), Op: "denied", Ref: "x:\"q\"\\ <a&b> \u2028\u2029 \x01\t\n\r é", Refs: []string{"a", "b\x7f"}, Rule: "1:a/**", Reason: "why",
+			Exe: "/bin/cat", ExeDev: "8:1", ExeIno: 42, MntNS: 4026531841, OtherMntNS: true, Cgroup: "/a", Delegated: true, Container: "c"},
+		{Ref: "bad\xffutf8"},
+	} {
+		want, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendRecord(nil, &rec); string(got) != string(want) {
+			t.Errorf("appendRecord = %s\nwant           %s", got, want)
+		}
+	}
+}
