@@ -204,8 +204,18 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 // may read below (a Vault policy on "secret/data/team/app" only).
 func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Reference, orDir bool, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	gen := n.sys.notifier.generation()
+	// Who may not open it learns nothing of it either: not whether it
+	// exists, nor its size.
+	if errno := n.sys.gate(ctx, n.path(name), ref.String(), []string{secretPath(ref)}); errno != 0 {
+		return nil, errno
+	}
 	v, err := n.sys.get(ctx, ref)
 	if err == nil {
+		if p := servedPath(ref, v.Secret); p != secretPath(ref) {
+			if errno := n.sys.gate(ctx, n.path(name), ref.String(), []string{p}); errno != 0 {
+				return nil, errno
+			}
+		}
 		return n.sys.fileInode(ctx, n.EmbeddedInode(), name, content{ref: ref, path: n.path(name), secret: v.Secret, fresh: v.FreshFor, reads: []resolver.Reference{ref}}, gen, out), 0
 	}
 	kind := resolver.KindOf(err)

@@ -35,6 +35,9 @@ type content struct {
 // before it expires.
 func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c content, gen uint64, out *fuse.EntryOut) *gofs.Inode {
 	valid := c.fresh / 2
+	if f.guarded(c.paths()) {
+		valid = 0 // every caller's lookup and stat reaches gate
+	}
 	if f.notifier.generation() != gen {
 		// A value changed while this lookup was answered: the kernel must
 		// not keep an answer that may already be old.
@@ -84,6 +87,20 @@ type fileNode struct {
 	validUntil atomic.Int64
 }
 
+// paths are what rules match for c: the secret served, and for a template
+// the template and every secret it read.
+func (c content) paths() []string {
+	if c.tmpl == nil {
+		return []string{servedPath(c.ref, c.secret)}
+	}
+	return append([]string{TemplatePath(c.tmpl)}, c.served...)
+}
+
+// paths are what rules match for the node (see content.paths).
+func (n *fileNode) paths() []string {
+	return content{ref: n.ref, secret: n.secret, tmpl: n.tmpl, served: n.served}.paths()
+}
+
 func (n *fileNode) shows(s resolver.Secret) bool {
 	return n.secret.Version == s.Version && n.secret.Key == s.Key && n.secret.Created.Equal(s.Created) && bytes.Equal(n.secret.Value, s.Value)
 }
@@ -104,6 +121,15 @@ func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
+	paths := n.paths()
+	if n.sys.guarded(paths) {
+		// Kept by the kernel for nobody: checked for every caller.
+		if errno := n.sys.gate(ctx, n.path, n.ref.String(), paths); errno != 0 {
+			return errno
+		}
+		n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
+		return 0
+	}
 	n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
 	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
 	return 0
@@ -130,11 +156,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	var caller *access.Caller
 	// The rule of the file decides, and for a template so do the rules of
 	// every secret it read: a template is no way around them.
-	paths := []string{servedPath(n.ref, n.secret)}
-	if n.tmpl != nil {
-		paths = append(paths, n.served...)
-	}
-	r, denied, why := n.sys.policy.Load().rules.Decide(paths, func() access.Caller {
+	r, denied, why := n.sys.policy.Load().rules.Decide(n.paths(), func() access.Caller {
 		c := n.sys.caller(ctx)
 		caller = &c
 		return c

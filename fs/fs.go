@@ -289,6 +289,48 @@ func (f *fsys) caller(ctx context.Context) access.Caller {
 	return f.cfg.Identities.Caller(c.Pid, c.Uid, c.Gid)
 }
 
+// gate checks, in audit mode, whether the caller of ctx may see the file at
+// path made of the secrets at paths (see access.Rules.Decide) before
+// anything of it is fetched or shown: a caller an allow rule denies gets
+// EACCES, with a record, at lookup and getattr as at open, and learns no
+// size, field or version from stat. In the fast mode the kernel alone
+// checks (owner and mode).
+func (f *fsys) gate(ctx context.Context, path, ref string, paths []string) syscall.Errno {
+	if !f.checkOpens {
+		return 0
+	}
+	var caller *access.Caller
+	r, denied, why := f.policy.Load().rules.Decide(paths, func() access.Caller {
+		c := f.caller(ctx)
+		caller = &c
+		return c
+	})
+	if !denied {
+		return 0
+	}
+	rec := audit.Record{Op: "denied", Ref: ref, Path: path, Result: syscall.EACCES.Error(), Rule: r.Name(), Reason: why}
+	if errno := f.recordAs(rec, caller, ctx); errno != 0 {
+		return errno
+	}
+	return syscall.EACCES
+}
+
+// guarded reports whether an allow rule governs any of paths: the kernel
+// keeps no name or attribute of such a file, so that every caller's stat
+// reaches gate.
+func (f *fsys) guarded(paths []string) bool {
+	if !f.checkOpens {
+		return false
+	}
+	rs := f.policy.Load().rules
+	for _, p := range paths {
+		if r := rs.Match(p); r != nil && r.Allow != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // record writes rec, with who asked, to the audit trail (if there is one).
 // It fails closed: a record that cannot be written is EIO for the request,
 // and logged at most once every 10s.

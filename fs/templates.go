@@ -62,6 +62,17 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, syscall.ENOENT
 	}
 	gen := n.sys.notifier.generation()
+	// A caller the rules of the template or of a secret it reads deny
+	// learns nothing from its render (not its size).
+	path := TemplatesDir + "/" + name
+	self := resolver.Reference{Provider: TemplatesDir, Key: name}
+	inputs := []string{TemplatePath(t)}
+	for _, r := range t.Refs() {
+		inputs = append(inputs, secretPath(r))
+	}
+	if errno := n.sys.gate(ctx, path, self.String(), inputs); errno != 0 {
+		return nil, errno
+	}
 	var (
 		mu     sync.Mutex // the getter runs once per reference, at once
 		fresh  = time.Duration(-1)
@@ -99,8 +110,9 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	for i, r := range reads {
 		refs[i] = r.String()
 	}
-	path := TemplatesDir + "/" + name
-	self := resolver.Reference{Provider: TemplatesDir, Key: name}
+	if errno := n.sys.gate(ctx, path, self.String(), append([]string{TemplatePath(t)}, paths...)); errno != 0 {
+		return nil, errno
+	}
 	rec := audit.Record{Op: "render", Ref: self.String(), Path: path, Refs: refs, Result: "ok"}
 	if err != nil {
 		var errno syscall.Errno

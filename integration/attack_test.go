@@ -289,3 +289,54 @@ rules:
 		t.Errorf("check-access: exit %d, %q (%s); want allowed by rule 1", code, out, stderr)
 	}
 }
+
+// statAs runs stat on path as uid and returns the size it printed.
+func statAs(uid int, path string) (string, error) {
+	out, err := exec.Command("setpriv", "--reuid", fmt.Sprint(uid), "--regid", fmt.Sprint(uid), "--clear-groups", "stat", "-c", "%s", path).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// Lookup fetched the value before any rule was checked: a caller an allow
+// rule denies learned sizes (#admin is 4 bytes: true), which fields exist,
+// and, through a template's size, comparisons. And one allowed lookup, kept
+// by the kernel, answered the next caller's stat.
+func TestDeniedCallerLearnsNothingFromStat(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "cmp.tmpl")
+	os.WriteFile(tmpl, []byte(`{{ if eq (secret "test:locked#admin") "true" }}yes{{ else }}no!{{ end }}`), 0o644)
+	audit := filepath.Join(dir, "audit.jsonl")
+	b := newTestBackend(t, map[string]string{"locked": `{"admin":"true","pin":"1234"}`, "open": "x"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/locked"
+    allow: {uids: [4242]}
+`, "--allow-other", "--file-mode", "0444", "--dir-mode", "0555", "--audit-log", audit, "--template", "cmp="+tmpl)
+	for _, p := range []string{"test/locked", "test/locked#admin", "test/locked#nosuchfield", "templates/cmp"} {
+		if out, err := statAs(1000, d.Path(p)); err == nil || !strings.Contains(out, "Permission denied") {
+			t.Errorf("stat %s as a uid the rule denies: %q, %v; want Permission denied", p, out, err)
+		}
+	}
+	// Allowed: the kernel keeps nothing for the next caller.
+	if out, err := statAs(4242, d.Path("test/locked#admin")); err != nil || out != "4" {
+		t.Fatalf("stat as the allowed uid: %q, %v; want 4", out, err)
+	}
+	if out, err := statAs(1000, d.Path("test/locked#admin")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("stat as a denied uid right after an allowed one: %q, %v; want Permission denied", out, err)
+	}
+	if out, err := statAs(1000, d.Path("test/open")); err != nil || out != "1" {
+		t.Errorf("stat of a secret no rule guards: %q, %v", out, err)
+	}
+	denials := 0
+	for _, rec := range auditRecords(t, audit) {
+		if rec["op"] == "denied" && rec["uid"] == float64(1000) {
+			denials++
+			if rec["rule"] != "1:test/locked" || rec["reason"] == nil {
+				t.Errorf("denial record %v: want the rule and why", rec)
+			}
+		}
+	}
+	if denials < 5 {
+		t.Errorf("%d denial records, want one for each of the 5 denied stats", denials)
+	}
+}
