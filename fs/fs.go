@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -82,6 +83,12 @@ type fsys struct {
 	// fixed for the life of the mount (the kernel decides NO_OPEN once).
 	checkOpens bool
 	policy     atomic.Pointer[policy]
+	denialMu   sync.Mutex
+	lastDenial struct { // guarded by denialMu
+		pid  uint32
+		path string
+		at   time.Time
+	}
 	// auditFailed (unix seconds) rate-limits the log of audit failures.
 	auditFailed atomic.Int64
 }
@@ -308,12 +315,36 @@ func (f *fsys) gate(ctx context.Context, path, ref string, paths []string) sysca
 	if !denied {
 		return 0
 	}
+	if f.deniedAgain(caller.PID, path) {
+		return syscall.EACCES
+	}
 	rec := audit.Record{Op: "denied", Ref: ref, Path: path, Result: syscall.EACCES.Error(), Rule: r.Name(), Reason: why}
 	if errno := f.recordAs(rec, caller, ctx); errno != 0 {
 		return errno
 	}
 	return syscall.EACCES
 }
+
+// deniedAgain reports whether pid was denied path just before (and notes
+// this denial otherwise). The kernel asks twice for a name it had, within
+// one call (a revalidation, then a lookup of its own): one record is
+// written for both.
+func (f *fsys) deniedAgain(pid uint32, path string) bool {
+	now := time.Now()
+	f.denialMu.Lock()
+	defer f.denialMu.Unlock()
+	d := &f.lastDenial
+	if d.pid == pid && pid != 0 && d.path == path && now.Sub(d.at) < sameCall {
+		d.pid = 0 // a third is another call
+		return true
+	}
+	d.pid, d.path, d.at = pid, path, now
+	return false
+}
+
+// sameCall is how close a second denial of one pid and path follows the
+// first when the kernel asks twice within one call.
+const sameCall = 100 * time.Millisecond
 
 // guarded reports whether an allow rule governs any of paths: the kernel
 // keeps no name or attribute of such a file, so that every caller's stat

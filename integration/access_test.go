@@ -525,7 +525,7 @@ func TestNonRootDaemonIsNotDumpable(t *testing.T) {
 
 func TestRulesReload(t *testing.T) {
 	t.Parallel()
-	b := newTestBackend(t, map[string]string{"k": "v"})
+	b := newTestBackend(t, map[string]string{"k": "v", "m": "w"})
 	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
 	write := func(text string) {
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
@@ -533,19 +533,22 @@ func TestRulesReload(t *testing.T) {
 		}
 	}
 	// Audit mode (an allow rule at start): rules change on SIGHUP.
-	write("rules:\n  - path: \"test/k\"\n    mode: \"0440\"\n    allow: {uids: [0]}\n")
+	write("rules:\n  - path: \"test/k\"\n    mode: \"0440\"\n    allow: {uids: [0]}\n  - path: \"test/m\"\n    mode: \"0440\"\n")
 	d := testMount(t, b, "--config", conf, "--ttl", "1h")
 	if got, err := os.ReadFile(d.Path("test", "k")); err != nil || string(got) != "v" {
 		t.Fatalf("root, allowed: %q, %v", got, err)
 	}
-	write("rules:\n  - path: \"test/k\"\n    mode: \"0444\"\n    allow: {uids: [1234]}\n")
+	write("rules:\n  - path: \"test/k\"\n    mode: \"0444\"\n    allow: {uids: [1234]}\n  - path: \"test/m\"\n    mode: \"0444\"\n")
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	eventually(t, 5*time.Second, "the new rules apply", func() bool {
 		_, err := os.ReadFile(d.Path("test", "k"))
 		return errors.Is(err, syscall.EACCES)
 	})
+	if _, err := os.Stat(d.Path("test", "k")); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("stat of a secret the new rules deny: %v, want EACCES", err)
+	}
 	eventually(t, 5*time.Second, "the new mode shows", func() bool {
-		st, err := os.Stat(d.Path("test", "k"))
+		st, err := os.Stat(d.Path("test", "m"))
 		return err == nil && st.Mode().Perm() == 0o444
 	})
 	// A bad rule on reload: rejected, the running rules stay.
