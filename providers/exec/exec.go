@@ -126,6 +126,9 @@ func (p *Provider) Name() string { return p.cfg.Name }
 
 // Get implements resolver.Provider: PROGRAM get KEY [VERSION].
 func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
+	if option(key) || option(version) {
+		return resolver.Secret{}, fmt.Errorf("%s get: %w: a key or version that starts with '-' would be read as an option", p.cfg.Name, resolver.ErrNotFound)
+	}
 	args := []string{"get", key}
 	if version != "" {
 		args = append(args, version)
@@ -139,6 +142,9 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 
 // List implements resolver.Lister: PROGRAM list [DIR].
 func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
+	if option(dir) {
+		return nil, fmt.Errorf("%s list: %w: a directory that starts with '-' would be read as an option", p.cfg.Name, resolver.ErrNotFound)
+	}
 	args := []string{"list"}
 	if dir != "" {
 		args = append(args, dir)
@@ -156,6 +162,11 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	}
 	return names, nil
 }
+
+// option reports whether an argument would be read as an option by the
+// program (getopt reads one anywhere on the line): such keys, versions and
+// directories are never passed.
+func option(arg string) bool { return strings.HasPrefix(arg, "-") }
 
 // exitError maps the contract's exit codes. Exit 2 on a get is "not
 // supported": for a version that is "no such version"; without one it is a

@@ -111,3 +111,26 @@ func TestTrust(t *testing.T) {
 		t.Errorf("a program of another user: %v, want refused", err)
 	}
 }
+
+// A key was passed to the program as an argument as it was: `cat
+// MNT/p/--help` ran `PROGRAM get --help`. Keys, versions and directories
+// that start with '-' are not found, and the program is not run.
+func TestKeysAreNeverOptions(t *testing.T) {
+	ran := filepath.Join(t.TempDir(), "ran")
+	p := script(t, `echo "$@" >> `+ran+`; printf value`, Config{Timeout: 5 * time.Second})
+	ctx := context.Background()
+	for _, tt := range []struct{ key, version string }{{"--help", ""}, {"-x", ""}, {"k", "--version"}, {"k", "-1"}} {
+		if _, err := p.Get(ctx, tt.key, tt.version); !errors.Is(err, resolver.ErrNotFound) {
+			t.Errorf("Get(%q, %q) = %v, want ErrNotFound", tt.key, tt.version, err)
+		}
+	}
+	if _, err := p.List(ctx, "-r"); !errors.Is(err, resolver.ErrNotFound) {
+		t.Errorf("List(-r) = %v, want ErrNotFound", err)
+	}
+	if data, err := os.ReadFile(ran); err == nil {
+		t.Errorf("the program ran with %q", data)
+	}
+	if v, err := p.Get(ctx, "a/-b", ""); err != nil || string(v.Value) != "value" {
+		t.Errorf("a key with '-' inside: %q, %v", v.Value, err)
+	}
+}
