@@ -155,3 +155,11 @@ func (s *Server) Close() {
 	defer cancel()
 	s.srv.Shutdown(ctx)
 }
+
+// WatchExec adds the count of exec provider calls refused, never run,
+// because their program changed or is no longer trusted.
+func (m *Metrics) WatchExec(refused func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "secretfs_exec_refused_total", Help: "Exec provider calls refused, never run: the program changed since it was checked, or is no longer trusted.",
+	}, func() float64 { return float64(refused()) }))
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/secretfs/secretfs/control"
 	"github.com/secretfs/secretfs/fs"
 	"github.com/secretfs/secretfs/metrics"
+	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 	"github.com/secretfs/secretfs/templates"
 )
@@ -189,6 +190,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			}
 			return trail.Failures()
 		})
+		met.WatchExec(exec.Refused)
 		ms, err := metrics.Serve(m.metricsAddr, met.Handler(func(ctx context.Context) error { return fs.StatWithin(ctx, dir) }))
 		if err != nil {
 			srv.Unmount()

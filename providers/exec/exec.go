@@ -20,9 +20,12 @@
 // default). The first line of its stderr, cut short, goes to the log;
 // stdout never does. At most Concurrency calls run at once.
 //
-// When secretfs runs as root it refuses, as sshd and sudo do, a program
-// that is writable by group or others, or owned by a user other than root
-// or the daemon's.
+// It refuses, as sshd's StrictModes does, a program that is writable by
+// group or others or owned by a user other than root or the daemon's, or
+// that lies below a directory that is (other than a sticky directory such
+// as /tmp whose next component is root's or the daemon's), and the same of
+// the interpreter its #! line names. It checks at start and again before
+// every call, and refuses (never runs) a program that changed since.
 package exec
 
 import (
@@ -35,9 +38,13 @@ import (
 	"log/slog"
 	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -63,10 +70,12 @@ type Config struct {
 
 // Provider runs a program for each call. It is safe for concurrent use.
 type Provider struct {
-	cfg  Config
-	path string
-	sem  chan struct{}
-	log  *slog.Logger
+	cfg    Config
+	path   string
+	interp string   // the interpreter of its #! line, or ""
+	id     identity // the program as checked at start
+	sem    chan struct{}
+	log    *slog.Logger
 }
 
 // New checks the program and returns its provider.
@@ -78,7 +87,18 @@ func New(cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
 	}
-	if err := Trusted(path); err != nil {
+	if err := TrustedPath(path); err != nil {
+		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
+	}
+	interp, err := interpreter(path)
+	if err == nil && interp != "" {
+		err = TrustedPath(interp)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("exec provider %s: interpreter: %w", cfg.Name, err)
+	}
+	id, err := identify(path)
+	if err != nil {
 		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
 	}
 	if cfg.MaxOutput <= 0 {
@@ -94,29 +114,157 @@ func New(cfg Config) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Provider{cfg: cfg, path: path, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
+	return &Provider{cfg: cfg, path: path, interp: interp, id: id, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
 }
 
 // Trusted refuses, when secretfs runs as root, a file others could change
-// (a program, a template): writable by group or others, or owned by a user
-// other than root or the daemon's. As sshd and sudo do.
+// (a template): writable by group or others, or owned by a user other than
+// root or the daemon's. As sshd and sudo do.
 func Trusted(path string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	st, err := os.Stat(path)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return err
+	}
+	return trustedFile(path, &st)
+}
+
+// trustedFile refuses a file writable by group or others, or owned by
+// another user than root or the daemon's.
+func trustedFile(path string, st *unix.Stat_t) error {
+	if st.Mode&0o022 != 0 {
+		return fmt.Errorf("%s is writable by group or others (mode %04o): refusing it", path, st.Mode&0o7777)
+	}
+	if !trustedOwner(st.Uid) {
+		return fmt.Errorf("%s is owned by uid %d, not root or this daemon's user: refusing it", path, st.Uid)
+	}
+	return nil
+}
+
+func trustedOwner(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
+
+// TrustedPath checks a program as sshd's StrictModes checks a user's
+// files: the file and every directory from / down to it (along the path as
+// named and along the path it resolves to) are owned by root or the
+// daemon's user and not writable by group or others, except a sticky
+// directory (such as /tmp) whose next component is owned by root or the
+// daemon's user. Anyone who could write one of them could put another
+// program in its place.
+func TrustedPath(path string) error {
+	abs, err := filepath.Abs(path)
 	if err != nil {
 		return err
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return err
 	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("%s is writable by group or others (mode %04o): refusing it as root", path, st.Mode().Perm())
+	for _, p := range []string{abs, real} {
+		if err := trustedChain(p); err != nil {
+			return err
+		}
 	}
-	if sys.Uid != 0 && int(sys.Uid) != os.Getuid() {
-		return fmt.Errorf("%s is owned by uid %d, not root or this daemon's user: refusing it", path, sys.Uid)
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		return err
+	}
+	return trustedFile(path, &st)
+}
+
+// trustedChain checks the directories from / down to p's (p's last
+// component itself is checked by the caller, or is a symlink whose
+// directory decides).
+func trustedChain(p string) error {
+	parts := strings.Split(strings.TrimPrefix(filepath.Clean(p), "/"), "/")
+	dir := "/"
+	for i := 0; i < len(parts); i++ {
+		var st unix.Stat_t
+		if err := unix.Lstat(dir, &st); err != nil {
+			return err
+		}
+		if !trustedOwner(st.Uid) {
+			return fmt.Errorf("%s: directory %s is owned by uid %d, not root or this daemon's user: refusing it", p, dir, st.Uid)
+		}
+		next := filepath.Join(dir, parts[i])
+		// A symlink's own mode means nothing (its owner and directory do,
+		// and the path it leads to is checked as well).
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&0o022 != 0 {
+			var child unix.Stat_t
+			if st.Mode&unix.S_ISVTX == 0 || unix.Lstat(next, &child) != nil || !trustedOwner(child.Uid) {
+				return fmt.Errorf("%s: directory %s is writable by group or others (mode %04o): anyone could replace what is below it: refusing it", p, dir, st.Mode&0o7777)
+			}
+		}
+		dir = next
+	}
+	return nil
+}
+
+// identity is what says a program is the one checked: a file replaced,
+// written, moved, chmod'ed or chown'ed has another.
+type identity struct {
+	dev, ino, size uint64
+	ctime          unix.Timespec
+}
+
+func identify(path string) (identity, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return identity{}, err
+	}
+	return identity{dev: st.Dev, ino: st.Ino, size: uint64(st.Size), ctime: st.Ctim}, nil
+}
+
+// interpreter is the program a "#!" line names, or "".
+func interpreter(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := io.ReadFull(f, buf)
+	line := buf[:n]
+	if !bytes.HasPrefix(line, []byte("#!")) {
+		return "", nil
+	}
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	fields := strings.Fields(string(line[2:]))
+	if len(fields) == 0 {
+		return "", fmt.Errorf("%s: an empty #! line", path)
+	}
+	return fields[0], nil
+}
+
+// refused counts the calls refused because a program changed or could have.
+var refused atomic.Uint64
+
+// Refused is how many calls were refused, never run, because their program
+// (or its interpreter) changed since it was checked or is no longer
+// trusted.
+func Refused() uint64 { return refused.Load() }
+
+// check checks the program again before a call: the same file as at start
+// (no one replaced or changed it), still trusted along its path, and so is
+// its interpreter.
+func (p *Provider) check() error {
+	id, err := identify(p.path)
+	if err == nil && id != p.id {
+		err = fmt.Errorf("%s changed since it was checked", p.path)
+	}
+	if err == nil {
+		err = TrustedPath(p.path)
+	}
+	if err == nil && p.interp != "" {
+		err = TrustedPath(p.interp)
+	}
+	if err != nil {
+		refused.Add(1)
+		p.log.Error("exec provider program refused, not run", "provider", p.cfg.Name, "error", err)
+		return fmt.Errorf("%w: program refused: %v", resolver.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -198,6 +346,9 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 		defer func() { <-p.sem }()
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: waiting for a free slot: %w", resolver.ErrUnavailable, ctx.Err())
+	}
+	if err := p.check(); err != nil {
+		return nil, err
 	}
 	cmd := osexec.CommandContext(ctx, p.path, append(p.cfg.Command[1:len(p.cfg.Command):len(p.cfg.Command)], args...)...)
 	cmd.Stdin = nil // /dev/null

@@ -134,3 +134,85 @@ func TestKeysAreNeverOptions(t *testing.T) {
 		t.Errorf("a key with '-' inside: %q, %v", v.Value, err)
 	}
 }
+
+// With a world-writable directory above a root-owned 0755 program, anyone
+// could mv another program over it, and the next lookup ran it as root.
+// The path is checked as sshd's StrictModes checks, at start and before
+// every call, and a program that changed since is refused, never run.
+func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the test makes directories owned by another user")
+	}
+	write := func(path, body string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("a directory others may write", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "open")
+		os.Mkdir(dir, 0o777)
+		os.Chmod(dir, 0o777)
+		write(filepath.Join(dir, "prov"), "printf v")
+		if _, err := New(Config{Name: "x", Command: []string{filepath.Join(dir, "prov")}}); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+			t.Errorf("New = %v; want the directory refused", err)
+		}
+	})
+	t.Run("a sticky directory whose next component another user owns", func(t *testing.T) {
+		sticky := filepath.Join(t.TempDir(), "sticky")
+		os.Mkdir(sticky, 0o777)
+		os.Chmod(sticky, 0o777|os.ModeSticky)
+		theirs := filepath.Join(sticky, "theirs")
+		os.Mkdir(theirs, 0o755)
+		write(filepath.Join(theirs, "prov"), "printf v")
+		os.Chown(theirs, 1000, 1000)
+		if _, err := New(Config{Name: "x", Command: []string{filepath.Join(theirs, "prov")}}); err == nil {
+			t.Error("New: no error; want a directory of another user refused")
+		}
+		mine := filepath.Join(sticky, "mine")
+		os.Mkdir(mine, 0o755)
+		write(filepath.Join(mine, "prov"), "printf v")
+		if _, err := New(Config{Name: "x", Command: []string{filepath.Join(mine, "prov")}}); err != nil {
+			t.Errorf("New below a sticky directory, in root's own: %v", err)
+		}
+	})
+	t.Run("an interpreter others may replace", func(t *testing.T) {
+		dir := t.TempDir()
+		open := filepath.Join(dir, "open")
+		os.Mkdir(open, 0o777)
+		os.Chmod(open, 0o777)
+		data, _ := os.ReadFile("/bin/sh")
+		os.WriteFile(filepath.Join(open, "sh"), data, 0o755)
+		prov := filepath.Join(dir, "prov")
+		os.WriteFile(prov, []byte("#!"+filepath.Join(open, "sh")+"\nprintf v"), 0o755)
+		if _, err := New(Config{Name: "x", Command: []string{prov}}); err == nil || !strings.Contains(err.Error(), "interpreter") {
+			t.Errorf("New = %v; want the interpreter refused", err)
+		}
+	})
+	t.Run("replaced after start", func(t *testing.T) {
+		dir := t.TempDir()
+		prov, ran := filepath.Join(dir, "prov"), filepath.Join(dir, "ran")
+		write(prov, "printf v")
+		p, err := New(Config{Name: "x", Command: []string{prov}, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := p.Get(context.Background(), "k", ""); err != nil || string(v.Value) != "v" {
+			t.Fatalf("Get = %q, %v", v.Value, err)
+		}
+		write(prov+".new", "touch "+ran+"; printf evil")
+		if err := os.Rename(prov+".new", prov); err != nil {
+			t.Fatal(err)
+		}
+		before := Refused()
+		if _, err := p.Get(context.Background(), "k", ""); !errors.Is(err, resolver.ErrUnavailable) || !strings.Contains(err.Error(), "changed") {
+			t.Errorf("Get after the program was replaced = %v; want it refused", err)
+		}
+		if _, err := os.Stat(ran); err == nil {
+			t.Error("the replacement ran")
+		}
+		if Refused() != before+1 {
+			t.Errorf("refused %d, want %d", Refused(), before+1)
+		}
+	})
+}
