@@ -98,3 +98,37 @@ func TestExecProvider(t *testing.T) {
 	}
 	os.Chmod(script, 0o755)
 }
+
+// Keys that start with '-' became options (cat MNT/p/--help ran `PROGRAM
+// get --help`), and a descendant that left the process group wrote into the
+// value after the program exited.
+func TestExecProviderArgumentsAndDescendants(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "provider.sh")
+	ran := filepath.Join(dir, "ran-with")
+	late := filepath.Join(dir, "late")
+	body := `#!/bin/sh
+echo "$@" >> ` + ran + `
+case "$2" in
+late) setsid sh -c "sleep .5; printf LATE; touch ` + late + `" & sleep .2; printf early ;;
+*) printf 'value' ;;
+esac
+`
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := mount(t, nil, "--exec-provider", "sh="+script, "--timeout", "2s", "--env-allow", "NONE")
+	_, err := os.ReadFile(d.Path("sh", "--help"))
+	wantErrno(t, "sh/--help", err, syscall.ENOENT)
+	if data, _ := os.ReadFile(ran); strings.Contains(string(data), "--help") {
+		t.Errorf("the program ran with --help: %q", data)
+	}
+	if got, err := os.ReadFile(d.Path("sh", "late")); err != nil || string(got) != "early" {
+		t.Errorf("cat sh/late = %q, %v; want early (nothing written after the program exited)", got, err)
+	}
+	time.Sleep(time.Second)
+	if _, err := os.Stat(late); err == nil {
+		t.Error("the detached descendant outlived the call")
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,6 +91,13 @@ func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
 			return nil, err
 		}
 		cfg := exec.Config{Name: d.Name, Command: d.Command, Env: d.Env, Timeout: t, Concurrency: c.execConcurrency, Logger: log}
+		// The program runs under secretfs itself as its reaper, so that no
+		// descendant outlives it (setsid or not).
+		if self, err := os.Executable(); err == nil {
+			cfg.Reaper = []string{self, exec.ReaperCommand}
+		} else {
+			log.Warn("exec providers run without a reaper: a descendant that calls setsid may outlive a call", "error", err)
+		}
 		if d.User != "" {
 			uid, gid, _ := strings.Cut(d.User, ":")
 			u, err := strconv.ParseUint(uid, 10, 32)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 )
 
@@ -31,6 +32,10 @@ const (
 
 func main() {
 	args := os.Args[1:]
+	if len(args) > 0 && args[0] == exec.ReaperCommand {
+		// An exec provider's program, run under a reaper (see exec.Reap).
+		os.Exit(exec.Reap(args[1:]))
+	}
 	if filepath.Base(os.Args[0]) == helperName {
 		args = append([]string{"mount-helper"}, args...)
 	}

@@ -15,9 +15,9 @@
 //
 // The child runs with stdin from /dev/null, an environment of PATH, HOME
 // and the names the configuration passes, in a process group of its own
-// that is killed when the call ends (so no grandchild outlives it, unless
-// it leaves the group with setsid), and with stdout bounded (1 MiB by
-// default). The first line of its stderr, cut short, goes to the log;
+// that is killed when the call ends, under a reaper (Config.Reaper, see
+// Reap) that ends every descendant, setsid or not, when the program exits,
+// and with stdout bounded (1 MiB by default). The first line of its stderr, cut short, goes to the log;
 // stdout never does. At most Concurrency calls run at once.
 //
 // It refuses, as sshd's StrictModes does, a program that is writable by
@@ -52,6 +52,10 @@ import (
 // DefaultMaxOutput bounds a program's stdout.
 const DefaultMaxOutput = 1 << 20
 
+// reaperGrace is how long a reaper has, after the deadline, to end the
+// program's descendants before it is killed with its group.
+const reaperGrace = time.Second
+
 // DefaultConcurrency bounds the calls of one provider at once.
 const DefaultConcurrency = 4
 
@@ -65,6 +69,11 @@ type Config struct {
 	Concurrency int
 	// Credential, when set, runs the program as another uid and gid.
 	Credential *syscall.Credential
+	// Reaper, when set, is the command the program runs under (secretfs
+	// exec-reaper, see Reap): every descendant is killed when it exits,
+	// setsid or not. Without it, a process group holds them, which a
+	// descendant that calls setsid leaves.
+	Reaper []string
 	Logger     *slog.Logger
 }
 
@@ -350,12 +359,23 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
-	cmd := osexec.CommandContext(ctx, p.path, append(p.cfg.Command[1:len(p.cfg.Command):len(p.cfg.Command)], args...)...)
+	argv := append([]string{p.path}, p.cfg.Command[1:]...)
+	argv = append(argv, args...)
+	if len(p.cfg.Reaper) > 0 {
+		argv = append(append([]string{}, p.cfg.Reaper...), argv...)
+	}
+	cmd := osexec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = nil // /dev/null
 	cmd.Env = p.env()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.cfg.Credential}
-	// On the deadline the whole process group goes, grandchildren too.
+	// On the deadline the whole process group goes, grandchildren too; a
+	// reaper is asked first, so that it ends the descendants that left the
+	// group, and is killed with the group if it does not exit in time.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	if len(p.cfg.Reaper) > 0 {
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = reaperGrace
+	}
 	// The pipes are files of our own, so that Wait returns when the
 	// program exits, even if a grandchild still holds them: the group is
 	// killed then, and the readers see the end.

@@ -216,3 +216,45 @@ func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 		}
 	})
 }
+
+// A descendant that left the process group (setsid) wrote into the value
+// after the program exited: `setsid sh -c "sleep .5; printf LATE" & printf
+// early` gave "earlyLATE". Under a reaper every descendant is ended when
+// the program exits, and nothing written after is part of a value.
+func TestLateOutputOfADetachedDescendantIsNoPartOfTheValue(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	late := filepath.Join(dir, "late")
+	p := script(t, `setsid sh -c "sleep .5; printf LATE; touch `+late+`" & sleep .2; printf early`,
+		Config{Timeout: 5 * time.Second, Reaper: []string{self, ReaperCommand}})
+	v, err := p.Get(context.Background(), "k", "")
+	if err != nil || string(v.Value) != "early" {
+		t.Errorf("Get = %q, %v; want early", v.Value, err)
+	}
+	time.Sleep(time.Second)
+	if _, err := os.Stat(late); err == nil {
+		t.Error("the detached descendant outlived the call")
+	}
+	// The deadline: the reaper ends the descendants too.
+	hung := filepath.Join(dir, "hung")
+	p = script(t, `setsid sh -c "sleep 1.5; touch `+hung+`" & sleep 30`,
+		Config{Timeout: 300 * time.Millisecond, Reaper: []string{self, ReaperCommand}})
+	if _, err := p.Get(context.Background(), "k", ""); !errors.Is(err, resolver.ErrUnavailable) {
+		t.Errorf("Get past the deadline = %v, want ErrUnavailable", err)
+	}
+	time.Sleep(2 * time.Second)
+	if _, err := os.Stat(hung); err == nil {
+		t.Error("a detached descendant outlived the deadline")
+	}
+}
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == ReaperCommand {
+		os.Exit(Reap(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
