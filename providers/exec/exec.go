@@ -74,7 +74,7 @@ type Config struct {
 	// setsid or not. Without it, a process group holds them, which a
 	// descendant that calls setsid leaves.
 	Reaper []string
-	Logger     *slog.Logger
+	Logger *slog.Logger
 }
 
 // Provider runs a program for each call. It is safe for concurrent use.
