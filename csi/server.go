@@ -71,6 +71,12 @@ type Backend struct {
 	// Params are the class parameters that configure the provider; with
 	// the namespace and service account they make the identity.
 	Params []string
+	// Endpoint is the class parameter naming where the backend is
+	// (vaultAddress), and Allowed says whether the node lets classes name
+	// an address: a pod's token goes nowhere the node operator did not
+	// list. A class that names an address needs Allowed.
+	Endpoint string
+	Allowed  func(addr string) bool
 	// Open opens the provider for one identity. ctx bounds the opening
 	// (a first login).
 	Open func(ctx context.Context, id Identity) (resolver.Provider, error)
@@ -394,6 +400,10 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 		return Identity{}, b, "", &ParamError{Param: ParamObjects, Problem: fmt.Sprintf("provider %q is not offered to pods (offered: %s)",
 			provider, strings.Join(s.Providers(), ", "))}
 	}
+	if addr := req.Params[b.Endpoint]; b.Endpoint != "" && addr != "" && (b.Allowed == nil || !b.Allowed(addr)) {
+		return Identity{}, b, "", &ParamError{Param: b.Endpoint, Problem: fmt.Sprintf(
+			"%q is not an address this node lets classes name (the node's own, or --%s-allowed-address)", addr, provider)}
+	}
 	id := Identity{Provider: provider, Namespace: req.Pod.Namespace, ServiceAccount: req.Pod.ServiceAccount, Settings: make(map[string]string)}
 	for _, p := range b.Params {
 		if v, ok := req.Params[p]; ok {
@@ -411,9 +421,14 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 		id.NodeCredentials = true
 		return id, b, "", nil
 	}
-	aud := b.DefaultAudience
-	if a := req.Params[b.Audience]; a != "" {
-		aud = a
+	aud := s.audience(req, b)
+	// A token for another backend's audience (sts.amazonaws.com for a
+	// Vault login) would be accepted there: it never goes elsewhere.
+	for _, o := range s.opts.Backends {
+		if o.Name != b.Name && o.Audience != "" && s.audience(req, o) == aud {
+			return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
+				"audience %q is the one %s logins use: a %s login never uses another backend's audience", aud, o.Name, b.Name)}
+		}
 	}
 	tok, ok := req.Tokens[aud]
 	if !ok {
@@ -425,6 +440,14 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 			provider, aud, req.Pod.Namespace, req.Pod.ServiceAccount, resolver.ErrPermission)
 	}
 	return id, b, tok, nil
+}
+
+// audience is the audience of the pod's token a login at b uses.
+func (s *Server) audience(req *Request, b Backend) string {
+	if a := req.Params[b.Audience]; a != "" {
+		return a
+	}
+	return b.DefaultAudience
 }
 
 // tokenSubject is the sub claim of a JWT, read without checking the

@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"encoding/base64"
 	"fmt"
 	"strings"
@@ -63,7 +64,8 @@ func (p *fakeProvider) Get(_ context.Context, key, _ string) (resolver.Secret, e
 func newServer(t *testing.T, s *store, allowNode bool) *Server {
 	t.Helper()
 	b := Backend{Name: "fake", Role: ParamVaultRole, Audience: ParamVaultAudience, DefaultAudience: "vault",
-		Params: []string{ParamVaultRole},
+		Params: []string{ParamVaultRole, ParamVaultAddress, ParamVaultAudience}, Endpoint: ParamVaultAddress,
+		Allowed: func(addr string) bool { return addr == "https://vault.node:8200" },
 		Open: func(_ context.Context, id Identity) (resolver.Provider, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -75,7 +77,11 @@ func newServer(t *testing.T, s *store, allowNode bool) *Server {
 			}
 			return &fakeProvider{s: s, sa: id.ServiceAccount}, nil
 		}}
-	srv, err := New(Options{Backends: []Backend{b}, AllowNodeCredentials: allowNode, MaxIdentities: 3, MaxPerNamespace: 2,
+	// Another backend, whose audience a fake login must never use.
+	other := Backend{Name: "other", Role: ParamAWSRoleARN, Audience: ParamAWSAudience, DefaultAudience: DefaultAWSAudience,
+		Params: []string{ParamAWSRoleARN, ParamAWSAudience},
+		Open:   func(context.Context, Identity) (resolver.Provider, error) { return nil, errors.New("not used") }}
+	srv, err := New(Options{Backends: []Backend{b, other}, AllowNodeCredentials: allowNode, MaxIdentities: 3, MaxPerNamespace: 2,
 		Cache: cache.Options{TTL: 1 << 40}})
 	if err != nil {
 		t.Fatal(err)
@@ -238,6 +244,10 @@ func TestIdentityNeedsARoleAndAToken(t *testing.T) {
 		{"the pod's own token", false, map[string]string{AttrTokens: `{"vault":{"token":"` + jwtOf("system:serviceaccount:ns-a:a") + `"}}`}, codes.OK, ""},
 		{"provider not offered", false, map[string]string{ParamObjects: "- ref: env:HOME\n  path: x\n"}, codes.InvalidArgument, `"env" is not offered`},
 		{"missing secret", false, map[string]string{ParamObjects: "- ref: fake:a/none\n  path: x\n"}, codes.NotFound, "fake:a/none"},
+		// A class chose where a pod's token goes, and for which audience.
+		{"an address the node does not list", false, map[string]string{ParamVaultAddress: "https://attacker.example:8200"}, codes.InvalidArgument, "parameter " + ParamVaultAddress},
+		{"an address the node lists", false, map[string]string{ParamVaultAddress: "https://vault.node:8200"}, codes.OK, ""},
+		{"another backend's audience", false, map[string]string{ParamVaultAudience: DefaultAWSAudience, AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, "parameter " + ParamVaultAudience},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t, s, tc.allowNode)

@@ -435,6 +435,7 @@ func TestCSIInvalidParameters(t *testing.T) {
 	k := awsFixture(t)
 	p := startCSI(t, csiEnv(t, k, nil))
 	good := "- ref: aws:x\n  path: x\n"
+	vaultObj := "- ref: vault:secret/x#a\n  path: x\n"
 	for _, tc := range []struct {
 		name   string
 		params map[string]string
@@ -460,6 +461,10 @@ func TestCSIInvalidParameters(t *testing.T) {
 		{"unknown parameter", map[string]string{"objects": good, "awsRolearn": roleA}, "awsRolearn"},
 		{"a template past the limits", map[string]string{"objects": "- template: '{{ repeat 100000000 \"x\" }}'\n  path: x\n"}, "objects[0].template"},
 		{"no token for the audience", map[string]string{"objects": good, "awsRoleArn": roleA, "awsAudience": "elsewhere"}, "csi.storage.k8s.io/serviceAccount.tokens"},
+		// A class chose where a pod's token went, and for which audience.
+		{"vaultAddress the node does not list", map[string]string{"objects": vaultObj, "vaultRole": "r", "vaultAddress": "https://attacker.example:8200"}, "vaultAddress"},
+		{"vaultAudience of AWS", map[string]string{"objects": vaultObj, "vaultRole": "r", "vaultAudience": "sts.amazonaws.com"}, "vaultAudience"},
+		{"awsAudience of Vault", map[string]string{"objects": good, "awsRoleArn": roleA, "awsAudience": "vault"}, "awsAudience"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := p.mount(t, podOf(t, "a", "bad"), tc.params, t.TempDir())

@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -19,6 +21,14 @@ import (
 
 func init() {
 	backends = append(backends, backend{name: vault.Name, flags: vaultFlags})
+}
+
+// sameAddress reports whether two Vault addresses name one place: the same
+// scheme, host and port (a trailing slash, case of the host aside).
+func sameAddress(a, b string) bool {
+	ua, err1 := url.Parse(strings.TrimRight(a, "/"))
+	ub, err2 := url.Parse(strings.TrimRight(b, "/"))
+	return err1 == nil && err2 == nil && ua.Scheme == ub.Scheme && strings.EqualFold(ua.Host, ub.Host) && ua.Path == ub.Path
 }
 
 func vaultFlags(set *pflag.FlagSet) opener {
@@ -33,6 +43,7 @@ func vaultFlags(set *pflag.FlagSet) opener {
 	set.StringVar(&c.Role, "vault-role", "", "role to log in as (kubernetes and jwt auth)")
 	set.StringVar(&c.JWTFile, "vault-jwt-file", "", "file holding the JWT, read at every login (kubernetes default: "+vault.DefaultKubernetesJWT+")")
 	set.StringSliceVar(&c.Mounts, "vault-mounts", nil, "KV mounts to list at the top, for tokens that may not list mounts (e.g. secret,kv)")
+	allowed := set.StringArray("vault-allowed-address", nil, "a Vault address a SecretProviderClass may name as vaultAddress (repeatable; default: only --vault-addr)")
 	return opener{
 		open: func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
 			c := c
@@ -40,7 +51,15 @@ func vaultFlags(set *pflag.FlagSet) opener {
 			return vault.New(ctx, c)
 		},
 		csi: csi.Backend{Role: csi.ParamVaultRole, Audience: csi.ParamVaultAudience, DefaultAudience: csi.DefaultVaultAudience,
-			Params: []string{csi.ParamVaultAddress, csi.ParamVaultRole, csi.ParamVaultAuthMount, csi.ParamVaultNamespace, csi.ParamVaultAudience}},
+			Params:   []string{csi.ParamVaultAddress, csi.ParamVaultRole, csi.ParamVaultAuthMount, csi.ParamVaultNamespace, csi.ParamVaultAudience},
+			Endpoint: csi.ParamVaultAddress,
+			Allowed: func(addr string) bool {
+				list := *allowed
+				if len(list) == 0 {
+					list = []string{cmp.Or(c.Address, os.Getenv("VAULT_ADDR"))}
+				}
+				return slices.ContainsFunc(list, func(a string) bool { return a != "" && sameAddress(a, addr) })
+			}},
 		pod: func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error) {
 			c := c
 			c.Logger = log
