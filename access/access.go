@@ -30,13 +30,14 @@
 // path matches only in a rule that also pins where it runs (cgroups), and
 // never otherwise.
 //
-// A cgroup proves where a process runs only if the caller could not have
+// A cgroup proves where a process runs only if nobody but root could have
 // made it. On systemd hosts a user's user@UID.service subtree is delegated
-// to that user, who can create any name below it. A cgroup whose directory
-// (or cgroup.procs) the caller's uid owns or may write is delegated: it
-// matches no cgroups entry unless the rule says delegated: true (rootless
-// containers), and it names no container in the audit. Root is not asked:
-// it can place a process anywhere.
+// to that user, who can create any name below it (and chown it to a subuid
+// of theirs). A cgroup in a subtree whose directory or cgroup.procs, at any
+// level from the root down, is owned by a user other than root or writable
+// by group or others is delegated: it matches no cgroups entry unless the
+// rule says delegated: true (rootless containers), and it names no
+// container in the audit.
 //
 // An exe check is defence in depth, not a boundary: a process that can
 // ptrace or LD_PRELOAD an allowed program gets its rights.
@@ -248,9 +249,9 @@ type Caller struct {
 	OtherMntNS bool
 	Cgroup     string
 	CgroupErr  error
-	// CgroupDir and CgroupProcs are the owners and modes of the cgroup's
-	// directory and its cgroup.procs, which say whether it is delegated.
-	CgroupDir, CgroupProcs File
+	// DelegatedAt is, where the cgroup is delegated, the cgroup on its
+	// path (it or one above) that is: see Delegated.
+	DelegatedAt string
 }
 
 // File is what stat says of a file: which it is, its owner and mode.
@@ -260,27 +261,14 @@ type File struct {
 	Mode     uint32
 }
 
-// writableBy reports whether a caller with uid, gid and groups owns f or
-// may write it by its mode bits.
-func (f File) writableBy(uid, gid uint32, groups []uint32) bool {
-	switch {
-	case f.UID == uid:
-		return true
-	case f.Mode&0o020 != 0 && (f.GID == gid || slices.Contains(groups, f.GID)):
-		return true
-	}
-	return f.Mode&0o002 != 0
-}
-
-// Delegated reports whether the caller's cgroup is one it may have made or
-// moved itself into: its directory or cgroup.procs is the caller's, or
-// writable by it. Root is never said to be delegated to.
-func (c Caller) Delegated() bool {
-	if c.UID == 0 || c.CgroupErr != nil {
-		return false
-	}
-	return c.CgroupDir.writableBy(c.UID, c.GID, c.Groups) || c.CgroupProcs.writableBy(c.UID, c.GID, c.Groups)
-}
+// Delegated reports whether the caller's cgroup lies in a delegated
+// subtree: it, or a cgroup above it, has a directory or cgroup.procs owned
+// by a user other than root or writable by group or others. Whoever owns
+// or may write it can create cgroups below it with any name, and move
+// processes into them (a user's user@UID.service on systemd hosts, and,
+// through subuids, any uid that user maps). It is judged from the cgroup,
+// whoever the caller is.
+func (c Caller) Delegated() bool { return c.CgroupErr == nil && c.DelegatedAt != "" }
 
 // Container is the id of the container the caller's cgroup names, or ""
 // (no container, or a delegated cgroup, whose name the caller chose).
@@ -325,7 +313,7 @@ func (r *Rule) Permits(c Caller) (bool, string) {
 			return false, fmt.Sprintf("the caller's cgroup cannot be read: %v", c.CgroupErr)
 		}
 		if !a.Delegated && c.Delegated() {
-			return false, fmt.Sprintf("cgroup %q is delegated to uid %d (it may write it): it matches only a rule with delegated: true", c.Cgroup, c.UID)
+			return false, fmt.Sprintf("cgroup %q is in a delegated subtree (%s is not root's alone): its name may be anyone's choice, and it matches only a rule with delegated: true", c.Cgroup, c.DelegatedAt)
 		}
 		if !slices.ContainsFunc(a.cgroups, func(re *regexp.Regexp) bool { return re.MatchString(c.Cgroup) }) {
 			return false, fmt.Sprintf("cgroup %q matches none of %q", c.Cgroup, a.Cgroups)
@@ -436,16 +424,17 @@ func (rs *Rules) Decide(paths []string, caller func() Caller) (r *Rule, denied b
 	return r, false, ""
 }
 
-// ModePermits reports whether a caller may read a file of owner and mode a
-// by the kernel's check of mode bits (default_permissions), as root may.
-func ModePermits(a Attr, c Caller) bool {
+// ModeAllows reports whether the kernel's check of mode bits
+// (default_permissions) lets a caller do want (0o4 read, 0o1 enter) to a
+// file of owner and mode a, as root may.
+func ModeAllows(a Attr, c Caller, want uint32) bool {
 	switch {
 	case c.UID == 0:
 		return true
 	case c.UID == a.UID:
-		return a.Mode&0o400 != 0
+		return a.Mode&(want<<6) != 0
 	case c.GID == a.GID || slices.Contains(c.Groups, a.GID):
-		return a.Mode&0o040 != 0
+		return a.Mode&(want<<3) != 0
 	}
-	return a.Mode&0o004 != 0
+	return a.Mode&want != 0
 }

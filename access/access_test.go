@@ -62,8 +62,7 @@ func TestMatchAndPermits(t *testing.T) {
 	if *r.UID != 1000 || *r.Mode != 0o440 {
 		t.Errorf("rule 1: uid %d mode %o", *r.UID, *r.Mode)
 	}
-	good := Caller{UID: 1000, GID: 5, Groups: []uint32{2000}, Exe: "/opt/x/bin/tool", ExeHere: true, Cgroup: "/system.slice/docker-3f9cabc.scope",
-		CgroupDir: File{UID: 0, GID: 0, Mode: 0o755}, CgroupProcs: File{UID: 0, GID: 0, Mode: 0o644}}
+	good := Caller{UID: 1000, GID: 5, Groups: []uint32{2000}, Exe: "/opt/x/bin/tool", ExeHere: true, Cgroup: "/system.slice/docker-3f9cabc.scope"}
 	tests := []struct {
 		name   string
 		change func(*Caller)
@@ -80,9 +79,7 @@ func TestMatchAndPermits(t *testing.T) {
 		{"unreadable cgroup", func(c *Caller) { c.CgroupErr = errors.New("gone") }, false, "cannot be read"},
 		{"the path names another file here", func(c *Caller) { c.ExeHere = false }, false, "not the file"},
 		{"another mount namespace, where the rule pins the cgroup", func(c *Caller) { c.ExeHere, c.OtherMntNS = false, true }, true, ""},
-		{"a cgroup the caller owns", func(c *Caller) { c.CgroupDir.UID = 1000 }, false, "delegated"},
-		{"a cgroup.procs the caller's group may write", func(c *Caller) { c.CgroupProcs.GID, c.CgroupProcs.Mode = 2000, 0o664 }, false, "delegated"},
-		{"a cgroup anyone may write", func(c *Caller) { c.CgroupDir.Mode = 0o777 }, false, "delegated"},
+		{"a delegated cgroup", func(c *Caller) { c.DelegatedAt = "/system.slice" }, false, "delegated"},
 	}
 	for _, tt := range tests {
 		c := good
@@ -113,7 +110,7 @@ func TestProgramIsMatchedByItsFile(t *testing.T) {
 	}
 	here := Caller{UID: 1000, Exe: "/usr/local/bin/myapp", ExeHere: true, Cgroup: "/user.slice"}
 	container := Caller{UID: 1000, Exe: "/usr/local/bin/myapp", OtherMntNS: true, Cgroup: "/system.slice/docker-3f9c0123.scope"}
-	delegated := Caller{UID: 1000, Cgroup: "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-3f9c0123.scope", CgroupDir: File{UID: 1000, Mode: 0o755}}
+	delegated := Caller{UID: 1000, Cgroup: "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-3f9c0123.scope", DelegatedAt: "/user.slice/user-1000.slice/user@1000.service"}
 	tests := []struct {
 		name, rule string
 		c          Caller
@@ -135,8 +132,8 @@ func TestProgramIsMatchedByItsFile(t *testing.T) {
 			}
 		})
 	}
-	if root := (Caller{UID: 0, Cgroup: "/system.slice/docker-3f9c.scope", CgroupDir: File{UID: 0, Mode: 0o755}}); root.Delegated() {
-		t.Error("a root-owned cgroup is delegated to root: root can place a process anywhere, and is not asked")
+	if root := delegated; func() bool { root.UID = 0; return !root.Delegated() }() {
+		t.Error("a root caller in a delegated cgroup (a setuid program the user ran there) is not delegated")
 	}
 	if got := delegated.Container(); got != "" {
 		t.Errorf("Container() of a delegated cgroup = %q, want none", got)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,9 +130,10 @@ func (ids *Identities) program(dir string, c *Caller) {
 	}
 }
 
-// cgroup reads the caller's cgroup, and the owners and modes of its
-// directory and cgroup.procs (whether it is delegated). A cgroup whose
-// directory cannot be found is an error in c.CgroupErr: whether the caller
+// cgroup reads the caller's cgroup, and whether it lies in a delegated
+// subtree (see Caller.Delegated), from its directory up to the root. A
+// cgroup whose directories cannot be read, or whose path leaves the root
+// (a caller in another cgroup namespace), is an error in c.CgroupErr: who
 // made it cannot be told.
 func (ids *Identities) cgroup(dir string, c *Caller) {
 	if c.Cgroup, c.CgroupErr = cgroup(dir); c.CgroupErr != nil {
@@ -141,18 +143,26 @@ func (ids *Identities) cgroup(dir string, c *Caller) {
 		c.CgroupErr = errors.New("cgroup v2 is not mounted here: whether the caller's cgroup is delegated cannot be told")
 		return
 	}
-	d := filepath.Join(ids.cgroot, filepath.Clean("/"+c.Cgroup))
-	var st unix.Stat_t
-	if err := unix.Stat(d, &st); err != nil {
-		c.CgroupErr = fmt.Errorf("cgroup directory: %w", err)
+	if !strings.HasPrefix(c.Cgroup, "/") || slices.Contains(strings.Split(c.Cgroup, "/"), "..") {
+		c.CgroupErr = fmt.Errorf("cgroup %q is outside secretfs's cgroup namespace", c.Cgroup)
 		return
 	}
-	c.CgroupDir = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
-	if err := unix.Stat(d+"/cgroup.procs", &st); err != nil {
-		c.CgroupErr = fmt.Errorf("cgroup.procs: %w", err)
-		return
+	for p := c.Cgroup; ; p = filepath.Dir(p) {
+		d := filepath.Join(ids.cgroot, p)
+		for _, f := range []string{d, d + "/cgroup.procs"} {
+			var st unix.Stat_t
+			if err := unix.Stat(f, &st); err != nil {
+				c.CgroupErr = fmt.Errorf("cgroup %s: %w", p, err)
+				return
+			}
+			if st.Uid != 0 || st.Mode&0o022 != 0 {
+				c.DelegatedAt = p
+			}
+		}
+		if p == "/" {
+			return
+		}
 	}
-	c.CgroupProcs = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
 }
 
 // procIno is the inode number of /proc/PID: one stat, on every open in

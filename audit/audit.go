@@ -52,7 +52,10 @@ type Record struct {
 	Exe    string    `json:"exe,omitempty"`     // the program's path, in the caller's mount namespace
 	ExeDev string    `json:"exe_dev,omitempty"` // the program's file: its device, MAJOR:MINOR,
 	ExeIno uint64    `json:"exe_ino,omitempty"` // and inode
-	MntNS  uint64    `json:"mnt_ns,omitempty"`  // the caller's mount namespace (inode)
+	// ExeNotAtPath: the caller runs in secretfs's mount namespace, and
+	// Exe, there, is not the file it runs (a path of another namespace).
+	ExeNotAtPath bool   `json:"exe_not_at_path,omitempty"`
+	MntNS        uint64 `json:"mnt_ns,omitempty"` // the caller's mount namespace (inode)
 	// OtherMntNS: the caller runs in another mount namespace than
 	// secretfs's (a container), where Exe names a file of its own.
 	OtherMntNS bool   `json:"other_mnt_ns,omitempty"`
@@ -83,10 +86,18 @@ type Log struct {
 
 // line is one record on its way to the trail.
 type line struct {
-	b         []byte
-	abandoned atomic.Bool // its writer gave up: not to be written
-	done      chan error  // capacity 1
+	b     []byte
+	state atomic.Int32 // pending, then taken (by the writer) or abandoned (by Write)
+	done  chan error   // capacity 1
 }
+
+// States of a line: a line is written only if the writer takes it before
+// Write gives up on it, and a line given up on is never written.
+const (
+	pending int32 = iota
+	taken
+	abandoned
+)
 
 // Records of concurrent opens are written together, at most this many or
 // this many bytes in one write.
@@ -140,8 +151,8 @@ func (l *Log) writer() {
 		}
 		live := batch[:0]
 		for _, ln := range batch {
-			if ln.abandoned.Load() {
-				continue
+			if !ln.state.CompareAndSwap(pending, taken) {
+				continue // its open already failed: never to be written
 			}
 			buf = append(buf, ln.b...)
 			ends = append(ends, len(buf))
@@ -305,7 +316,7 @@ func (l *Log) Write(rec Record) error {
 	select {
 	case l.lines <- ln:
 	case <-deadline.C:
-		ln.abandoned.Store(true)
+		ln.state.Store(abandoned)
 		l.failures.Add(1)
 		return fmt.Errorf("audit: %w within %v", ErrStalled, l.within)
 	}
@@ -313,6 +324,9 @@ func (l *Log) Write(rec Record) error {
 	select {
 	case err = <-ln.done:
 	case <-deadline.C:
+		// Not taken yet: it never will be. Taken: it is in the write the
+		// writer is stuck on, and may reach the trail when the sink drains.
+		ln.state.CompareAndSwap(pending, abandoned)
 		l.failures.Add(1)
 		return fmt.Errorf("audit: %w within %v", ErrStalled, l.within)
 	}

@@ -263,8 +263,8 @@ func TestAppendRecordIsJSON(t *testing.T) {
 	for _, rec := range []Record{
 		{},
 		{Time: time.Date(2026, 12, 2, 16, 0, 0, 123456789, time.UTC), Op: "open", Ref: "env:A", Path: "env/A", Result: "ok", UID: 1, GID: 2, PID: 3},
-		{Time: time.Now(), Op: "denied", Ref: "x:\"q\"\\ <a&b> \u2028\u2029 \x01\t\n\r é", Refs: []string{"a", "b\x7f"}, Rule: "1:a/**", Reason: "why",
-			Exe: "/bin/cat", ExeDev: "8:1", ExeIno: 42, MntNS: 4026531841, OtherMntNS: true, Cgroup: "/a", Delegated: true, Container: "c"},
+		{Time: time.Now(), Op: "denied", Ref: "x:\"q\"\\ <a&b> \u2028\u2029 \x01\t\n\r\b\f\x1f é", Refs: []string{"a", "b\x7f"}, Rule: "1:a/**", Reason: "why",
+			Exe: "/bin/cat", ExeDev: "8:1", ExeIno: 42, ExeNotAtPath: true, MntNS: 4026531841, OtherMntNS: true, Cgroup: "/a", Delegated: true, Container: "c"},
 		{Ref: "bad\xffutf8"},
 	} {
 		want, err := json.Marshal(rec)
@@ -274,5 +274,41 @@ func TestAppendRecordIsJSON(t *testing.T) {
 		if got := appendRecord(nil, &rec); string(got) != string(want) {
 			t.Errorf("appendRecord = %s\nwant           %s", got, want)
 		}
+	}
+}
+
+// Records waiting in the queue when their opens gave up were written once
+// the sink drained, saying "ok" of opens that had failed. Only the record
+// the writer is stuck on may still reach the trail.
+func TestRecordsGivenUpOnAreNeverWritten(t *testing.T) {
+	g := &gated{open: make(chan struct{})}
+	l := newLog(g, nil)
+	l.within = 200 * time.Millisecond
+	defer l.Close()
+	errs := make(chan error, 5)
+	go func() { errs <- l.Write(Record{Op: "open", Ref: "env:STUCK"}) }()
+	for g.count() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 4 {
+		go func() { errs <- l.Write(Record{Op: "open", Ref: fmt.Sprintf("env:Q%d", i)}) }()
+	}
+	for range 5 {
+		if err := <-errs; !errors.Is(err, ErrStalled) {
+			t.Fatalf("Write = %v, want ErrStalled", err)
+		}
+	}
+	close(g.open) // the sink drains
+	if err := l.Write(Record{Op: "open", Ref: "env:AFTER"}); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	out := g.buf.String()
+	g.mu.Unlock()
+	if strings.Contains(out, "env:Q") {
+		t.Errorf("records given up on were written:\n%s", out)
+	}
+	if !strings.Contains(out, "env:AFTER") {
+		t.Errorf("the record after the drain is missing:\n%s", out)
 	}
 }

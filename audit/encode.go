@@ -36,6 +36,9 @@ func appendRecord(b []byte, rec *Record) []byte {
 	b = appendField(b, "exe", rec.Exe, true)
 	b = appendField(b, "exe_dev", rec.ExeDev, true)
 	b = appendUint(b, "exe_ino", rec.ExeIno, true)
+	if rec.ExeNotAtPath {
+		b = append(b, `,"exe_not_at_path":true`...)
+	}
 	b = appendUint(b, "mnt_ns", rec.MntNS, true)
 	if rec.OtherMntNS {
 		b = append(b, `,"other_mnt_ns":true`...)
@@ -93,6 +96,10 @@ func appendString(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
 			default:
 				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 			}

@@ -2,8 +2,8 @@ package csi
 
 import (
 	"context"
-	"errors"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"

@@ -106,10 +106,13 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	entries := dots(n.EmbeddedInode(), len(names))
 	var files []string
 	self := n.EmbeddedInode()
+	hidden := n.sys.hiddenFrom(ctx)
 	for _, s := range names {
 		mode := uint32(syscall.S_IFREG)
 		if strings.HasSuffix(s.entry, "/") {
 			mode = syscall.S_IFDIR
+		} else if hidden(n.provider + "/" + n.key(s.entry)) {
+			continue // a caller its allow rule denies: no name, and nothing read ahead
 		} else if len(files) < maxPrefetch {
 			files = append(files, n.key(s.entry))
 		}
@@ -166,8 +169,12 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			}
 			if !exact && strings.HasSuffix(name, "@") {
 				// A secret named exactly "x@" the page did not show still
-				// wins over the current version of "x".
+				// wins over the current version of "x". Its rules, and x's,
+				// are checked before it is read.
 				ref := resolver.Reference{Provider: n.provider, Key: n.key(name)}
+				if errno := n.sys.gate(ctx, n.path(name), ref.String(), []string{secretPath(ref), n.provider + "/" + strings.TrimSuffix(ref.Key, "@")}); errno != 0 {
+					return nil, errno
+				}
 				if _, err := n.sys.get(ctx, ref); err == nil {
 					exact = true
 				}

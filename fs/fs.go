@@ -172,11 +172,7 @@ func (f *fsys) newPolicy(rs *access.Rules) *policy {
 // why says so), unless a rule for its own path or its own uid, gid or mode
 // grant more (wider says what).
 func TemplateAttr(rs *access.Rules, t *templates.Template, def, self access.Attr) (a access.Attr, why, wider string) {
-	var inputs []string
-	for _, ref := range t.Refs() {
-		inputs = append(inputs, secretPath(ref))
-	}
-	a, why, wider = rs.Own(TemplatePath(t), inputs, def, self)
+	a, why, wider = rs.Own(TemplatePath(t), TemplateInputs(t), def, self)
 	if t.UID == nil && t.GID == nil && t.Mode == nil {
 		return a, why, wider
 	}
@@ -194,6 +190,20 @@ func TemplateAttr(rs *access.Rules, t *templates.Template, def, self access.Attr
 		wider = w
 	}
 	return b, why, wider
+}
+
+// TemplateInputs are what rules match for the secrets t reads, known from
+// its text: each reference's secret, and for KEY@VERSION the secret named
+// exactly so too, which a read of it may serve instead.
+func TemplateInputs(t *templates.Template) []string {
+	var out []string
+	for _, ref := range t.Refs() {
+		out = append(out, secretPath(ref))
+		if ref.Version != "" {
+			out = append(out, ref.Provider+"/"+ref.Key+"@"+ref.Version)
+		}
+	}
+	return out
 }
 
 // TemplatePath is what rules match for a template's own file.
@@ -346,6 +356,29 @@ func (f *fsys) deniedAgain(pid uint32, path string) bool {
 // first when the kernel asks twice within one call.
 const sameCall = 100 * time.Millisecond
 
+// hiddenFrom returns whether, in audit mode, the caller of ctx is denied
+// the secret at a path by an allow rule: a directory listing leaves it out
+// for that caller, and reads nothing of it ahead. The caller is read once,
+// if a rule asks.
+func (f *fsys) hiddenFrom(ctx context.Context) func(path string) bool {
+	rs := f.policy.Load().rules
+	if !f.checkOpens || !rs.HasAllow() {
+		return func(string) bool { return false }
+	}
+	var caller *access.Caller
+	who := func() access.Caller {
+		if caller == nil {
+			c := f.caller(ctx)
+			caller = &c
+		}
+		return *caller
+	}
+	return func(path string) bool {
+		_, denied, _ := rs.Decide([]string{path}, who)
+		return denied
+	}
+}
+
 // guarded reports whether an allow rule governs any of paths: the kernel
 // keeps no name or attribute of such a file, so that every caller's stat
 // reaches gate.
@@ -387,6 +420,7 @@ func (f *fsys) recordAs(rec audit.Record, known *access.Caller, ctx context.Cont
 		rec.ExeIno = c.ExeFile.Ino
 	}
 	rec.MntNS, rec.OtherMntNS = c.MntNS, c.OtherMntNS
+	rec.ExeNotAtPath = c.ExeErr == nil && c.Exe != "" && !c.OtherMntNS && !c.ExeHere
 	rec.Delegated, rec.Container = c.Delegated(), c.Container()
 	if err := f.cfg.Audit.Write(rec); err != nil {
 		now := time.Now().Unix()

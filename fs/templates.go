@@ -66,10 +66,7 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	// learns nothing from its render (not its size).
 	path := TemplatesDir + "/" + name
 	self := resolver.Reference{Provider: TemplatesDir, Key: name}
-	inputs := []string{TemplatePath(t)}
-	for _, r := range t.Refs() {
-		inputs = append(inputs, secretPath(r))
-	}
+	inputs := append([]string{TemplatePath(t)}, TemplateInputs(t)...)
 	if errno := n.sys.gate(ctx, path, self.String(), inputs); errno != 0 {
 		return nil, errno
 	}

@@ -303,6 +303,7 @@ allow-other: true
 audit-log: /var/log/secretfs/audit.jsonl
 uid: 1000
 file-mode: "0444"
+dir-mode: "0555"
 templates:
   - name: t1
     source: `+tmpl+`
@@ -339,6 +340,8 @@ rules:
 		// Owners and modes: with allow-other the kernel checks them.
 		{[]string{"env/HOME", "--uid", "1001"}, 0, "mode 0444"},
 		{[]string{"aws/prod/db", "--uid", "1000", "--gid", "7", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope"}, 0, "owner 1000:0"},
+		// A cgroup in a delegated subtree is not where a container runs.
+		{[]string{"aws/prod/db", "--uid", "1000", "--exe", "/usr/local/bin/myapp", "--container", "--cgroup", "/system.slice/docker-3f9c.scope", "--delegated"}, 5, "delegated"},
 		// An absolute path is a path on the system: below no mount, refused.
 		{[]string{"/mnt/secrets/aws/prod/db", "--uid", "1000"}, 2, ""},
 	}
@@ -347,6 +350,15 @@ rules:
 		if code != tt.wantCode || !strings.Contains(out, tt.want) {
 			t.Errorf("check-access %v: exit %d, %q (%s); want %d and %q", tt.args, code, out, stderr, tt.wantCode, tt.want)
 		}
+	}
+	// Directories the caller may not enter, and a mount without allow-other.
+	os.WriteFile(conf, []byte("allow-other: true\nfile-mode: \"0444\"\n"), 0o600)
+	if out, _, code := secretfs(t, nil, "check-access", "--config", conf, "env/HOME", "--uid", "1001"); code != 5 || !strings.Contains(out, "directories") {
+		t.Errorf("behind directories of mode 0500: exit %d, %q; want denied by the directories' mode", code, out)
+	}
+	os.WriteFile(conf, []byte("file-mode: \"0444\"\n"), 0o600)
+	if out, _, code := secretfs(t, nil, "check-access", "--config", conf, "env/HOME", "--uid", "1000"); code != 5 || !strings.Contains(out, "allow-other") {
+		t.Errorf("without allow-other: exit %d, %q; want denied, only the mounting user enters", code, out)
 	}
 	os.WriteFile(conf, []byte("rules:\n  - path: \"a\"\n    mode: \"999\"\n"), 0o600)
 	if _, stderr, code := secretfs(t, nil, "check-access", "--config", conf, "a", "--uid", "0"); code != 2 || !strings.Contains(stderr, "rule 1") {

@@ -162,6 +162,14 @@ rules:
 	if rec := findRecord(t, audit, "open", "test/pod/key"); rec["container"] != id || rec["cgroup_delegated"] != nil {
 		t.Errorf("record %v: want container %s", rec, id)
 	}
+	// Another uid's (a subuid the user maps, in a namespace of its own):
+	// not the caller's, and still not root's alone.
+	if err := os.Chown(cg, 100000, 100000); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := read(d.Path("test", "pod", "key")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("in a cgroup a subuid owns: %q, %v; want Permission denied", out, err)
+	}
 	// The caller's own.
 	if err := os.Chown(cg, 1000, 1000); err != nil {
 		t.Fatal(err)
@@ -338,5 +346,51 @@ rules:
 	}
 	if denials < 5 {
 		t.Errorf("%d denial records, want one for each of the 5 denied stats", denials)
+	}
+}
+
+// A template of KEY@VERSION took its owner and mode from KEY's rule, though
+// a read of it serves the secret named exactly KEY@VERSION where one exists.
+func TestTemplateOfAnExactVersionNameIsNoLooser(t *testing.T) {
+	t.Parallel()
+	tmpl := filepath.Join(t.TempDir(), "t.tmpl")
+	os.WriteFile(tmpl, []byte(`{{ secret "test:faillist/db@v1" }}`), 0o644)
+	b := newTestBackend(t, map[string]string{"faillist/db": "plain", "faillist/db@v1": "exact"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/faillist/db@v1"
+    uid: 2000
+    mode: "0400"
+`, "--allow-other", "--file-mode", "0444", "--dir-mode", "0555", "--template", "t="+tmpl)
+	if out, err := as(1000, 1000, "", d.Path("test", "faillist", "db@v1")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Fatalf("db@v1 as uid 1000: %q, %v; want Permission denied", out, err)
+	}
+	if out, err := as(1000, 1000, "", d.Path("templates", "t")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("a template of db@v1 as uid 1000: %q, %v; want Permission denied", out, err)
+	}
+}
+
+// A directory listing showed a denied caller the names of secrets an allow
+// rule kept from it, and read them ahead.
+func TestListingLeavesOutWhatACallerMayNotRead(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"app/k1": "a", "app/k2": "b", "app/open": "c"})
+	d := rulesMount(t, b, `
+rules:
+  - path: "test/app/k*"
+    allow: {uids: [4242]}
+`, "--allow-other", "--file-mode", "0444", "--dir-mode", "0555")
+	ls := func(uid int) string {
+		out, err := exec.Command("setpriv", "--reuid", fmt.Sprint(uid), "--regid", fmt.Sprint(uid), "--clear-groups", "ls", d.Path("test", "app")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ls as %d: %v: %s", uid, err, out)
+		}
+		return strings.Join(strings.Fields(string(out)), ",")
+	}
+	if got := ls(1000); got != "open" {
+		t.Errorf("ls as a denied uid = %q, want open only", got)
+	}
+	if got := ls(4242); got != "k1,k2,open" {
+		t.Errorf("ls as the allowed uid = %q, want k1,k2,open", got)
 	}
 }

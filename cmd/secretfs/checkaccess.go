@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ import (
 	"github.com/secretfs/secretfs/templates"
 )
 
-const checkAccessUsage = `Usage: secretfs check-access [--config FILE] [--template NAME=FILE] PATH --uid N [--gid N] [--groups N,N] [--exe P] [--container] [--cgroup C]
+const checkAccessUsage = `Usage: secretfs check-access [--config FILE] [--template NAME=FILE] PATH --uid N [--gid N] [--groups N,N] [--exe P] [--container] [--cgroup C [--delegated]]
 Says which access rule of the config file decides for PATH (below the mount,
 such as aws/prod/db#password or templates/NAME, or a path on a secretfs
 mount), and why, for a caller with these ids, program and cgroup, as the
@@ -37,6 +38,7 @@ type checkAccessFlags struct {
 	conf, exe *string
 	cgroup    *string
 	container *bool
+	delegated *bool
 	uid, gid  *uint32
 	groups    *[]string
 	templates *[]string
@@ -52,6 +54,7 @@ func newCheckAccessFlags() checkAccessFlags {
 		groups:    set.StringSlice("groups", nil, "the caller's supplementary groups"),
 		exe:       set.String("exe", "", "the caller's executable (as /proc/PID/exe shows it): without --container, the file at that path here"),
 		container: set.Bool("container", false, "the caller runs in another mount namespace (a container): --exe is a path there"),
+		delegated: set.Bool("delegated", false, "the caller's cgroup is in a delegated subtree (not root's alone)"),
 		templates: set.StringArray("template", nil, "a template the mount renders, NAME=FILE (as mount's --template)"),
 		cgroup:    set.String("cgroup", "", "the caller's cgroup path (as /proc/PID/cgroup shows it)"),
 	}
@@ -107,6 +110,8 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 	}
 	if *cgroup == "" {
 		caller.CgroupErr = fmt.Errorf("not given (--cgroup)")
+	} else if *f.delegated {
+		caller.DelegatedAt = *cgroup
 	}
 	// What the mount matches: the secret a path reads, whatever its field
 	// or version; for a template its own path and every secret it reads.
@@ -123,10 +128,7 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 		if i < 0 {
 			return usagef("%s: no such template (give the mount's templates with --config or --template)", path)
 		}
-		paths = append(paths, fs.TemplatePath(tmpls[i]))
-		for _, ref := range tmpls[i].Refs() {
-			paths = append(paths, ref.Provider+"/"+ref.Key)
-		}
+		paths = append(append(paths, fs.TemplatePath(tmpls[i])), fs.TemplateInputs(tmpls[i])...)
 		attr, _, _ = fs.TemplateAttr(rules, tmpls[i], def, access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())})
 	} else {
 		ref, err := resolver.ParseKey(rest)
@@ -134,15 +136,27 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		paths = append(paths, provider+"/"+ref.Key)
-		attr = rules.Attr(paths[0], def)
+		if ref.Version != "" {
+			// A read of KEY@VERSION may serve the secret named exactly so,
+			// where one exists: both rules must allow.
+			paths = append(paths, provider+"/"+ref.Key+"@"+ref.Version)
+		}
+		attr, _ = rules.Combined(paths, def, access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())})
 	}
 	r, denied, why := rules.Decide(paths, func() access.Caller { return caller })
 	mode := fmt.Sprintf(" (owner %d:%d, mode %04o)", attr.UID, attr.GID, attr.Mode)
+	dir := access.Attr{UID: cfg.UID, GID: cfg.GID, Mode: cmp.Or(cfg.DirMode, 0o500)}
 	switch {
 	case denied:
 		fmt.Fprintf(stdout, "%s: denied by rule %s: %s%s\n", path, r.Name(), why, mode)
 		return &deniedError{}
-	case mo.AllowOther && !access.ModePermits(attr, caller):
+	case !mo.AllowOther && caller.UID != uint32(os.Getuid()):
+		fmt.Fprintf(stdout, "%s: denied: without allow-other only the user who mounts (taken as uid %d, who runs this) may enter the mount\n", path, os.Getuid())
+		return &deniedError{}
+	case mo.AllowOther && !access.ModeAllows(dir, caller, 0o1):
+		fmt.Fprintf(stdout, "%s: denied by the kernel's check of the directories' owner and mode (owner %d:%d, mode %04o): no audit record is written for it\n", path, dir.UID, dir.GID, dir.Mode)
+		return &deniedError{}
+	case mo.AllowOther && !access.ModeAllows(attr, caller, 0o4):
 		fmt.Fprintf(stdout, "%s: denied by the kernel's check of owner and mode%s: no audit record is written for it\n", path, mode)
 		return &deniedError{}
 	case r == nil && len(paths) > 1:
