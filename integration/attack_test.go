@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/secretfs/secretfs/internal/bombs"
 )
 
 // These tests attack access rules and the audit trail as a local user
@@ -392,5 +395,53 @@ rules:
 	}
 	if got := ls(4242); got != "k1,k2,open" {
 		t.Errorf("ls as the allowed uid = %q, want k1,k2,open", got)
+	}
+}
+
+// vmHWM is the peak resident memory of a process, in bytes.
+func vmHWM(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(rest, &kb)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// Templates rendered in the daemon, bounded by a list of known bombs that
+// every review added to. Renders now run in a worker process under
+// rlimits: every bomb fails within 5 s, and the daemon's peak memory stays
+// under 320 MB.
+func TestTemplateBombsLeaveTheDaemonAlone(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	args := []string{"--env-allow", "NONE"}
+	for i, text := range bombs.List {
+		p := filepath.Join(dir, fmt.Sprintf("b%02d.tmpl", i))
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--template", fmt.Sprintf("b%02d=%s", i, p))
+	}
+	d := mount(t, nil, args...)
+	for i, text := range bombs.List {
+		start := time.Now()
+		_, err := os.ReadFile(d.Path("templates", fmt.Sprintf("b%02d", i)))
+		if el := time.Since(start); !errors.Is(err, syscall.EIO) || el > 5*time.Second {
+			t.Errorf("bomb %d (%.60s): %v after %v; want EIO within 5 s", i, text, err, el)
+		}
+	}
+	if peak := vmHWM(t, d.cmd.Process.Pid); peak > 320<<20 {
+		t.Errorf("the daemon's peak RSS is %d MB, want under 320 MB", peak>>20)
+	} else {
+		t.Logf("the daemon's peak RSS: %d MB after %d bombs", peak>>20, len(bombs.List))
 	}
 }

@@ -38,6 +38,7 @@ type Template struct {
 	UID    *uint32
 	GID    *uint32
 	Mode   *uint32
+	text   string // as parsed: a render worker parses it again
 	tmpl   *template.Template
 	refs   []resolver.Reference
 	// untrusted: the short list of functions (ParseUntrusted).
@@ -72,7 +73,7 @@ func parseTemplate(name, source, text string, untrusted bool) (*Template, error)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
 	}
-	t := &Template{Name: name, Source: source, tmpl: tmpl, untrusted: untrusted}
+	t := &Template{Name: name, Source: source, text: text, tmpl: tmpl, untrusted: untrusted}
 	lits, err := check(tmpl, func(s string) error { _, err := resolver.Parse(s); return err })
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", name, err)
@@ -121,10 +122,6 @@ func ParseFile(name, path string) (*Template, error) {
 // with no I/O. The slots bound CPU only: a slow backend never delays a
 // template that does not read it.
 func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.Reference, error) {
-	type fetched struct {
-		v   []byte
-		err error
-	}
 	vals := make([]fetched, len(t.refs))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, fetchers)
@@ -143,9 +140,25 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	case <-ctx.Done():
 		return nil, nil, fmt.Errorf("template %s: waiting for a render slot: %w", t.Name, ctx.Err())
 	}
+	if w := worker.Load(); w != nil {
+		out, err := t.renderInWorker(ctx, *w, vals)
+		return out, slices.Clone(t.refs), err
+	}
+	out, err := t.execute(ctx, vals)
+	return out, slices.Clone(t.refs), err
+}
+
+// fetched is a secret's value as read for a render, or why it could not be.
+type fetched struct {
+	v   []byte
+	err error
+}
+
+// execute renders t in this process with the values read.
+func (t *Template) execute(ctx context.Context, vals []fetched) ([]byte, error) {
 	tmpl, err := t.tmpl.Clone()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	b := &budget{ctx: ctx}
 	fm := funcs(base, b, t.untrusted)
@@ -171,9 +184,9 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	tmpl.Funcs(fm)
 	var out limitedBuffer
 	if err := tmpl.Execute(&out, nil); err != nil {
-		return nil, slices.Clone(t.refs), fmt.Errorf("template %s: %w", t.Name, withheld(err))
+		return nil, fmt.Errorf("template %s: %w", t.Name, withheld(err))
 	}
-	return out.b, slices.Clone(t.refs), nil
+	return out.b, nil
 }
 
 // secretError is a reference that could not be read: it names the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -112,4 +113,16 @@ func TestSlowBackendDelaysNoOtherTemplate(t *testing.T) {
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("it took %v, want no wait on the slow backend", el)
 	}
+}
+
+// TestMain runs the tests' renders in render workers, as secretfs does:
+// the test binary is the worker (`render-worker`).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == WorkerCommand {
+		os.Exit(ServeWorker(os.Stdin, os.Stdout))
+	}
+	if os.Getenv("SECRETFS_TEMPLATES_IN_PROCESS") == "" { // to compare with limits.go alone
+		UseWorker([]string{os.Args[0], WorkerCommand})
+	}
+	os.Exit(m.Run())
 }

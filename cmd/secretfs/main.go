@@ -17,6 +17,7 @@ import (
 
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
+	"github.com/secretfs/secretfs/templates"
 )
 
 // Exit codes, one per kind of failure, so that scripts can tell them apart.
@@ -35,6 +36,16 @@ func main() {
 	if len(args) > 0 && args[0] == exec.ReaperCommand {
 		// An exec provider's program, run under a reaper (see exec.Reap).
 		os.Exit(exec.Reap(args[1:]))
+	}
+	if len(args) > 0 && args[0] == templates.WorkerCommand {
+		// One template's render, in a process of its own (see templates).
+		os.Exit(templates.ServeWorker(os.Stdin, os.Stdout))
+	}
+	// Every render runs in a worker: secretfs itself, as render-worker.
+	if self, err := os.Executable(); err == nil {
+		templates.UseWorker([]string{self, templates.WorkerCommand})
+	} else {
+		fmt.Fprintln(os.Stderr, "secretfs: templates render in this process, bounded by their checks alone:", err)
 	}
 	if filepath.Base(os.Args[0]) == helperName {
 		args = append([]string{"mount-helper"}, args...)
