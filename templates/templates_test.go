@@ -115,14 +115,70 @@ func TestSlowBackendDelaysNoOtherTemplate(t *testing.T) {
 	}
 }
 
-// TestMain runs the tests' renders in render workers, as secretfs does:
-// the test binary is the worker (`render-worker`).
+// TestMain makes the test binary a render worker when asked
+// (`render-worker`), as secretfs is. Renders run in this process unless a
+// test asks for workers (withWorkers): a worker of a binary built with
+// -race starts slowly.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == WorkerCommand {
 		os.Exit(ServeWorker(os.Stdin, os.Stdout))
 	}
-	if os.Getenv("SECRETFS_TEMPLATES_IN_PROCESS") == "" { // to compare with limits.go alone
-		UseWorker([]string{os.Args[0], WorkerCommand})
-	}
 	os.Exit(m.Run())
+}
+
+// withWorkers makes the test's renders run in workers.
+func withWorkers(t *testing.T) {
+	UseWorker([]string{os.Args[0], WorkerCommand})
+	t.Cleanup(func() { UseWorker(nil) })
+}
+
+// A render in a worker gives what a render in the process gives, and keeps
+// the kind of every failure: a secret that could not be read (with its own
+// error), a limit, a failed function, a context that ended.
+func TestRenderInAWorker(t *testing.T) {
+	withWorkers(t)
+	get := func(_ context.Context, ref resolver.Reference) ([]byte, error) {
+		if ref.Key == "gone" {
+			return nil, fmt.Errorf("%w: gone", resolver.ErrNotFound)
+		}
+		return []byte("v-" + ref.Key), nil
+	}
+	for _, tt := range []struct {
+		text    string
+		want    string
+		wantErr error
+	}{
+		{`a={{ secret "env:A" | quote }} b={{ secret "env:B" }}`, `a="v-A" b=v-B`, nil},
+		{`{{ secret "env:gone" }}`, "", resolver.ErrNotFound},
+		{`{{ if false }}{{ secret "env:gone" }}{{ end }}ok`, "ok", nil},
+		{`{{ repeat 300000000 "x" }}`, "", ErrLimit},
+		{`{{ fail "boom" }}`, "", ErrRender},
+		// Past every check of limits.go, the worker's own bounds hold: a
+		// list of 1,000 references to one 3 MB string, printed.
+		{`{{ $s := repeat 3000000 "x" }}{{ $l := list }}{{ range 1000 }}{{ $l = append $l $s }}{{ end }}{{ $l }}`, "", ErrLimit},
+	} {
+		t.Run(tt.text, func(t *testing.T) {
+			tmpl, err := Parse("t", "", tt.text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			out, _, err := tmpl.Render(context.Background(), get)
+			if string(out) != tt.want || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Errorf("Render = %q, %v; want %q, %v", out, err, tt.want, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "xxxx") {
+				t.Errorf("the error quotes a value: %.200s", err)
+			}
+			if el := time.Since(start); el > 5*time.Second {
+				t.Errorf("took %v", el)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	tmpl, _ := Parse("t", "", `{{ secret "env:A" }}`)
+	if _, _, err := tmpl.Render(ctx, get); !errors.Is(err, context.Canceled) {
+		t.Errorf("Render with an ended context = %v, want context.Canceled", err)
+	}
 }
