@@ -568,29 +568,46 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 	}
 	c.misses.Add(1)
 
-	ch := c.flight(k, false, false)
 	c.waiting.Add(1)
 	defer c.waiting.Add(-1)
+	// A call whose answer is older than one held since asks again, a few
+	// times at most (see older).
+	for range maxSuperseded {
+		a, done, err := c.await(ctx, k)
+		if !done || !errors.Is(err, errSuperseded) {
+			return a, err
+		}
+	}
+	return answer{}, resolver.Unavailable(fmt.Errorf("%s: answers kept arriving older than one held", k))
+}
+
+// maxSuperseded bounds how often a read asks again after an answer older
+// than one held.
+const maxSuperseded = 3
+
+// await waits for the call for k; done is false when ctx ended first.
+func (c *Cache) await(ctx context.Context, k key) (answer, bool, error) {
+	ch := c.flight(k, false, false)
 	select {
 	case res := <-ch:
 		a := res.Val.(answer)
 		if a.val == nil {
-			return answer{}, a.err
+			return answer{}, true, a.err
 		}
 		if a.stale {
 			c.stale.Add(1)
 			c.opts.Observer.StaleServed(k.provider, a.past)
 		}
-		return a, nil
+		return a, true, nil
 	case <-ctx.Done():
 		// Out of time: a value that may be served stale beats an error.
 		if a, ok := c.staleValue(k); ok && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			c.stale.Add(1)
 			c.opts.Observer.StaleServed(k.provider, 0)
 			c.log.Warn("backend did not answer in time; serving the last good value", "secret", k.String())
-			return a, nil
+			return a, false, nil
 		}
-		return answer{}, gaveUp(ctx, k)
+		return answer{}, false, gaveUp(ctx, k)
 	}
 }
 

@@ -17,6 +17,7 @@ package cache
 import (
 	"bytes"
 	"container/list"
+	"errors"
 	"time"
 
 	"github.com/secretfs/secretfs/resolver"
@@ -165,6 +166,10 @@ func (c *Cache) drop(e *entry) {
 // touch marks e as most recently used. Called with mu held.
 func (c *Cache) touch(e *entry) { e.store.lru.MoveToFront(e.el) }
 
+// errSuperseded: a call's answer is older than one held, which may no
+// longer be served; the reader asks again (see read).
+var errSuperseded = errors.New("superseded by a newer answer")
+
 // older reports whether the answer own of the call of generation gen for
 // k is older than what is held, or than a Forget or Expire of its
 // provider; it is then not stored, and its readers get what is held, or
@@ -176,7 +181,11 @@ func (c *Cache) older(k key, gen uint64, now time.Time, own answer) (answer, boo
 		if a := c.held(e, now); a.val != nil || a.err != nil {
 			return a, true
 		}
-		return own, true
+		// What is held is newer but too old to serve, and this answer is
+		// older still: a reader that joined this call late (after the newer
+		// one was served) would see a rotation go back. Its readers ask
+		// again.
+		return answer{err: errSuperseded}, true
 	case gen < c.floor[k.provider]:
 		return own, true
 	}
@@ -208,6 +217,13 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	own := answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
 
 	c.mu.Lock()
+	if held, ok := c.entries[k]; ok && gen < c.floor[k.provider] && held.val != nil && held.gen < gen && !now.Before(held.expires) {
+		// Began before an Expire, which kept an older value, expired: this
+		// one is not kept fresh either, but it is the last good value now,
+		// so that no read served stale goes back behind what this call's
+		// readers got.
+		held.val, held.gen, held.fetched = val, gen, began
+	}
 	if a, ok := c.older(k, gen, now, own); ok {
 		c.mu.Unlock()
 		return a
