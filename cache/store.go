@@ -217,7 +217,7 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	own := answer{val: val, gen: gen, freshFor: max(e.expires.Sub(now), 0)}
 
 	c.mu.Lock()
-	if held, ok := c.entries[k]; ok && gen < c.floor[k.provider] && held.val != nil && held.gen < gen && !now.Before(held.expires) {
+	if held, ok := c.entries[k]; ok && gen < c.floor[k.provider] && held.val != nil && held.gen < gen && !now.Before(held.expires) && staleFor > 0 {
 		// Began before an Expire, which kept an older value, expired: this
 		// one is not kept fresh either, but it is the last good value now,
 		// so that no read served stale goes back behind what this call's
