@@ -39,10 +39,19 @@
 //
 //   - fast: Open answers ENOSYS, so the kernel stops sending OPEN, and warm
 //     reads never reach the daemon;
-//   - audit (Config.Audit set): every open reaches the daemon and is
-//     recorded; the data still comes from the page cache.
+//   - audit (Config.Audit set, or an allow rule): every open reaches the
+//     daemon and is recorded; the data still comes from the page cache.
 //
-// Errors cross into the kernel in one place, toErrno.//
+// In audit mode an allow rule is checked (gate) before anything of a
+// secret is fetched or shown: at lookup, at getattr and at open, and a
+// listing leaves out what the caller may not read. The kernel keeps no name
+// or attribute of a file under an allow rule, so every caller's stat comes
+// here. A template's owner and mode are no looser than those of the
+// secrets it reads (TemplateAttr), and its open is decided by their rules
+// too (access.Rules.Decide).
+//
+// Errors cross into the kernel in one place, toErrno.
+//
 // The files, by concern: fs.go holds what every node shares (the
 // configuration, the engine, attributes, a request's budgets, the audit
 // record); root.go the root, dir.go a provider's directories (listing,
