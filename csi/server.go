@@ -424,8 +424,18 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 	aud := s.audience(req, b)
 	// A token for another backend's audience (sts.amazonaws.com for a
 	// Vault login) would be accepted there: it never goes elsewhere.
+	// Another backend's audience is its default, whatever the class says
+	// of it (a class could move it out of the way), and what the class sets
+	// for it; the defaults of backends this build may not carry too.
+	// Backends are told apart by their audience parameter.
+	for param, def := range knownAudiences {
+		if param != b.Audience && (aud == def || aud == req.Params[param]) {
+			return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
+				"audience %q is the one %s names: a %s login never uses another backend's audience", aud, param, b.Name)}
+		}
+	}
 	for _, o := range s.opts.Backends {
-		if o.Name != b.Name && o.Audience != "" && s.audience(req, o) == aud {
+		if o.Audience != "" && o.Audience != b.Audience && (aud == o.DefaultAudience || aud == s.audience(req, o)) {
 			return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
 				"audience %q is the one %s logins use: a %s login never uses another backend's audience", aud, o.Name, b.Name)}
 		}
@@ -441,6 +451,10 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 	}
 	return id, b, tok, nil
 }
+
+// knownAudiences are the default audiences of the backends there are, by
+// their audience parameter, whether or not this build carries them.
+var knownAudiences = map[string]string{ParamVaultAudience: DefaultVaultAudience, ParamAWSAudience: DefaultAWSAudience}
 
 // audience is the audience of the pod's token a login at b uses.
 func (s *Server) audience(req *Request, b Backend) string {

@@ -248,6 +248,7 @@ func TestIdentityNeedsARoleAndAToken(t *testing.T) {
 		{"an address the node does not list", false, map[string]string{ParamVaultAddress: "https://attacker.example:8200"}, codes.InvalidArgument, "parameter " + ParamVaultAddress},
 		{"an address the node lists", false, map[string]string{ParamVaultAddress: "https://vault.node:8200"}, codes.OK, ""},
 		{"another backend's audience", false, map[string]string{ParamVaultAudience: DefaultAWSAudience, AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, "parameter " + ParamVaultAudience},
+		{"another backend's audience, that one moved away", false, map[string]string{ParamVaultAudience: DefaultAWSAudience, ParamAWSAudience: "unused", AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, "parameter " + ParamVaultAudience},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t, s, tc.allowNode)

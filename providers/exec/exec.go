@@ -79,12 +79,12 @@ type Config struct {
 
 // Provider runs a program for each call. It is safe for concurrent use.
 type Provider struct {
-	cfg    Config
-	path   string
-	interp string   // the interpreter of its #! line, or ""
-	id     identity // the program as checked at start
-	sem    chan struct{}
-	log    *slog.Logger
+	cfg     Config
+	path    string
+	interps []string // the interpreters of its #! lines (see interpreters)
+	id      identity // the program as checked at start
+	sem     chan struct{}
+	log     *slog.Logger
 }
 
 // New checks the program and returns its provider.
@@ -99,10 +99,7 @@ func New(cfg Config) (*Provider, error) {
 	if err := TrustedPath(path); err != nil {
 		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
 	}
-	interp, err := interpreter(path)
-	if err == nil && interp != "" {
-		err = TrustedPath(interp)
-	}
+	interps, err := interpreters(path, os.Getenv("PATH"))
 	if err != nil {
 		return nil, fmt.Errorf("exec provider %s: interpreter: %w", cfg.Name, err)
 	}
@@ -123,7 +120,7 @@ func New(cfg Config) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Provider{cfg: cfg, path: path, interp: interp, id: id, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
+	return &Provider{cfg: cfg, path: path, interps: interps, id: id, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
 }
 
 // Trusted refuses, when secretfs runs as root, a file others could change
@@ -155,25 +152,17 @@ func trustedFile(path string, st *unix.Stat_t) error {
 func trustedOwner(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
 
 // TrustedPath checks a program as sshd's StrictModes checks a user's
-// files: the file and every directory from / down to it (along the path as
-// named and along the path it resolves to) are owned by root or the
-// daemon's user and not writable by group or others, except a sticky
+// files: the file and every directory the kernel goes through to reach it,
+// those a symlink on the way leads through included, are owned by root or
+// the daemon's user and not writable by group or others, except a sticky
 // directory (such as /tmp) whose next component is owned by root or the
-// daemon's user. Anyone who could write one of them could put another
-// program in its place.
+// daemon's user; so is every symlink on the way. Anyone who could write one
+// of them could put another program in its place, or swap a link while it
+// is run.
 func TrustedPath(path string) error {
-	abs, err := filepath.Abs(path)
+	real, err := trustedWalk(path)
 	if err != nil {
 		return err
-	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return err
-	}
-	for _, p := range []string{abs, real} {
-		if err := trustedChain(p); err != nil {
-			return err
-		}
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(real, &st); err != nil {
@@ -182,32 +171,66 @@ func TrustedPath(path string) error {
 	return trustedFile(path, &st)
 }
 
-// trustedChain checks the directories from / down to p's (p's last
-// component itself is checked by the caller, or is a symlink whose
-// directory decides).
-func trustedChain(p string) error {
-	parts := strings.Split(strings.TrimPrefix(filepath.Clean(p), "/"), "/")
-	dir := "/"
-	for i := 0; i < len(parts); i++ {
-		var st unix.Stat_t
-		if err := unix.Lstat(dir, &st); err != nil {
-			return err
+// maxLinks is how many symlinks a walk follows, as the kernel's limit.
+const maxLinks = 40
+
+// trustedWalk resolves path one component at a time, as the kernel does,
+// checking every directory it goes through and every symlink it follows,
+// and returns the path it leads to.
+func trustedWalk(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", err
 		}
-		if !trustedOwner(st.Uid) {
-			return fmt.Errorf("%s: directory %s is owned by uid %d, not root or this daemon's user: refusing it", p, dir, st.Uid)
-		}
-		next := filepath.Join(dir, parts[i])
-		// A symlink's own mode means nothing (its owner and directory do,
-		// and the path it leads to is checked as well).
-		if st.Mode&unix.S_IFMT != unix.S_IFLNK && st.Mode&0o022 != 0 {
-			var child unix.Stat_t
-			if st.Mode&unix.S_ISVTX == 0 || unix.Lstat(next, &child) != nil || !trustedOwner(child.Uid) {
-				return fmt.Errorf("%s: directory %s is writable by group or others (mode %04o): anyone could replace what is below it: refusing it", p, dir, st.Mode&0o7777)
-			}
-		}
-		dir = next
+		path = filepath.Join(wd, path)
 	}
-	return nil
+	todo := strings.Split(path, "/")
+	cur, links := "/", 0
+	for len(todo) > 0 {
+		name := todo[0]
+		todo = todo[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur) // cur holds no symlink: .. is its parent
+			continue
+		}
+		next := filepath.Join(cur, name)
+		var dir, child unix.Stat_t
+		if err := unix.Stat(cur, &dir); err != nil {
+			return "", err
+		}
+		if err := unix.Lstat(next, &child); err != nil {
+			return "", err
+		}
+		if !trustedOwner(dir.Uid) {
+			return "", fmt.Errorf("%s: directory %s is owned by uid %d, not root or this daemon's user: refusing it", path, cur, dir.Uid)
+		}
+		if dir.Mode&0o022 != 0 && (dir.Mode&unix.S_ISVTX == 0 || !trustedOwner(child.Uid)) {
+			return "", fmt.Errorf("%s: directory %s is writable by group or others (mode %04o): anyone could replace what is below it: refusing it", path, cur, dir.Mode&0o7777)
+		}
+		if child.Mode&unix.S_IFMT != unix.S_IFLNK {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("%s: too many symlinks", path)
+		}
+		if !trustedOwner(child.Uid) {
+			return "", fmt.Errorf("%s: symlink %s is owned by uid %d, not root or this daemon's user: refusing it", path, next, child.Uid)
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	return cur, nil
 }
 
 // identity is what says a program is the one checked: a file replaced,
@@ -225,27 +248,86 @@ func identify(path string) (identity, error) {
 	return identity{dev: st.Dev, ino: st.Ino, size: uint64(st.Size), ctime: st.Ctim}, nil
 }
 
-// interpreter is the program a "#!" line names, or "".
-func interpreter(path string) (string, error) {
+// maxInterpreters is how deep "#!" lines may nest, as the kernel's limit.
+const maxInterpreters = 4
+
+// interpreters checks the programs that run path: the interpreter its
+// "#!" line names, and that one's, nested as the kernel allows; for
+// /usr/bin/env, the program it finds in pathEnv. It returns them, to be
+// checked again before every call.
+func interpreters(path, pathEnv string) ([]string, error) {
+	var out []string
+	for range maxInterpreters {
+		interp, arg, err := shebang(path)
+		if err != nil || interp == "" {
+			return out, err
+		}
+		if err := TrustedPath(interp); err != nil {
+			return nil, err
+		}
+		out = append(out, interp)
+		if filepath.Base(interp) != "env" {
+			path = interp
+			continue
+		}
+		// env runs its argument, found on PATH: the kernel passes the
+		// rest of the line as one argument.
+		if arg == "" || strings.HasPrefix(arg, "-") || strings.ContainsAny(arg, " \t=") {
+			return nil, fmt.Errorf("%s: #!%s %s: only `env PROGRAM` is understood", path, interp, arg)
+		}
+		found, err := lookPath(arg, pathEnv)
+		if err != nil {
+			return nil, fmt.Errorf("%s: #!%s %s: %w", path, interp, arg, err)
+		}
+		if err := TrustedPath(found); err != nil {
+			return nil, err
+		}
+		out = append(out, found)
+		path = found
+	}
+	return nil, fmt.Errorf("%s: #! lines nested more than %d deep", path, maxInterpreters)
+}
+
+// shebang reads a "#!" line as the kernel does: the interpreter, and the
+// rest of the line as one argument, split on spaces and tabs only.
+func shebang(path string) (interp, arg string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
 	buf := make([]byte, 256)
 	n, _ := io.ReadFull(f, buf)
 	line := buf[:n]
 	if !bytes.HasPrefix(line, []byte("#!")) {
-		return "", nil
+		return "", "", nil
 	}
 	if i := bytes.IndexByte(line, '\n'); i >= 0 {
 		line = line[:i]
 	}
-	fields := strings.Fields(string(line[2:]))
-	if len(fields) == 0 {
-		return "", fmt.Errorf("%s: an empty #! line", path)
+	rest := strings.Trim(string(line[2:]), " \t")
+	if rest == "" {
+		return "", "", fmt.Errorf("%s: an empty #! line", path)
 	}
-	return fields[0], nil
+	interp, arg, _ = strings.Cut(strings.ReplaceAll(rest, "\t", " "), " ")
+	return interp, strings.Trim(arg, " \t"), nil
+}
+
+// lookPath finds name on pathEnv as env does.
+func lookPath(name, pathEnv string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found on PATH", name)
 }
 
 // refused counts the calls refused because a program changed or could have.
@@ -267,8 +349,10 @@ func (p *Provider) check() error {
 	if err == nil {
 		err = TrustedPath(p.path)
 	}
-	if err == nil && p.interp != "" {
-		err = TrustedPath(p.interp)
+	for _, interp := range p.interps {
+		if err == nil {
+			err = TrustedPath(interp)
+		}
 	}
 	if err != nil {
 		refused.Add(1)

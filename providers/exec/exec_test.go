@@ -189,6 +189,50 @@ func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 			t.Errorf("New = %v; want the interpreter refused", err)
 		}
 	})
+	t.Run("a symlink through a directory others may write", func(t *testing.T) {
+		// prov's path is trusted as named and as resolved, but a link on
+		// the way lies in a directory anyone may write: swapping it ran
+		// another program as root.
+		dir := t.TempDir()
+		good, open := filepath.Join(dir, "good"), filepath.Join(dir, "open")
+		os.Mkdir(good, 0o755)
+		os.Mkdir(open, 0o777)
+		os.Chmod(open, 0o777)
+		write(filepath.Join(good, "prov"), "printf v")
+		os.Symlink(good, filepath.Join(open, "cur"))
+		os.Symlink(filepath.Join(open, "cur"), filepath.Join(dir, "app"))
+		if _, err := New(Config{Name: "x", Command: []string{filepath.Join(dir, "app", "prov")}}); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+			t.Errorf("New = %v; want the directory of the link refused", err)
+		}
+	})
+	t.Run("interpreters env finds, and nested ones", func(t *testing.T) {
+		dir := t.TempDir()
+		open := filepath.Join(dir, "open")
+		os.Mkdir(open, 0o777)
+		os.Chmod(open, 0o777)
+		data, _ := os.ReadFile("/bin/sh")
+		os.WriteFile(filepath.Join(open, "evilsh"), data, 0o755)
+		viaEnv := filepath.Join(dir, "via-env")
+		os.WriteFile(viaEnv, []byte("#!/usr/bin/env evilsh\nprintf v"), 0o755)
+		if _, err := interpreters(viaEnv, open+":/usr/bin:/bin"); err == nil {
+			t.Error("#!/usr/bin/env with the program in a directory others may write: no error")
+		}
+		if _, err := interpreters(viaEnv, "/usr/bin:/bin"); err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("#!/usr/bin/env evilsh, not on PATH: %v", err)
+		}
+		wrapper := filepath.Join(dir, "wrapper")
+		os.WriteFile(wrapper, []byte("#!"+filepath.Join(open, "evilsh")+"\n"), 0o755)
+		nested := filepath.Join(dir, "nested")
+		os.WriteFile(nested, []byte("#!"+wrapper+"\nprintf v"), 0o755)
+		if _, err := interpreters(nested, "/usr/bin:/bin"); err == nil {
+			t.Error("a trusted interpreter whose own #! names an untrusted one: no error")
+		}
+		fine := filepath.Join(dir, "fine")
+		os.WriteFile(fine, []byte("#!/usr/bin/env sh\nprintf v"), 0o755)
+		if got, err := interpreters(fine, "/usr/bin:/bin"); err != nil || len(got) != 2 {
+			t.Errorf("#!/usr/bin/env sh: %v, %v; want env and sh checked", got, err)
+		}
+	})
 	t.Run("replaced after start", func(t *testing.T) {
 		dir := t.TempDir()
 		prov, ran := filepath.Join(dir, "prov"), filepath.Join(dir, "ran")
@@ -257,4 +301,24 @@ func TestMain(m *testing.M) {
 		os.Exit(Reap(os.Args[2:]))
 	}
 	os.Exit(m.Run())
+}
+
+// A program run as another user started a setuid-root helper that made
+// itself root and left the group: the reaper, running as that user, could
+// not kill it. No descendant gains privileges now: the program runs with
+// no_new_privs (set on the thread the reaper starts it from), so setuid
+// bits do nothing below the reaper and it can end everything.
+func TestProgramsRunWithNoNewPrivs(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	p := script(t, `grep NoNewPrivs /proc/self/status | tr -dc 0-9`,
+		Config{Timeout: 5 * time.Second, Reaper: []string{self, ReaperCommand}})
+	for i := range 5 { // the reaper's threads are many; every time
+		v, err := p.Get(context.Background(), "k", "")
+		if err != nil || string(v.Value) != "1" {
+			t.Errorf("run %d: NoNewPrivs of the program = %q, %v; want 1", i, v.Value, err)
+		}
+	}
 }

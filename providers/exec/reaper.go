@@ -7,8 +7,10 @@ import (
 	"os"
 	osexec "os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,12 +32,21 @@ func Reap(args []string) int {
 		fmt.Fprintln(os.Stderr, "exec-reaper: no program")
 		return 127
 	}
+	// no_new_privs belongs to a thread, and a child inherits its forking
+	// thread's: the program is started from this one.
+	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "exec-reaper: subreaper:", err)
 		return 127
 	}
 	// The daemon gone, nobody reads the output: end everything.
 	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGTERM), 0, 0, 0)
+	// No descendant gains privileges (a setuid program): the reaper can
+	// always kill what is below it.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "exec-reaper: no_new_privs:", err)
+		return 127
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	cmd := osexec.Command(args[0], args[1:]...)
@@ -68,25 +79,40 @@ func Reap(args []string) int {
 	}
 }
 
-// maxRounds bounds the rounds of killDescendants: each kills the children
-// the reaper has, whose own children are then reparented to it.
-const maxRounds = 1000
+// maxRounds bounds the rounds of killDescendants, and killWithin its
+// time: each round kills the children the reaper has, whose own children
+// are then reparented to it.
+const (
+	maxRounds  = 1000
+	killWithin = 2 * time.Second
+)
 
 // killDescendants kills every process below this one and reaps it, round
-// by round, until none is left.
+// by round, until none is left, or its time is up: it never waits on one
+// it could not kill.
 func killDescendants() {
 	self := os.Getpid()
+	deadline := time.Now().Add(killWithin)
 	for range maxRounds {
 		kids := childrenOf(self)
-		if len(kids) == 0 {
+		if len(kids) == 0 || time.Now().After(deadline) {
 			return
 		}
 		for _, k := range kids {
 			unix.Kill(k, unix.SIGKILL)
 		}
-		for _, k := range kids {
+		// Reap what died; a round that reaps nothing waits a little.
+		reaped := false
+		for {
 			var ws unix.WaitStatus
-			unix.Wait4(k, &ws, 0, nil)
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+			reaped = true
+		}
+		if !reaped {
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
