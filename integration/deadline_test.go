@@ -4,7 +4,10 @@ package integration
 // honoured, and no request waits longer than twice a call's budget.
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -50,5 +53,61 @@ func TestLookupWaitsAtMostTwiceTheTimeout(t *testing.T) {
 		if el > 2*time.Second+500*time.Millisecond {
 			t.Errorf("stat %s waited %v, want at most twice --timeout (2s)", p, el)
 		}
+	}
+}
+
+// The daemon's log went to a stderr nobody read: once the pipe was full,
+// the next request that logged waited for it forever, and so did its
+// reader. A log line now never holds up a request: lines a stalled log
+// cannot take are dropped and counted.
+func TestStalledLogHangsNoReader(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r, w, err := os.Pipe() // nobody reads r
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mountpoints.Store(dir, true)
+	cmd := exec.Command(secretfsBin, "mount", "--providers", "env", "--env-allow", "NONE", "--log-level", "debug", dir)
+	cmd.Stderr = w
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		syscall.Unmount(dir, syscall.MNT_DETACH)
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no ready line: %v", err)
+	}
+	_ = line
+	// Each lookup of a name that is not there logs at debug level: far
+	// more than a pipe holds.
+	done := make(chan int, 1)
+	go func() {
+		for i := range 3000 {
+			os.Stat(filepath.Join(dir, "env", fmt.Sprintf("MISSING_%d", i)))
+		}
+		done <- 3000
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("lookups hang on a log nobody reads")
 	}
 }

@@ -97,7 +97,10 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	case len(c.execs) > 0:
 		return usagef("exec providers are not offered to pods: they run with the node plugin's privileges")
 	}
-	log, err := c.logger(stderr)
+	// No Mount call waits on the log (a stderr nobody reads).
+	sink := newLogSink(stderr)
+	defer sink.Close(2 * time.Second)
+	log, err := c.logger(sink)
 	if err != nil {
 		return err
 	}

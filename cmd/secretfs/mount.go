@@ -126,7 +126,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		defer logFile.Close()
 		stderr = logFile
 	}
-	log, err := m.logger(stderr)
+	// No request waits on the log (a stderr nobody reads, a stuck disk).
+	sink := newLogSink(stderr)
+	defer sink.Close(2 * time.Second)
+	log, err := m.logger(sink)
 	if err != nil {
 		return err
 	}
