@@ -254,12 +254,8 @@ type Caller struct {
 	DelegatedAt string
 }
 
-// File is what stat says of a file: which it is, its owner and mode.
-type File struct {
-	Dev, Ino uint64
-	UID, GID uint32
-	Mode     uint32
-}
+// File is which file a stat names: its device and inode.
+type File struct{ Dev, Ino uint64 }
 
 // Delegated reports whether the caller's cgroup lies in a delegated
 // subtree: it, or a cgroup above it, has a directory or cgroup.procs owned
@@ -338,15 +334,19 @@ func (rs *Rules) Attr(path string, def Attr) Attr {
 }
 
 // apply sets what r sets of a file's owner and mode.
-func (r *Rule) apply(a Attr) Attr {
-	if r.UID != nil {
-		a.UID = *r.UID
+func (r *Rule) apply(a Attr) Attr { return a.With(r.UID, r.GID, r.Mode) }
+
+// With is a with uid, gid and mode set where they are not nil (a rule's or
+// a template's own settings).
+func (a Attr) With(uid, gid, mode *uint32) Attr {
+	if uid != nil {
+		a.UID = *uid
 	}
-	if r.GID != nil {
-		a.GID = *r.GID
+	if gid != nil {
+		a.GID = *gid
 	}
-	if r.Mode != nil {
-		a.Mode = *r.Mode
+	if mode != nil {
+		a.Mode = *mode
 	}
 	return a
 }

@@ -115,7 +115,7 @@ func (ids *Identities) program(dir string, c *Caller) {
 		c.ExeErr = err
 		return
 	}
-	c.ExeFile = File{Dev: st.Dev, Ino: st.Ino, UID: st.Uid, GID: st.Gid, Mode: st.Mode}
+	c.ExeFile = File{Dev: st.Dev, Ino: st.Ino}
 	if ids.nsErr != nil {
 		c.ExeErr = fmt.Errorf("secretfs's own mount namespace: %w", ids.nsErr)
 		return

@@ -428,16 +428,16 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 	// of it (a class could move it out of the way), and what the class sets
 	// for it; the defaults of backends this build may not carry too.
 	// Backends are told apart by their audience parameter.
-	for param, def := range knownAudiences {
-		if param != b.Audience && (aud == def || aud == req.Params[param]) {
-			return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
-				"audience %q is the one %s names: a %s login never uses another backend's audience", aud, param, b.Name)}
+	others := maps.Clone(knownAudiences)
+	for _, o := range s.opts.Backends {
+		if o.Audience != "" {
+			others[o.Audience] = o.DefaultAudience
 		}
 	}
-	for _, o := range s.opts.Backends {
-		if o.Audience != "" && o.Audience != b.Audience && (aud == o.DefaultAudience || aud == s.audience(req, o)) {
+	for param, def := range others {
+		if param != b.Audience && (aud == def || aud == req.Params[param]) {
 			return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
-				"audience %q is the one %s logins use: a %s login never uses another backend's audience", aud, o.Name, b.Name)}
+				"audience %q is another backend's (%s): a %s login never uses another backend's audience", aud, param, b.Name)}
 		}
 	}
 	tok, ok := req.Tokens[aud]

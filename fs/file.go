@@ -10,7 +10,6 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/secretfs/secretfs/access"
 	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/resolver"
 	"github.com/secretfs/secretfs/templates"
@@ -122,16 +121,17 @@ func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
 	paths := n.paths()
-	if n.sys.guarded(paths) {
+	guarded := n.sys.guarded(paths)
+	if guarded {
 		// Kept by the kernel for nobody: checked for every caller.
 		if errno := n.sys.gate(ctx, n.path, n.ref.String(), paths); errno != 0 {
 			return errno
 		}
-		n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
-		return 0
 	}
 	n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
-	out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
+	if !guarded {
+		out.SetTimeout(max(time.Until(time.Unix(0, n.validUntil.Load())), 0))
+	}
 	return 0
 }
 
@@ -153,21 +153,17 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return nil, 0, syscall.ENOSYS
 	}
 	rec := audit.Record{Op: "open", Ref: n.ref.String(), Path: n.path, Result: "ok"}
-	var caller *access.Caller
 	// The rule of the file decides, and for a template so do the rules of
 	// every secret it read: a template is no way around them.
-	r, denied, why := n.sys.policy.Load().rules.Decide(n.paths(), func() access.Caller {
-		c := n.sys.caller(ctx)
-		caller = &c
-		return c
-	})
+	who := n.sys.lazyCaller(ctx)
+	r, denied, why := n.sys.policy.Load().rules.Decide(n.paths(), who.get)
 	if r != nil {
 		rec.Rule = r.Name()
 	}
 	if denied {
 		rec.Op, rec.Result, rec.Reason = "denied", syscall.EACCES.Error(), why
 	}
-	if errno := n.sys.recordAs(rec, caller, ctx); errno != 0 {
+	if errno := n.sys.recordAs(rec, who.c, ctx); errno != 0 {
 		return nil, 0, errno
 	}
 	if denied {

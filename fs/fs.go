@@ -173,19 +173,7 @@ func (f *fsys) newPolicy(rs *access.Rules) *policy {
 // grant more (wider says what).
 func TemplateAttr(rs *access.Rules, t *templates.Template, def, self access.Attr) (a access.Attr, why, wider string) {
 	a, why, wider = rs.Own(TemplatePath(t), TemplateInputs(t), def, self)
-	if t.UID == nil && t.GID == nil && t.Mode == nil {
-		return a, why, wider
-	}
-	b := a
-	if t.UID != nil {
-		b.UID = *t.UID
-	}
-	if t.GID != nil {
-		b.GID = *t.GID
-	}
-	if t.Mode != nil {
-		b.Mode = *t.Mode
-	}
+	b := a.With(t.UID, t.GID, t.Mode)
 	if w := access.Wider(b, a, "its own uid, gid or mode"); w != "" {
 		wider = w
 	}
@@ -316,20 +304,16 @@ func (f *fsys) gate(ctx context.Context, path, ref string, paths []string) sysca
 	if !f.checkOpens {
 		return 0
 	}
-	var caller *access.Caller
-	r, denied, why := f.policy.Load().rules.Decide(paths, func() access.Caller {
-		c := f.caller(ctx)
-		caller = &c
-		return c
-	})
+	who := f.lazyCaller(ctx)
+	r, denied, why := f.policy.Load().rules.Decide(paths, who.get)
 	if !denied {
 		return 0
 	}
-	if f.deniedAgain(caller.PID, path) {
+	if f.deniedAgain(who.c.PID, path) {
 		return syscall.EACCES
 	}
 	rec := audit.Record{Op: "denied", Ref: ref, Path: path, Result: syscall.EACCES.Error(), Rule: r.Name(), Reason: why}
-	if errno := f.recordAs(rec, caller, ctx); errno != 0 {
+	if errno := f.recordAs(rec, who.c, ctx); errno != 0 {
 		return errno
 	}
 	return syscall.EACCES
@@ -365,28 +349,39 @@ func (f *fsys) hiddenFrom(ctx context.Context) func(path string) bool {
 	if !f.checkOpens || !rs.HasAllow() {
 		return func(string) bool { return false }
 	}
-	var caller *access.Caller
-	who := func() access.Caller {
-		if caller == nil {
-			c := f.caller(ctx)
-			caller = &c
-		}
-		return *caller
-	}
+	who := f.lazyCaller(ctx)
 	return func(path string) bool {
-		_, denied, _ := rs.Decide([]string{path}, who)
+		_, denied, _ := rs.Decide([]string{path}, who.get)
 		return denied
 	}
+}
+
+// lazyCaller is the caller of a request, read from /proc on first use
+// only (and never where no rule asks who it is).
+type lazyCaller struct {
+	f   *fsys
+	ctx context.Context
+	c   *access.Caller // nil until read
+}
+
+func (f *fsys) lazyCaller(ctx context.Context) *lazyCaller { return &lazyCaller{f: f, ctx: ctx} }
+
+func (l *lazyCaller) get() access.Caller {
+	if l.c == nil {
+		c := l.f.caller(l.ctx)
+		l.c = &c
+	}
+	return *l.c
 }
 
 // guarded reports whether an allow rule governs any of paths: the kernel
 // keeps no name or attribute of such a file, so that every caller's stat
 // reaches gate.
 func (f *fsys) guarded(paths []string) bool {
-	if !f.checkOpens {
+	rs := f.policy.Load().rules
+	if !f.checkOpens || !rs.HasAllow() {
 		return false
 	}
-	rs := f.policy.Load().rules
 	for _, p := range paths {
 		if r := rs.Match(p); r != nil && r.Allow != nil {
 			return true

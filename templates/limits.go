@@ -887,12 +887,18 @@ func prependTick(l *parse.ListNode) {
 	l.Nodes = append([]parse.Node{tick}, l.Nodes...)
 }
 
-// limitedBuffer is the output of a render, refusing to grow past MaxSize.
-type limitedBuffer struct{ b []byte }
+// limitedBuffer is output that refuses to grow past max bytes (a render's
+// MaxSize, a worker's answer), and says whether more came.
+type limitedBuffer struct {
+	b    []byte
+	max  int
+	over bool
+}
 
 func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if len(l.b)+len(p) > MaxSize {
-		return 0, limitErr("an output of more than %d bytes", MaxSize)
+	if len(l.b)+len(p) > l.max {
+		l.over = true
+		return 0, limitErr("an output of more than %d bytes", l.max)
 	}
 	l.b = append(l.b, p...)
 	return len(p), nil

@@ -182,7 +182,7 @@ func (t *Template) execute(ctx context.Context, vals []fetched) ([]byte, error) 
 		return string(v), nil
 	}
 	tmpl.Funcs(fm)
-	var out limitedBuffer
+	out := limitedBuffer{max: MaxSize}
 	if err := tmpl.Execute(&out, nil); err != nil {
 		return nil, fmt.Errorf("template %s: %w", t.Name, withheld(err))
 	}

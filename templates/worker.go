@@ -103,7 +103,7 @@ func (t *Template) renderInWorker(ctx context.Context, command []string, vals []
 	cmd := osexec.CommandContext(ctx, command[0], command[1:]...)
 	cmd.Env = []string{"GOMEMLIMIT=" + workerGoMem, "GOTRACEBACK=none"}
 	cmd.Stdin = &in
-	out := &capBuffer{max: maxAnswer}
+	out := &limitedBuffer{max: maxAnswer}
 	cmd.Stdout = out
 	cmd.Stderr = io.Discard
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -153,22 +153,6 @@ type workerError struct {
 
 func (e *workerError) Error() string { return e.msg }
 func (e *workerError) Unwrap() error { return e.err }
-
-// capBuffer keeps at most max bytes, and says whether more came.
-type capBuffer struct {
-	b    []byte
-	max  int
-	over bool
-}
-
-func (c *capBuffer) Write(p []byte) (int, error) {
-	if len(c.b)+len(p) > c.max {
-		c.over = true
-		return 0, errors.New("answer too large")
-	}
-	c.b = append(c.b, p...)
-	return len(p), nil
-}
 
 // ServeWorker is the render worker: it bounds itself, reads one job from
 // in, renders it and writes the answer to out. It returns the exit code.

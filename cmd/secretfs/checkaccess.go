@@ -119,6 +119,9 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 	if def.Mode == 0 {
 		def.Mode = 0o400
 	}
+	// Where a file's secrets have different owners it is secretfs's own
+	// user's: taken as the one running this.
+	self := access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())}
 	rules := m.common.rules
 	provider, rest, _ := strings.Cut(path, "/")
 	var paths []string
@@ -129,7 +132,7 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 			return usagef("%s: no such template (give the mount's templates with --config or --template)", path)
 		}
 		paths = append(append(paths, fs.TemplatePath(tmpls[i])), fs.TemplateInputs(tmpls[i])...)
-		attr, _, _ = fs.TemplateAttr(rules, tmpls[i], def, access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())})
+		attr, _, _ = fs.TemplateAttr(rules, tmpls[i], def, self)
 	} else {
 		ref, err := resolver.ParseKey(rest)
 		if err != nil {
@@ -141,7 +144,7 @@ func runCheckAccess(args []string, stdout, stderr io.Writer) error {
 			// where one exists: both rules must allow.
 			paths = append(paths, provider+"/"+ref.Key+"@"+ref.Version)
 		}
-		attr, _ = rules.Combined(paths, def, access.Attr{UID: uint32(os.Geteuid()), GID: uint32(os.Getegid())})
+		attr, _ = rules.Combined(paths, def, self)
 	}
 	r, denied, why := rules.Decide(paths, func() access.Caller { return caller })
 	mode := fmt.Sprintf(" (owner %d:%d, mode %04o)", attr.UID, attr.GID, attr.Mode)

@@ -139,6 +139,20 @@ func TestKeysAreNeverOptions(t *testing.T) {
 // could mv another program over it, and the next lookup ran it as root.
 // The path is checked as sshd's StrictModes checks, at start and before
 // every call, and a program that changed since is refused, never run.
+// worldWritable makes dir/name, a directory anyone may write (mode 0777,
+// whatever the umask).
+func worldWritable(t *testing.T, dir, name string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.Mkdir(p, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test makes directories owned by another user")
@@ -150,9 +164,7 @@ func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 		}
 	}
 	t.Run("a directory others may write", func(t *testing.T) {
-		dir := filepath.Join(t.TempDir(), "open")
-		os.Mkdir(dir, 0o777)
-		os.Chmod(dir, 0o777)
+		dir := worldWritable(t, t.TempDir(), "open")
 		write(filepath.Join(dir, "prov"), "printf v")
 		if _, err := New(Config{Name: "x", Command: []string{filepath.Join(dir, "prov")}}); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
 			t.Errorf("New = %v; want the directory refused", err)
@@ -178,9 +190,7 @@ func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 	})
 	t.Run("an interpreter others may replace", func(t *testing.T) {
 		dir := t.TempDir()
-		open := filepath.Join(dir, "open")
-		os.Mkdir(open, 0o777)
-		os.Chmod(open, 0o777)
+		open := worldWritable(t, dir, "open")
 		data, _ := os.ReadFile("/bin/sh")
 		os.WriteFile(filepath.Join(open, "sh"), data, 0o755)
 		prov := filepath.Join(dir, "prov")
@@ -194,10 +204,8 @@ func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 		// the way lies in a directory anyone may write: swapping it ran
 		// another program as root.
 		dir := t.TempDir()
-		good, open := filepath.Join(dir, "good"), filepath.Join(dir, "open")
+		good, open := filepath.Join(dir, "good"), worldWritable(t, dir, "open")
 		os.Mkdir(good, 0o755)
-		os.Mkdir(open, 0o777)
-		os.Chmod(open, 0o777)
 		write(filepath.Join(good, "prov"), "printf v")
 		os.Symlink(good, filepath.Join(open, "cur"))
 		os.Symlink(filepath.Join(open, "cur"), filepath.Join(dir, "app"))
@@ -207,9 +215,7 @@ func TestProgramIsTrustedAlongItsPathAndEveryCall(t *testing.T) {
 	})
 	t.Run("interpreters env finds, and nested ones", func(t *testing.T) {
 		dir := t.TempDir()
-		open := filepath.Join(dir, "open")
-		os.Mkdir(open, 0o777)
-		os.Chmod(open, 0o777)
+		open := worldWritable(t, dir, "open")
 		data, _ := os.ReadFile("/bin/sh")
 		os.WriteFile(filepath.Join(open, "evilsh"), data, 0o755)
 		viaEnv := filepath.Join(dir, "via-env")
