@@ -67,7 +67,7 @@ func parseTemplate(name, source, text string, untrusted bool) (*Template, error)
 	if source != "" {
 		label = source
 	}
-	fm := funcs(base, nil, untrusted)
+	fm := funcs(context.Background(), nil, untrusted)
 	fm["secret"] = func(string) (string, error) { return "", nil } // bound per render
 	tmpl, err := template.New(label).Option("missingkey=error").Funcs(fm).Parse(text)
 	if err != nil {
@@ -110,18 +110,22 @@ func ParseFile(name, path string) (*Template, error) {
 	return Parse(name, path, string(data))
 }
 
-// Render renders t, reading secrets with get, within the limits of
-// limits.go, until ctx ends. It returns what it read: every secret the
-// template names. An error names the
-// reference, never a value: where a render fails for another reason, the
-// error says where and leaves out why (a function's message, or the
+// Render renders t, reading secrets with get, in a render worker (see
+// worker.go; UseWorker says how to start one), until ctx ends. It
+// returns what it read: every secret the template names. An error names
+// the reference, never a value: where a render fails for another reason,
+// the error says where and leaves out why (a function's message, or the
 // engine's, may quote a value).
 //
 // The secrets are fetched first, all of them at once, outside any render
 // slot (each under the engine's rules and ctx); then the text is rendered
-// with no I/O. The slots bound CPU only: a slow backend never delays a
-// template that does not read it.
+// with no I/O. The slots bound the workers at once: a slow backend never
+// delays a template that does not read it.
 func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.Reference, error) {
+	w := worker.Load()
+	if w == nil {
+		return nil, nil, fmt.Errorf("template %s: %w: no render worker (a render never runs in this process)", t.Name, ErrRender)
+	}
 	vals := make([]fetched, len(t.refs))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, fetchers)
@@ -140,11 +144,7 @@ func (t *Template) Render(ctx context.Context, get Getter) ([]byte, []resolver.R
 	case <-ctx.Done():
 		return nil, nil, fmt.Errorf("template %s: waiting for a render slot: %w", t.Name, ctx.Err())
 	}
-	if w := worker.Load(); w != nil {
-		out, err := t.renderInWorker(ctx, *w, vals)
-		return out, slices.Clone(t.refs), err
-	}
-	out, err := t.execute(ctx, vals)
+	out, err := t.renderInWorker(ctx, *w, vals)
 	return out, slices.Clone(t.refs), err
 }
 
@@ -154,14 +154,15 @@ type fetched struct {
 	err error
 }
 
-// execute renders t in this process with the values read.
+// execute renders t in this process with the values read: only a render
+// worker does.
 func (t *Template) execute(ctx context.Context, vals []fetched) ([]byte, error) {
 	tmpl, err := t.tmpl.Clone()
 	if err != nil {
 		return nil, err
 	}
-	b := &budget{ctx: ctx}
-	fm := funcs(base, b, t.untrusted)
+	steps := 0
+	fm := funcs(ctx, &steps, t.untrusted)
 	fm["secret"] = func(s string) (string, error) {
 		ref, err := resolver.Parse(s)
 		if err != nil || !slices.Contains(t.refs, ref) {
@@ -175,9 +176,6 @@ func (t *Template) execute(ctx context.Context, vals []fetched) ([]byte, error) 
 		}
 		if len(v) > MaxSize {
 			return "", limitErr("%s: a value of more than %d bytes", ref, MaxSize)
-		}
-		if err := b.spend(int64(len(v)), 0); err != nil {
-			return "", err
 		}
 		return string(v), nil
 	}

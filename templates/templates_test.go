@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -115,28 +114,9 @@ func TestSlowBackendDelaysNoOtherTemplate(t *testing.T) {
 	}
 }
 
-// TestMain makes the test binary a render worker when asked
-// (`render-worker`), as secretfs is. Renders run in this process unless a
-// test asks for workers (withWorkers): a worker of a binary built with
-// -race starts slowly.
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == WorkerCommand {
-		os.Exit(ServeWorker(os.Stdin, os.Stdout))
-	}
-	os.Exit(m.Run())
-}
-
-// withWorkers makes the test's renders run in workers.
-func withWorkers(t *testing.T) {
-	UseWorker([]string{os.Args[0], WorkerCommand})
-	t.Cleanup(func() { UseWorker(nil) })
-}
-
-// A render in a worker gives what a render in the process gives, and keeps
-// the kind of every failure: a secret that could not be read (with its own
+// A render keeps the kind of every failure: a secret that could not be read (with its own
 // error), a limit, a failed function, a context that ended.
 func TestRenderInAWorker(t *testing.T) {
-	withWorkers(t)
 	get := func(_ context.Context, ref resolver.Reference) ([]byte, error) {
 		if ref.Key == "gone" {
 			return nil, fmt.Errorf("%w: gone", resolver.ErrNotFound)
@@ -153,8 +133,8 @@ func TestRenderInAWorker(t *testing.T) {
 		{`{{ if false }}{{ secret "env:gone" }}{{ end }}ok`, "ok", nil},
 		{`{{ repeat 300000000 "x" }}`, "", ErrLimit},
 		{`{{ fail "boom" }}`, "", ErrRender},
-		// Past every check of limits.go, the worker's own bounds hold: a
-		// list of 1,000 references to one 3 MB string, printed.
+		// The worker's own bounds hold: a list of 1,000 references to
+		// one 3 MB string, printed.
 		{`{{ $s := repeat 3000000 "x" }}{{ $l := list }}{{ range 1000 }}{{ $l = append $l $s }}{{ end }}{{ $l }}`, "", ErrLimit},
 	} {
 		t.Run(tt.text, func(t *testing.T) {

@@ -19,10 +19,10 @@ import (
 )
 
 // A render worker is a bound that holds whatever a template's functions
-// do. Enumerating costly functions (limits.go) catches the known bombs, and
-// each review found another; a render in a process of its own, under
-// rlimits and a deadline, cannot take the daemon's memory or CPU, whatever
-// it does:
+// do. Enumerating costly functions caught the known bombs, and each review
+// found another; a render in a process of its own, under rlimits and a
+// deadline, cannot take the daemon's memory or CPU, whatever it does.
+// Every render runs in one, the operator's templates too:
 //
 //   - the daemon fetches the values (as ever, through the engine), starts
 //     `secretfs render-worker`, and passes it the template's text and the
@@ -36,8 +36,8 @@ import (
 //     ends.
 //
 // A worker that dies (out of memory, out of CPU, killed at the deadline) is
-// ErrLimit. The worker keeps limits.go's checks, which end the known bombs
-// early with a clear message.
+// ErrLimit. Within the worker, limits.go ends loops and large output early
+// with a clear message.
 
 // WorkerCommand is the hidden command secretfs runs itself as to render
 // one template: `secretfs render-worker`.
@@ -47,18 +47,17 @@ const WorkerCommand = "render-worker"
 const (
 	WorkerMemory = 512 << 20
 	workerGoMem  = "256MiB"
-	WorkerCPU    = 5 // seconds
-	WorkerWall   = 5 * time.Second
+	WorkerCPU    = 4 // seconds
+	WorkerWall   = 4 * time.Second
 	// maxAnswer bounds the worker's answer: the output and a message.
 	maxAnswer = MaxSize + 64<<10
 )
 
-// worker is the command renders run in; nil renders in this process.
+// worker is the command renders run in; with none, a render fails.
 var worker atomic.Pointer[[]string]
 
 // UseWorker makes every render run in a worker process started with
-// command (secretfs render-worker); nil renders in this process, bounded
-// by limits.go alone.
+// command (secretfs render-worker); with nil, every render fails.
 func UseWorker(command []string) {
 	if command == nil {
 		worker.Store(nil)

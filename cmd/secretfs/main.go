@@ -45,7 +45,7 @@ func main() {
 	if self, err := os.Executable(); err == nil {
 		templates.UseWorker([]string{self, templates.WorkerCommand})
 	} else {
-		fmt.Fprintln(os.Stderr, "secretfs: templates render in this process, bounded by their checks alone:", err)
+		fmt.Fprintln(os.Stderr, "secretfs: templates cannot render (no render worker):", err)
 	}
 	if filepath.Base(os.Args[0]) == helperName {
 		args = append([]string{"mount-helper"}, args...)
