@@ -142,6 +142,30 @@ type Options struct {
 	// Rand returns a number in [0,1) for jitter; tests may fix it.
 	Rand   func() float64
 	Logger *slog.Logger
+	// Locker, when set, copies every value the cache keeps, and every
+	// field it cuts, into memory that never reaches swap (--mlock).
+	Locker Locker
+}
+
+// Locker copies a value into locked memory (see package locked). The copy
+// is valid while hold is reachable; a Secret carries it in Hold. A value
+// that finds no locked memory is an error of no known kind: the call
+// fails (EIO), and the provider is not thought down.
+type Locker interface {
+	Copy(b []byte) (copy []byte, hold any, err error)
+}
+
+// lock copies val's value into locked memory, where the cache has a
+// Locker.
+func (c *Cache) lock(val any, err error) (any, error) {
+	s, ok := val.(resolver.Secret)
+	if err != nil || !ok || c.opts.Locker == nil {
+		return val, err
+	}
+	if s.Value, s.Hold, err = c.opts.Locker.Copy(s.Value); err != nil {
+		return nil, fmt.Errorf("%s: keeping the value in locked memory: %w", s.Key, err)
+	}
+	return s, nil
 }
 
 // Observer is told what the cache did, for metrics. Names of secrets and
@@ -462,6 +486,13 @@ func (c *Cache) Get(ctx context.Context, ref resolver.Reference) (Value, error) 
 	s, err := resolver.Cut(ref, a.val.(resolver.Secret))
 	if err != nil {
 		return Value{}, err
+	}
+	if ref.Field != "" {
+		v, err := c.lock(s, nil)
+		if err != nil {
+			return Value{}, err
+		}
+		s = v.(resolver.Secret)
 	}
 	return Value{Secret: s, FreshFor: a.freshFor, Stale: a.stale, Gen: a.gen}, nil
 }

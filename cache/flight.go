@@ -101,7 +101,7 @@ func (c *Cache) call(k key) answer {
 	ctx, cancel := context.WithTimeout(c.ctx, c.budget(k))
 	defer cancel()
 	c.log.Debug("backend call", "op", k.String())
-	val, err := c.counted(k.provider, func() (any, error) { return c.fetch(ctx, k) })
+	val, err := c.lock(c.counted(k.provider, func() (any, error) { return c.fetch(ctx, k) }))
 
 	var a answer
 	switch kind := resolver.KindOf(err); kind {
@@ -321,7 +321,9 @@ func (c *Cache) Prefetch(ctx context.Context, provider string, keys []string) er
 			return nil, err
 		})
 		for name, s := range got {
-			c.storeValue(key{op: opGet, provider: provider, name: name}, s, gen, began)
+			if v, err := c.lock(s, nil); err == nil {
+				c.storeValue(key{op: opGet, provider: provider, name: name}, v, gen, began)
+			}
 		}
 		if len(got) > 0 {
 			c.markUp(provider)

@@ -1,6 +1,7 @@
 package csi
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/hmac"
@@ -13,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -316,10 +318,16 @@ func (s *Server) mount(ctx context.Context, req *Request) (*v1alpha1.MountRespon
 			var content []byte
 			var version string
 			if o.Template != nil {
+				var holdMu sync.Mutex
+				var holds []any // guarded by holdMu; keep the values read (locked memory) valid until the render is done
 				out, refs, err := o.Template.Render(gctx, func(ctx context.Context, ref resolver.Reference) ([]byte, error) {
 					v, err := get(ctx, ref)
+					holdMu.Lock()
+					holds = append(holds, v.Hold)
+					holdMu.Unlock()
 					return v.Value, err
 				})
+				runtime.KeepAlive(holds)
 				for _, r := range refs {
 					read[i] = append(read[i], r.String())
 				}
@@ -336,7 +344,11 @@ func (s *Server) mount(ctx context.Context, req *Request) (*v1alpha1.MountRespon
 				if err != nil {
 					return fmt.Errorf("%s[%d]: %w", ParamObjects, i, err)
 				}
-				content, version = v.Value, s.objectVersion(req, o, v.Secret)
+				// The response outlives this function, and a value in
+				// locked memory lives as long as its Secret: the file
+				// gets a copy of its own.
+				content, version = bytes.Clone(v.Value), s.objectVersion(req, o, v.Secret)
+				runtime.KeepAlive(v.Hold)
 			}
 			files[i] = &v1alpha1.File{Path: o.Path, Mode: int32(o.Mode), Contents: content}
 			versions[i] = &v1alpha1.ObjectVersion{Id: o.Path, Version: version}

@@ -52,6 +52,15 @@ type Config struct {
 	// Count, when set, is told of every FUSE request that reaches the
 	// daemon, by operation (metrics).
 	Count func(op string)
+	// Locker, when set, keeps every template's render in memory that
+	// never reaches swap (--mlock); the engine keeps the secrets so.
+	Locker Locker
+}
+
+// Locker copies a value into locked memory; the copy is valid while hold
+// is reachable (see package locked).
+type Locker interface {
+	Copy(b []byte) (copy []byte, hold any, err error)
 }
 
 // Auditor is where audit records go.

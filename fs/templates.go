@@ -2,6 +2,9 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/secretfs/secretfs/audit"
+	"github.com/secretfs/secretfs/locked"
 	"github.com/secretfs/secretfs/resolver"
 	"github.com/secretfs/secretfs/templates"
 )
@@ -72,6 +76,7 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	}
 	var (
 		mu     sync.Mutex // the getter runs once per reference, at once
+		holds  []any      // guarded by mu; what keeps the values read valid (locked memory) until the render is done
 		fresh  = time.Duration(-1)
 		served = map[resolver.Reference]string{} // what rules match: the secret each read returned
 	)
@@ -91,10 +96,18 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 				fresh = v.FreshFor
 			}
 			served[ref] = servedPath(ref, v.Secret)
+			holds = append(holds, v.Hold)
 			mu.Unlock()
 		}
 		return v.Value, err
 	})
+	runtime.KeepAlive(holds)
+	var hold any
+	if err == nil && n.sys.cfg.Locker != nil {
+		if value, hold, err = n.sys.cfg.Locker.Copy(value); err != nil {
+			err = fmt.Errorf("template %s: keeping the render in locked memory: %w", name, err)
+		}
+	}
 	paths := make([]string, len(reads))
 	for i, r := range reads {
 		if p, ok := served[r]; ok {
@@ -119,6 +132,11 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 		case resolver.KindCanceled:
 			errno = syscall.EINTR
 		case resolver.KindUnknown:
+			if errors.Is(err, locked.ErrFull) {
+				n.sys.log.Warn("template not rendered", "template", name, "error", err)
+				errno = syscall.EIO
+				break
+			}
 			// A template function failed; its message may quote a value, so
 			// only the template and what it read are logged.
 			n.sys.log.Warn("template not rendered: a function failed", "template", name, "refs", strings.Join(refs, " "))
@@ -139,7 +157,7 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, aerr
 	}
 	return n.sys.fileInode(ctx, n.EmbeddedInode(), name, content{
-		ref: self, path: path, secret: resolver.Secret{Value: value}, fresh: max(fresh, 0), reads: reads, served: paths, tmpl: t,
+		ref: self, path: path, secret: resolver.Secret{Value: value, Hold: hold}, fresh: max(fresh, 0), reads: reads, served: paths, tmpl: t,
 	}, gen, out), 0
 }
 

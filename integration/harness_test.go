@@ -108,6 +108,9 @@ type daemon struct {
 	syncs  int          // guarded by mu; markers syncLog used (one backend read each)
 	exited chan struct{}
 	err    error // set before exited is closed
+	// wrap, when set, runs secretfs under these commands (prlimit,
+	// setpriv), each of which execs the next: the pid stays the daemon's.
+	wrap []string
 }
 
 // Stderr returns what the daemon logged so far.
@@ -186,7 +189,20 @@ func mountAt(t testing.TB, dir string, env []string, args ...string) *daemon {
 
 func startDaemon(t testing.TB, dir string, env []string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, Dir: dir}
+	return startWrapped(t, nil, dir, env, args...)
+}
+
+// mountWrapped mounts with secretfs run under wrap (see daemon.wrap).
+func mountWrapped(t testing.TB, wrap, env []string, args ...string) *daemon {
+	t.Helper()
+	d := startWrapped(t, wrap, t.TempDir(), env, args...)
+	t.Cleanup(func() { d.stop() })
+	return d
+}
+
+func startWrapped(t testing.TB, wrap []string, dir string, env []string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, Dir: dir, wrap: wrap}
 	full := append([]string{"mount", "--log-level", "debug"}, args...)
 	line := d.start(append(full, dir), env)
 	if !strings.Contains(line, "mounted "+dir) {
@@ -210,6 +226,9 @@ func (d *daemon) start(args, env []string) string {
 	}
 	d.exited = make(chan struct{})
 	d.cmd = exec.Command(secretfsBin, args...)
+	if len(d.wrap) > 0 {
+		d.cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], secretfsBin), args...)...)
+	}
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()

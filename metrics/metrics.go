@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/secretfs/secretfs/cache"
+	"github.com/secretfs/secretfs/locked"
 )
 
 // Metrics is one registry of secretfs's metrics. It implements
@@ -109,6 +110,17 @@ func (m *Metrics) WatchAudit(failures func() uint64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "secretfs_audit_write_failures_total", Help: "Audit records that could not be written; each refused its read.",
 	}, func() float64 { return float64(failures()) }))
+}
+
+// WatchLocked adds the locked memory of --mlock: the bytes locked and
+// the values that found none (each failed its read).
+func (m *Metrics) WatchLocked(stats func() locked.Stats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "secretfs_locked_bytes", Help: "Memory locked for values (--mlock)."},
+			func() float64 { return float64(stats().Locked) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "secretfs_locked_failures_total", Help: "Values that found no locked memory (--mlock); each failed its read."},
+			func() float64 { return float64(stats().Failures) }),
+	)
 }
 
 // Handler serves /metrics and /healthz: 200 "ok" while healthy answers nil

@@ -88,6 +88,10 @@ type Secret struct {
 	// reference's Key, or "Key@Version" when a secret is named exactly
 	// so (see Resolver.Fetch). Rules are matched on it.
 	Key string
+	// Hold, when set, keeps the memory Value lies in (locked memory, see
+	// package locked) valid while the Secret is reachable: whoever keeps
+	// Value keeps the Secret, or Hold with it.
+	Hold any
 }
 
 // String keeps the value out of fmt output.

@@ -75,7 +75,7 @@ func newCSIFlags() *csiFlags {
 		maxResponse:     f.Int("max-response-size", csi.DriverRecvLimit, "largest Mount reply in bytes: the driver's --max-call-recv-msg-size (4 MiB by default); raise both together"),
 		idle:            f.Duration("identity-idle", csi.DefaultIdleTimeout, "close an identity (its cache and its Vault token) that no mount used for this long"),
 		grace:           f.Duration("shutdown-grace", 10*time.Second, "after SIGTERM, how long mounts under way may finish"),
-		mlock:           f.Bool("mlock", false, "lock the process's memory (mlockall) so that values never reach swap"),
+		mlock:           f.Bool("mlock", false, "keep values in locked memory that never reaches swap (the files the driver writes are the driver's)"),
 	}
 }
 
@@ -108,7 +108,8 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := harden(*cf.mlock); err != nil {
+	arena, err := harden(*cf.mlock)
+	if err != nil {
 		return err
 	}
 	signal.Ignore(syscall.SIGPIPE)
@@ -117,9 +118,13 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 
 	met := metrics.New(version())
+	copts := cache.Options{TTL: *cf.ttl, NegativeTTL: *cf.negTTL, MaxStale: *cf.maxStale, MaxEntries: *cf.maxEntries, Deadlines: resolver.Deadlines{Call: c.timeout}, Observer: met}
+	if arena != nil {
+		copts.Locker = arena
+	}
 	srv, err := csi.New(csi.Options{Backends: bs, AllowNodeCredentials: *cf.allowNode, MaxIdentities: *cf.maxIdentities,
 		MaxPerNamespace: *cf.maxPerNamespace, MaxResponse: *cf.maxResponse, IdleTimeout: *cf.idle, Version: version(), Logger: log,
-		Cache: cache.Options{TTL: *cf.ttl, NegativeTTL: *cf.negTTL, MaxStale: *cf.maxStale, MaxEntries: *cf.maxEntries, Deadlines: resolver.Deadlines{Call: c.timeout}, Observer: met}})
+		Cache: copts})
 	if err != nil {
 		return err
 	}

@@ -15,24 +15,28 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/fs"
+	"github.com/secretfs/secretfs/locked"
 )
 
 // harden makes the process non-dumpable (a process of the same uid can then
 // neither ptrace it nor read its /proc/PID/environ or mem) with no core
-// files, and with mlock keeps its memory out of swap.
-func harden(mlock bool) error {
+// files. With mlock it returns the arena that keeps values out of swap
+// (see package locked), once it has locked a first chunk.
+func harden(mlock bool) (*locked.Arena, error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+		return nil, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
 	}
 	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
-		return fmt.Errorf("no core files (RLIMIT_CORE): %w", err)
+		return nil, fmt.Errorf("no core files (RLIMIT_CORE): %w", err)
 	}
-	if mlock {
-		if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
-			return fmt.Errorf("--mlock: mlockall: %w (it needs CAP_IPC_LOCK, or an RLIMIT_MEMLOCK (ulimit -l) as large as the process)", err)
-		}
+	if !mlock {
+		return nil, nil
 	}
-	return nil
+	a := locked.New(0)
+	if _, _, err := a.Copy([]byte{0}); err != nil {
+		return nil, fmt.Errorf("--mlock: %w: it needs CAP_IPC_LOCK, or an RLIMIT_MEMLOCK of at least %d KiB and more for the values held", err, locked.ChunkSize>>10)
+	}
+	return a, nil
 }
 
 // notify tells systemd (Type=notify) about the service, when it runs

@@ -68,7 +68,7 @@ func newMountFlags() *mountFlags {
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
 	f.StringArrayVar(&m.templateFlags, "template", nil, "render a template as MOUNT/templates/NAME, NAME=FILE (repeatable)")
-	f.BoolVar(&m.mlock, "mlock", false, "lock the process's memory (mlockall) so that values never reach swap; needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK")
+	f.BoolVar(&m.mlock, "mlock", false, "keep values in locked memory that never reaches swap; needs CAP_IPC_LOCK or an RLIMIT_MEMLOCK (ulimit -l) as large as the values held")
 	f.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr (reopened on SIGHUP, for logrotate)")
 	f.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and health at /healthz on HOST:PORT (e.g. 127.0.0.1:9464)")
 	return m
@@ -150,7 +150,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	cfg.Rules = m.rules
 	cfg.Templates = m.templates
 
-	if err := harden(m.mlock); err != nil {
+	arena, err := harden(m.mlock)
+	if err != nil {
 		return err
 	}
 	// Signals are taken before anything can log: a broken log pipe
@@ -177,8 +178,12 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	r.Deadlines = deadlines
 	met := metrics.New(version())
-	c := cache.New(r, cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale,
-		MaxEntries: m.maxEntries, Deadlines: deadlines, Logger: log, Observer: met})
+	copts := cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale,
+		MaxEntries: m.maxEntries, Deadlines: deadlines, Logger: log, Observer: met}
+	if arena != nil {
+		copts.Locker, cfg.Locker = arena, arena
+	}
+	c := cache.New(r, copts)
 	defer c.Close()
 	cfg.Count = met.FUSERequest
 	srv, err := fs.Mount(dir, c, cfg, mo)
@@ -194,6 +199,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 			return trail.Failures()
 		})
 		met.WatchExec(exec.Refused)
+		if arena != nil {
+			met.WatchLocked(arena.Stats)
+		}
 		ms, err := metrics.Serve(m.metricsAddr, met.Handler(func(ctx context.Context) error { return fs.StatWithin(ctx, dir) }))
 		if err != nil {
 			srv.Unmount()
