@@ -125,7 +125,8 @@ release: check-providers
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -tags '$(TAGS)' -ldflags '-s -w $(LDFLAGS)' -o $$out ./cmd/secretfs; \
 		SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) $(GO) run ./internal/inventory sbom -version $(VERSION) $$out > $$out.spdx.json; \
 	done
-	cd $(DIST) && sha256sum secretfs-* > SHA256SUMS
+	cp LICENSE $(DIST)/LICENSE
+	cd $(DIST) && sha256sum secretfs-* LICENSE > SHA256SUMS
 	@cat $(DIST)/SHA256SUMS
 
 # make release, then check what it made: the sums, static binaries of the
@@ -142,6 +143,7 @@ release-check: release
 		sum=$$(sha256sum $$bin | cut -d' ' -f1); \
 		grep -q "\"checksumValue\": \"$$sum\"" $$bin.spdx.json || { echo "$$bin: its SBOM describes another binary"; exit 1; }; \
 		grep -q '"versionInfo": "$(VERSION)"' $$bin.spdx.json || { echo "$$bin: the SBOM lacks the version $(VERSION)"; exit 1; }; \
+		grep -q '"licenseDeclared": "Apache-2.0"' $$bin.spdx.json || { echo "$$bin: the SBOM does not declare Apache-2.0"; exit 1; }; \
 	done
 	$(DIST)/secretfs-$(VERSION)-linux-amd64 version
 

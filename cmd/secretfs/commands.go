@@ -248,6 +248,10 @@ flag names; the command line wins over the environment, which wins over the file
 .TP
 /etc/fstab
 mount with type fuse.secretfs through mount.fuse.secretfs.
+.SH LICENSE
+Apache-2.0 (SPDX identifier): the Apache License, Version 2.0. The modules
+a binary carries are under Apache-2.0, MIT, BSD-3-Clause or MPL-2.0
+.RB ( "make licenses" ).
 .SH SEE ALSO
 .BR mount (8),
 .BR fusermount3 (1),

@@ -12,8 +12,10 @@
 // A module's licence is read from the LICENSE/COPYING files of its copy in
 // the module cache (go mod download) and identified with
 // github.com/google/licensecheck. A module whose licence cannot be
-// identified, or that is under the Business Source License, fails both
-// commands: a release must not carry either.
+// identified, is under the Business Source License, or is not one that
+// may be shipped in a work under secretfs's own licence (Apache-2.0, the
+// LICENSE file at the root; see compatible) fails both commands: a
+// release must not carry any of them.
 package main
 
 import (
@@ -90,6 +92,9 @@ func inventory(bi *buildinfo.BuildInfo) ([]module, error) {
 			d = d.Replace
 		}
 		lic, err := licenceOf(d)
+		if err == nil {
+			err = compatibleWith(lic)
+		}
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s@%s: %v", d.Path, d.Version, err))
 		}
@@ -100,6 +105,25 @@ func inventory(bi *buildinfo.BuildInfo) ([]module, error) {
 		return out, errors.New(strings.Join(problems, "; "))
 	}
 	return out, nil
+}
+
+// Licence is secretfs's own licence, as in the LICENSE file at the root.
+const Licence = "Apache-2.0"
+
+// compatible are the licences a binary under Licence may carry: permissive
+// ones, and MPL-2.0, whose copyleft is per file (the files of those
+// modules stay under it, and their source is public).
+var compatible = []string{"Apache-2.0", "MIT", "BSD-2-Clause", "BSD-3-Clause", "ISC", "MPL-2.0", "CC0-1.0", "Unlicense", "Zlib"}
+
+// compatibleWith refuses a licence expression (IDs joined by AND) with a
+// licence not in compatible.
+func compatibleWith(expr string) error {
+	for _, id := range strings.Split(expr, " AND ") {
+		if !slices.Contains(compatible, id) {
+			return fmt.Errorf("%s is not known to be compatible with %s", id, Licence)
+		}
+	}
+	return nil
 }
 
 // licenceOf identifies a module's licence from its licence files.
@@ -224,7 +248,7 @@ func sbom(path, version string, bi *buildinfo.BuildInfo, mods []module) (*spdxDo
 		DocumentNamespace: "https://github.com/secretfs/secretfs/spdx/" + name + "-" + hexSum,
 		CreationInfo:      spdxCreation{Created: created.Format(time.RFC3339), Creators: []string{"Tool: secretfs-inventory"}}}
 	root := spdxPackage{SPDXID: "SPDXRef-Package-secretfs", Name: bi.Main.Path, VersionInfo: version,
-		DownloadLocation: "NOASSERTION", LicenseConcluded: "NOASSERTION", LicenseDeclared: "NOASSERTION", CopyrightText: "NOASSERTION",
+		DownloadLocation: "NOASSERTION", LicenseConcluded: Licence, LicenseDeclared: Licence, CopyrightText: "NOASSERTION",
 		PrimaryPurpose: "APPLICATION", Checksums: []spdxChecksum{{Algorithm: "SHA256", Value: hexSum}},
 		Comment: "the binary " + name + ", built with " + bi.GoVersion}
 	doc.Packages = append(doc.Packages, root)
