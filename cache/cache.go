@@ -155,6 +155,34 @@ type Locker interface {
 	Copy(b []byte) (copy []byte, hold any, err error)
 }
 
+// lockedCut is field of k's value of generation gen, cut as s, in locked
+// memory: the copy its entry keeps, or a new one it then keeps.
+func (c *Cache) lockedCut(k key, gen uint64, field string, s resolver.Secret) (resolver.Secret, error) {
+	c.mu.Lock()
+	e := c.entries[k]
+	if e != nil && e.gen == gen {
+		if kept, ok := e.cuts[field]; ok {
+			c.mu.Unlock()
+			return kept, nil
+		}
+	}
+	c.mu.Unlock()
+	v, err := c.lock(s, nil)
+	if err != nil {
+		return resolver.Secret{}, err
+	}
+	s = v.(resolver.Secret)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[k]; e != nil && e.gen == gen {
+		if e.cuts == nil {
+			e.cuts = make(map[string]resolver.Secret)
+		}
+		e.cuts[field] = s
+	}
+	return s, nil
+}
+
 // lock copies val's value into locked memory, where the cache has a
 // Locker.
 func (c *Cache) lock(val any, err error) (any, error) {
@@ -487,12 +515,10 @@ func (c *Cache) Get(ctx context.Context, ref resolver.Reference) (Value, error) 
 	if err != nil {
 		return Value{}, err
 	}
-	if ref.Field != "" {
-		v, err := c.lock(s, nil)
-		if err != nil {
+	if ref.Field != "" && c.opts.Locker != nil {
+		if s, err = c.lockedCut(key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version}, a.gen, ref.Field, s); err != nil {
 			return Value{}, err
 		}
-		s = v.(resolver.Secret)
 	}
 	return Value{Secret: s, FreshFor: a.freshFor, Stale: a.stale, Gen: a.gen}, nil
 }

@@ -87,6 +87,9 @@ type entry struct {
 	store      *store
 	el         *list.Element
 	bytes      int // what size said when it was stored
+	// cuts are the fields cut from val, each copied into locked memory
+	// once (with a Locker), by name: a field read again takes no new copy.
+	cuts map[string]resolver.Secret
 }
 
 // servableStale reports whether e holds a good value that may still be

@@ -48,6 +48,9 @@ const (
 	maxPathLength  = 4096 // the driver's atomic writer's limits
 	maxNameLength  = 255
 	maxParamLength = 2048
+	// MaxTemplate bounds an object's template text: it is parsed in the
+	// daemon, whose stack a deep nesting would take.
+	MaxTemplate = 64 << 10
 )
 
 // params are the parameters secretfs reads, with their checks. The driver
@@ -286,6 +289,8 @@ func parseObjects(text string, defMode os.FileMode) ([]Object, error) {
 				return nil, paramErr(where+".ref", "%v", err)
 			}
 			o.Ref = ref
+		case len(r.Template) > MaxTemplate:
+			return nil, paramErr(where+".template", "%d bytes, more than %d", len(r.Template), MaxTemplate)
 		case r.Template != "":
 			t, err := templates.ParseUntrusted(r.Path, where+".template", r.Template)
 			if err != nil {

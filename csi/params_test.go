@@ -87,6 +87,7 @@ func TestParseMountRefusesWithTheParameterNamed(t *testing.T) {
 		{"ref and template", obj("- ref: env:X\n  template: y\n  path: x\n"), "420", "objects[0]"},
 		{"neither", obj("- path: x\n"), "420", "objects[0]"},
 		{"bad template", obj("- template: '{{ secret '\n  path: x\n"), "420", "objects[0].template"},
+		{"template too long", obj("- template: '" + strings.Repeat("{{if 1}}", 10000) + strings.Repeat("{{end}}", 10000) + "'\n  path: x\n"), "420", "objects[0].template"},
 		{"absolute path", obj("- ref: env:X\n  path: /etc/x\n"), "420", "objects[0].path"},
 		{"dot dot", obj("- ref: env:X\n  path: a/../../x\n"), "420", "objects[0].path"},
 		{"unclean", obj("- ref: env:X\n  path: a//x\n"), "420", "objects[0].path"},

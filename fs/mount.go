@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -86,6 +87,14 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 		GID:               cfg.GID,
 	})
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	// go-fuse opens /dev/fuse without close-on-exec: every program the
+	// daemon runs (a render worker, an exec provider) would hold the
+	// mount's channel, and could answer its requests. Nothing has run
+	// since the open.
+	if err := closeOnExec("/dev/fuse"); err != nil {
+		srv.Unmount()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	s := &Server{sys: root.sys, srv: srv, dir: dir, done: make(chan struct{})}
@@ -247,4 +256,33 @@ func lazyUnmount(dir string) error {
 		}
 	}
 	return err
+}
+
+// Mounted reports whether dir is the mountpoint of a secretfs.
+func Mounted(dir string) bool { return mountedSecretfs(dir) }
+
+// Detach unmounts dir lazily: files still open there are served until
+// they are closed.
+func Detach(dir string) error { return lazyUnmount(dir) }
+
+// closeOnExec sets close-on-exec on every descriptor of the process open
+// on path.
+func closeOnExec(path string) error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || target != path {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			return fmt.Errorf("close-on-exec on %s: %w", path, err)
+		}
+	}
+	return nil
 }

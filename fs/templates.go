@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -104,8 +105,20 @@ func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.Entry
 	runtime.KeepAlive(holds)
 	var hold any
 	if err == nil && n.sys.cfg.Locker != nil {
-		if value, hold, err = n.sys.cfg.Locker.Copy(value); err != nil {
-			err = fmt.Errorf("template %s: keeping the render in locked memory: %w", name, err)
+		var old *fileNode
+		if child := n.EmbeddedInode().GetChild(name); child != nil {
+			old, _ = child.Operations().(*fileNode)
+		}
+		if old != nil && bytes.Equal(old.secret.Value, value) {
+			// The same render as the file shows: its locked copy serves.
+			clear(value)
+			value, hold = old.secret.Value, old.secret.Hold
+		} else {
+			rendered := value
+			if value, hold, err = n.sys.cfg.Locker.Copy(rendered); err != nil {
+				err = fmt.Errorf("template %s: keeping the render in locked memory: %w", name, err)
+			}
+			clear(rendered)
 		}
 	}
 	paths := make([]string, len(reads))

@@ -132,3 +132,23 @@ esac
 		t.Error("the detached descendant outlived the call")
 	}
 }
+
+// A program the daemon runs never holds the mount's /dev/fuse: go-fuse
+// opened it without close-on-exec, and an exec provider's program (like a
+// render worker) inherited it, and so the channel that answers the mount.
+func TestProgramsHoldNoFuseChannel(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "fds.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = get ] || exit 2\nfor f in /proc/self/fd/*; do readlink \"$f\"; done; exit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := mount(t, nil, "--exec-provider", "fds="+script, "--env-allow", "NONE")
+	got, err := os.ReadFile(d.Path("fds", "x"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, d.Stderr())
+	}
+	if strings.Contains(string(got), "/dev/fuse") {
+		t.Errorf("the program's descriptors: %q, want no /dev/fuse", got)
+	}
+}

@@ -92,17 +92,18 @@ func class(n int) int {
 	return c
 }
 
+// slot takes a slot for n bytes. When the arena cannot grow, the slots of
+// values no longer reachable come back after a collection, once their
+// cleanups have run (in a goroutine of the runtime's): it collects and
+// looks again, for up to 200 ms.
 func (a *Arena) slot(n int) ([]byte, error) {
-	for try := 0; ; try++ {
-		s, err := a.take(n)
-		if err == nil || try == 2 {
-			return s, err
-		}
-		// Slots of values no longer reachable come back after a
-		// collection, once their cleanups have run.
+	s, err := a.take(n)
+	for wait := time.Millisecond; err != nil && wait < 128*time.Millisecond; wait *= 2 {
 		runtime.GC()
-		time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
+		time.Sleep(wait)
+		s, err = a.take(n)
 	}
+	return s, err
 }
 
 func (a *Arena) take(n int) ([]byte, error) {

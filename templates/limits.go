@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"text/template"
 	"text/template/parse"
 )
@@ -20,11 +22,12 @@ import (
 //   - MaxRefs secrets at most, fetched by the daemon before the render;
 //   - no function whose output changes from one render to the next
 //     (random, time, key generation): a file would change at every read;
-//   - MaxSize bounds the output and every value passed in, and MaxSteps
-//     the iterations of every range and the calls of every defined
-//     template: loops are the usual way to spend the worker's time, and
-//     these end them in milliseconds with a clear message, not at the
-//     worker's deadline;
+//   - MaxSize bounds the output and every value passed in (maxValues all
+//     of them), and MaxSteps the iterations of every range and the runs
+//     of every template (the root too: it may call itself): loops and
+//     recursion are the usual ways to spend the worker's time, and these
+//     end them in milliseconds with a clear message, not at the worker's
+//     deadline;
 //   - MaxRenders renders (and so workers) at once; others wait;
 //   - a template from someone not trusted (ParseUntrusted) gets a short
 //     list of functions (untrustedFuncs), a surface it needs for .env,
@@ -33,6 +36,9 @@ const (
 	MaxSize    = 4 << 20
 	MaxSteps   = 200_000
 	MaxRenders = 4
+	// maxValues bounds the values of one render together: the daemon
+	// sends them all to the worker.
+	maxValues = 4 * MaxSize
 )
 
 // ErrLimit is a render that went past a limit.
@@ -104,13 +110,25 @@ func funcs(ctx context.Context, steps *int, untrusted bool) template.FuncMap {
 func check(tmpl *template.Template, parseRef func(string) error) ([]string, error) {
 	var refs []string
 	var bad error
-	for _, t := range tmpl.Templates() {
+	// In a fixed order (the root, then the others by name): the daemon and
+	// a worker each parse the text, and must find the same references.
+	all := tmpl.Templates()
+	slices.SortFunc(all, func(a, b *template.Template) int {
+		switch {
+		case a.Name() == tmpl.Name():
+			return -1
+		case b.Name() == tmpl.Name():
+			return 1
+		}
+		return strings.Compare(a.Name(), b.Name())
+	})
+	for _, t := range all {
 		if t.Tree == nil || t.Tree.Root == nil {
 			continue
 		}
-		if t.Name() != tmpl.Name() {
-			prependTick(t.Tree.Root)
-		}
+		// Every template, the root too (it may call itself), spends a step
+		// each time it runs.
+		prependTick(t.Tree.Root)
 		secret := func(cmd *parse.CommandNode, piped bool) {
 			lit, ok := (*parse.StringNode)(nil), len(cmd.Args) == 2 && !piped
 			if ok {

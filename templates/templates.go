@@ -49,8 +49,7 @@ type Template struct {
 type Getter func(ctx context.Context, ref resolver.Reference) ([]byte, error)
 
 // Parse parses text. A syntax error names FILE:LINE (or NAME:LINE); so does
-// a secret call whose argument is not one quoted reference, and a template
-// that calls itself.
+// a secret call whose argument is not one quoted reference.
 func Parse(name, source, text string) (*Template, error) {
 	return parseTemplate(name, source, text, false)
 }

@@ -1,10 +1,14 @@
 package templates
 
 import (
+	"bytes"
 	"context"
+	"encoding/gob"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -160,5 +164,104 @@ func TestRenderInAWorker(t *testing.T) {
 	tmpl, _ := Parse("t", "", `{{ secret "env:A" }}`)
 	if _, _, err := tmpl.Render(ctx, get); !errors.Is(err, context.Canceled) {
 		t.Errorf("Render with an ended context = %v, want context.Canceled", err)
+	}
+}
+
+// The daemon and the worker each parse the text; the worker takes values
+// by reference, never by position (the order of a parse's references
+// followed a map's once). The worker is given the values in the reverse of
+// its own order, and each still lands in its place.
+func TestValuesGoByReference(t *testing.T) {
+	text := `{{ define "a" }}{{ secret "p:user" }}{{ end }}{{ define "b" }}{{ secret "p:pass" }}{{ end }}{{ define "c" }}{{ secret "p:host" }}{{ end }}user={{ template "a" }} pass={{ template "b" }} host={{ template "c" }}`
+	tmpl, err := Parse("x", "", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := job{Name: "x", Text: text}
+	refs := tmpl.Refs()
+	for i := len(refs) - 1; i >= 0; i-- {
+		j.Refs = append(j.Refs, refs[i].String())
+		j.Values = append(j.Values, []byte(strings.ToUpper(refs[i].Key)))
+		j.Failed = append(j.Failed, false)
+	}
+	var in, out bytes.Buffer
+	if err := gob.NewEncoder(&in).Encode(&j); err != nil {
+		t.Fatal(err)
+	}
+	serve := exec.Command(os.Args[0], WorkerCommand) // this test binary, as TestMain serves
+	serve.Stdin, serve.Stdout = &in, &out
+	if err := serve.Run(); err != nil {
+		t.Fatal(err)
+	}
+	var a answer
+	if err := gob.NewDecoder(&out).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(a.Out), "user=USER pass=PASS host=HOST"; got != want || a.Kind != "" {
+		t.Errorf("render = %q (%s %s), want %q", got, a.Kind, a.Msg, want)
+	}
+	// And every parse lists them in one order.
+	for range 20 {
+		again, _ := Parse("x", "", text)
+		if got, want := fmt.Sprint(again.Refs()), fmt.Sprint(refs); got != want {
+			t.Fatalf("Refs = %s, then %s", want, got)
+		}
+	}
+}
+
+// A template that calls itself spends a step each time, the root too, so
+// that recursion ends at MaxSteps with a clear message, not at the
+// worker's deadline.
+func TestRecursionIsCounted(t *testing.T) {
+	text := `{{ $n := . | default 0 }}{{ if lt $n 40 }}{{ template "root" (add $n 1) }}{{ template "root" (add $n 1) }}{{ end }}`
+	for _, parse := range []func(string, string, string) (*Template, error){Parse, ParseUntrusted} {
+		tmpl, err := parse("x", "root", text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = tmpl.Render(context.Background(), nil)
+		if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "template calls") {
+			t.Errorf("a root that calls itself: %v, want ErrLimit at MaxSteps", err)
+		}
+	}
+}
+
+// Values no template may hold never leave the daemon: a class that names
+// 32 secrets of 5 MiB (in a branch never taken) is refused before they are
+// copied for the worker.
+func TestOversizedValuesStayInTheDaemon(t *testing.T) {
+	var b strings.Builder
+	for i := range 32 {
+		fmt.Fprintf(&b, `{{ if false }}{{ secret "p:k%d" }}{{ end }}`, i)
+	}
+	tmpl, err := ParseUntrusted("x", "", b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, MaxSize+1<<20)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err = tmpl.Render(context.Background(), func(context.Context, resolver.Reference) ([]byte, error) { return big, nil })
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrLimit) {
+		t.Errorf("32 values of 5 MiB: %v, want ErrLimit", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+		t.Errorf("the daemon allocated %d MiB, want the values refused before any copy", got>>20)
+	}
+}
+
+// A worker that cannot start is secretfs's failure, not the template's:
+// neither a limit nor a render error (which CSI reports as the class's).
+func TestWorkerThatCannotStartIsNotTheTemplates(t *testing.T) {
+	w := worker.Load()
+	t.Cleanup(func() { worker.Store(w) })
+	UseWorker([]string{"/nonexistent/secretfs", WorkerCommand})
+	tmpl, err := Parse("x", "", `plain`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = tmpl.Render(context.Background(), nil); err == nil || errors.Is(err, ErrLimit) || errors.Is(err, ErrRender) {
+		t.Errorf("a worker that cannot start: %v, want an error of its own kind", err)
 	}
 }

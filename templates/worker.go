@@ -2,6 +2,7 @@ package templates
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/gob"
 	"errors"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/secretfs/secretfs/resolver"
 )
 
 // A render worker is a bound that holds whatever a template's functions
@@ -67,10 +70,13 @@ func UseWorker(command []string) {
 	worker.Store(&c)
 }
 
-// job is what the daemon sends a worker.
+// job is what the daemon sends a worker: the values by reference, as the
+// daemon's parse found them (the worker matches them to its own by name,
+// never by position).
 type job struct {
 	Name, Source, Text string
 	Untrusted          bool
+	Refs               []string
 	Values             [][]byte
 	Failed             []bool // the value could not be read
 }
@@ -79,7 +85,7 @@ type job struct {
 type answer struct {
 	Out  []byte
 	Kind string // "", "secret", "limit", "render", "canceled"
-	Ref  int    // for "secret": which reference
+	Ref  string // for "secret": which reference
 	Msg  string // the error, as withheld (no value)
 }
 
@@ -90,25 +96,34 @@ var errFailed = errors.New("not read")
 func (t *Template) renderInWorker(ctx context.Context, command []string, vals []fetched) ([]byte, error) {
 	j := job{Name: t.Name, Source: t.Source, Text: t.text, Untrusted: t.untrusted,
 		Values: make([][]byte, len(vals)), Failed: make([]bool, len(vals))}
+	total := 0
 	for i, v := range vals {
+		// A value no template may hold is refused here, before the daemon
+		// copies it: the worker would refuse it anyway.
+		if total += len(v.v); len(v.v) > MaxSize || total > maxValues {
+			return nil, fmt.Errorf("template %s: %w: %s: its values take more than %d bytes (%d in all)", t.Name, ErrLimit, t.refs[i], MaxSize, maxValues)
+		}
+		j.Refs = append(j.Refs, t.refs[i].String())
 		j.Values[i], j.Failed[i] = v.v, v.err != nil
 	}
-	var in bytes.Buffer
-	if err := gob.NewEncoder(&in).Encode(&j); err != nil {
+	var enc bytes.Buffer
+	if err := gob.NewEncoder(&enc).Encode(&j); err != nil {
 		return nil, fmt.Errorf("template %s: %w", t.Name, err)
 	}
+	in := enc.Bytes()
+	defer clear(in) // the values
 	ctx, cancel := context.WithTimeout(ctx, WorkerWall)
 	defer cancel()
 	cmd := osexec.CommandContext(ctx, command[0], command[1:]...)
 	cmd.Env = []string{"GOMEMLIMIT=" + workerGoMem, "GOTRACEBACK=none"}
-	cmd.Stdin = &in
+	cmd.Stdin = bytes.NewReader(in)
 	out := &limitedBuffer{max: maxAnswer}
+	defer func() { clear(out.b) }() // the render
 	cmd.Stdout = out
 	cmd.Stderr = io.Discard
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
-	in.Reset() // the values
 	if ctx.Err() != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("template %s: %w: the render took longer than %v", t.Name, ErrLimit, WorkerWall)
@@ -118,9 +133,14 @@ func (t *Template) renderInWorker(ctx context.Context, command []string, vals []
 	if out.over {
 		return nil, fmt.Errorf("template %s: %w: output of more than %d bytes", t.Name, ErrLimit, MaxSize)
 	}
-	if err != nil {
+	var exit *osexec.ExitError
+	if errors.As(err, &exit) {
 		// Out of memory, out of CPU: the bound held.
 		return nil, fmt.Errorf("template %s: %w: the render worker ran out of its limits (%v)", t.Name, ErrLimit, err)
+	}
+	if err != nil {
+		// Not the template's doing: secretfs could not run its worker.
+		return nil, fmt.Errorf("template %s: starting the render worker: %v", t.Name, err)
 	}
 	var a answer
 	if err := gob.NewDecoder(bytes.NewReader(out.b)).Decode(&a); err != nil {
@@ -130,10 +150,11 @@ func (t *Template) renderInWorker(ctx context.Context, command []string, vals []
 	case "":
 		return a.Out, nil
 	case "secret":
-		if a.Ref < 0 || a.Ref >= len(vals) || vals[a.Ref].err == nil {
+		i := slices.IndexFunc(t.refs, func(r resolver.Reference) bool { return r.String() == a.Ref })
+		if i < 0 || vals[i].err == nil {
 			return nil, fmt.Errorf("template %s: %w: a bad answer from the render worker", t.Name, ErrRender)
 		}
-		return nil, fmt.Errorf("template %s: %w", t.Name, &secretError{ref: t.refs[a.Ref], err: vals[a.Ref].err})
+		return nil, fmt.Errorf("template %s: %w", t.Name, &secretError{ref: t.refs[i], err: vals[i].err})
 	case "limit":
 		return nil, &workerError{msg: a.Msg, err: ErrLimit}
 	case "canceled":
@@ -187,25 +208,32 @@ func ServeWorker(in io.Reader, out io.Writer) int {
 		t, err = Parse(j.Name, j.Source, j.Text)
 	}
 	var a answer
-	if err == nil && len(t.refs) != len(j.Values) {
+	if err == nil && (len(t.refs) != len(j.Refs) || len(j.Refs) != len(j.Values) || len(j.Refs) != len(j.Failed)) {
 		err = fmt.Errorf("template %s: %d values for %d references", j.Name, len(j.Values), len(t.refs))
+	}
+	// Values by reference: the worker's own order of references need not
+	// be the daemon's.
+	vals := make([]fetched, len(t.refs))
+	for i, ref := range t.refs {
+		k := slices.Index(j.Refs, ref.String())
+		if err != nil || k < 0 {
+			err = cmp.Or(err, fmt.Errorf("template %s: no value for %s", j.Name, ref))
+			break
+		}
+		vals[i] = fetched{v: j.Values[k]}
+		if j.Failed[k] {
+			vals[i].err = errFailed
+		}
 	}
 	if err != nil {
 		a = answer{Kind: "render", Msg: err.Error()}
 	} else {
-		vals := make([]fetched, len(j.Values))
-		for i, v := range j.Values {
-			vals[i] = fetched{v: v}
-			if j.Failed[i] {
-				vals[i].err = errFailed
-			}
-		}
 		a.Out, err = t.execute(context.Background(), vals)
 		var se *secretError
 		switch {
 		case err == nil:
 		case errors.As(err, &se):
-			a.Kind, a.Ref = "secret", slices.Index(t.refs, se.ref)
+			a.Kind, a.Ref = "secret", se.ref.String()
 		case errors.Is(err, ErrLimit):
 			a.Kind, a.Msg = "limit", err.Error()
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -145,6 +145,9 @@ func runCSI(args []string, stdout, stderr io.Writer) error {
 	health := ""
 	if *cf.healthAddr != "" {
 		met.Watch(srv, srv.Providers())
+		if arena != nil {
+			met.WatchLocked(arena.Stats)
+		}
 		alive := func(ctx context.Context) error {
 			conn, err := (&net.Dialer{}).DialContext(ctx, "unix", *cf.endpoint)
 			if err != nil {

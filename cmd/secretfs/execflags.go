@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,7 +92,7 @@ func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
 		cfg := exec.Config{Name: d.Name, Command: d.Command, Env: d.Env, Timeout: t, Concurrency: c.execConcurrency, Logger: log}
 		// The program runs under secretfs itself as its reaper, so that no
 		// descendant outlives it (setsid or not).
-		if self, err := os.Executable(); err == nil {
+		if self, err := selfExe(); err == nil {
 			cfg.Reaper = []string{self, exec.ReaperCommand}
 		} else {
 			log.Warn("exec providers run without a reaper: a descendant that calls setsid may outlive a call", "error", err)

@@ -42,7 +42,7 @@ func main() {
 		os.Exit(templates.ServeWorker(os.Stdin, os.Stdout))
 	}
 	// Every render runs in a worker: secretfs itself, as render-worker.
-	if self, err := os.Executable(); err == nil {
+	if self, err := selfExe(); err == nil {
 		templates.UseWorker([]string{self, templates.WorkerCommand})
 	} else {
 		fmt.Fprintln(os.Stderr, "secretfs: templates cannot render (no render worker):", err)
@@ -129,4 +129,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return usagef("unknown command %q", args[0])
+}
+
+// selfExe is how secretfs runs itself (a render worker, an exec
+// provider's reaper, a volume's mount): /proc/self/exe, the very binary
+// running, even once a package upgrade has replaced the file; else its
+// path.
+func selfExe() (string, error) {
+	const self = "/proc/self/exe"
+	if _, err := os.Stat(self); err == nil {
+		return self, nil
+	}
+	return os.Executable()
 }
