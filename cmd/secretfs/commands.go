@@ -45,6 +45,8 @@ func commands() []command {
 			complete: "mountpoint", run: runRefresh},
 		{name: "csi-provider", args: "--endpoint SOCK", summary: "serve the Kubernetes Secrets Store CSI driver",
 			flags: func() *pflag.FlagSet { return newCSIFlags().flagSet }, run: runCSI},
+		{name: "serve", args: "docker [flags]", summary: "serve Docker volumes (a volume plugin)",
+			flags: func() *pflag.FlagSet { return newDockerFlags().flagSet }, complete: "docker", run: runServe},
 		{name: "completion", args: "bash|zsh", summary: "print a shell completion script", complete: "bash zsh", run: runCompletion},
 		{name: "man", summary: "print the manual page (roff)", run: runMan},
 		{name: "version", summary: "print the version, commit, Go version and providers", run: func(_ []string, stdout, _ io.Writer) error {

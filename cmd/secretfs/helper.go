@@ -50,7 +50,7 @@ func runHelper(args []string, stdout, stderr io.Writer) error {
 	if len(positional) != 2 {
 		return usagef("usage: %s SOURCE MOUNTPOINT [-o OPTIONS]", helperName)
 	}
-	flags, err := helperFlags(opts)
+	flags, err := helperFlags(helperName, opts)
 	if err != nil {
 		return err
 	}
@@ -81,8 +81,9 @@ var generic = map[string]bool{
 	"atime": true, "noatime": true, "relatime": true, "strictatime": true, "diratime": true, "nodiratime": true,
 }
 
-// helperFlags turns mount options into `secretfs mount` flags.
-func helperFlags(opts []string) ([]string, error) {
+// helperFlags turns mount options into `secretfs mount` flags; who names
+// the caller in errors (mount(8)'s helper, a Docker volume).
+func helperFlags(who string, opts []string) ([]string, error) {
 	known := newMountFlags().flagSet
 	var flags, fuseOpts []string
 	for _, o := range opts {
@@ -97,13 +98,13 @@ func helperFlags(opts []string) ([]string, error) {
 		flag := strings.ReplaceAll(name, "_", "-")
 		f := known.Lookup(flag)
 		if f == nil || flag == "options" || flag == "help" {
-			return nil, usagef("%s: unknown option %q", helperName, name)
+			return nil, usagef("%s: unknown option %q", who, name)
 		}
 		switch {
 		case !hasVal && f.Value.Type() == "bool":
 			flags = append(flags, "--"+flag)
 		case !hasVal:
-			return nil, usagef("%s: option %q needs a value (%s=...)", helperName, name, name)
+			return nil, usagef("%s: option %q needs a value (%s=...)", who, name, name)
 		case strings.HasSuffix(f.Value.Type(), "Slice"):
 			flags = append(flags, "--"+flag+"="+strings.ReplaceAll(val, ":", ","))
 		default:

@@ -211,13 +211,13 @@ func TestHelperFlags(t *testing.T) {
 		{[]string{"", "noauto", "comment=x-gvfs-hide"}, ""},
 	}
 	for _, tt := range tests {
-		got, err := helperFlags(tt.opts)
+		got, err := helperFlags(helperName, tt.opts)
 		if err != nil || strings.Join(got, " ") != tt.want {
 			t.Errorf("helperFlags(%q) = %q, %v; want %q", tt.opts, got, err, tt.want)
 		}
 	}
 	for _, bad := range [][]string{{"nosuchoption=1"}, {"ttl"}, {"options=ro"}} {
-		if _, err := helperFlags(bad); exitCode(err) != exitUsage {
+		if _, err := helperFlags(helperName, bad); exitCode(err) != exitUsage {
 			t.Errorf("helperFlags(%q) = %v, want a usage error", bad, err)
 		}
 	}
