@@ -27,7 +27,7 @@ LDFLAGS := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
 # Every tag set CI checks: each provider alone, and all of them.
 TAG_SETS := secretfs_no_aws,secretfs_no_vault secretfs_no_env,secretfs_no_vault secretfs_no_env,secretfs_no_aws all
 
-.PHONY: build run test test-unit test-providers test-integration backends fuse-tools lint bench fuzz clean install release release-check licenses check-providers
+.PHONY: build run test test-unit test-providers test-integration backends fuse-tools docker-tools lint bench fuzz clean install release release-check licenses check-providers
 
 check-providers:
 	@bad="$(filter-out $(ALL_PROVIDERS),$(PROVIDERS))"; if [ -n "$$bad" ]; then \
@@ -66,7 +66,15 @@ fuse-tools:
 		{ apt-get install -y -qq fuse3 >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq fuse3 >/dev/null 2>&1; }; } || \
 		echo "fuse3 could not be installed: the non-root mount test will skip"
 
-test-integration: backends fuse-tools
+# The Docker volume tests start a private Docker Engine (Debian's
+# docker.io): its own data root, exec root and mount namespace, stopped and
+# removed by the test.
+docker-tools:
+	@command -v dockerd >/dev/null 2>&1 || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null 2>&1; }; } || \
+		echo "docker.io could not be installed: the Docker volume tests with a real engine will skip"
+
+test-integration: backends fuse-tools docker-tools
 	SECRETFS_KUMO_BIN=$(KUMO_BIN) SECRETFS_VAULT_BIN=$(VAULT_BIN) \
 		$(GO) test -race -count=1 -timeout 40m ./integration/...
 

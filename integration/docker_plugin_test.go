@@ -22,7 +22,9 @@ import (
 // plugin is a running `secretfs serve docker`.
 type plugin struct {
 	t     *testing.T
-	dir   string // socket, state and base below it
+	dir   string // state, base and log below it
+	sock  string
+	wrap  []string // runs the plugin (nsenter into an engine's mount namespace)
 	args  []string
 	cmd   *exec.Cmd
 	log   pluginLog
@@ -38,14 +40,19 @@ func (l pluginLog) String() string {
 	return string(b)
 }
 
-func (p *plugin) socket() string { return filepath.Join(p.dir, "plugin.sock") }
+func (p *plugin) socket() string { return p.sock }
 func (p *plugin) base() string   { return filepath.Join(p.dir, "base") }
 
 // startPlugin starts the plugin with the state kept in dir, and waits for
 // its socket.
 func startPlugin(t *testing.T, dir string, args ...string) *plugin {
 	t.Helper()
-	p := &plugin{t: t, dir: dir, args: args, log: pluginLog{filepath.Join(dir, "plugin.log")}}
+	return startPluginAt(t, dir, filepath.Join(dir, "plugin.sock"), nil, args...)
+}
+
+func startPluginAt(t *testing.T, dir, sock string, wrap []string, args ...string) *plugin {
+	t.Helper()
+	p := &plugin{t: t, dir: dir, sock: sock, wrap: wrap, args: args, log: pluginLog{filepath.Join(dir, "plugin.log")}}
 	p.httpc = &http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", p.socket())
@@ -60,6 +67,9 @@ func (p *plugin) start() {
 	full := append([]string{"serve", "docker", "--socket-addr", p.socket(), "--base-dir", p.base(),
 		"--state-file", filepath.Join(p.dir, "state"), "--log-level", "debug"}, p.args...)
 	p.cmd = exec.Command(secretfsBin, full...)
+	if len(p.wrap) > 0 {
+		p.cmd = exec.Command(p.wrap[0], append(append(p.wrap[1:len(p.wrap):len(p.wrap)], secretfsBin), full...)...)
+	}
 	logf, err := os.OpenFile(p.log.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,274 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	sm "github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+)
+
+// engine is a private Docker Engine: its own data and exec roots, and its
+// own mount namespace, where /run/docker (and so /run/docker/plugins,
+// where it finds plugins) is a tmpfs of its own. Nothing it does reaches a
+// Docker the machine may run.
+type engine struct {
+	t   *testing.T
+	dir string
+	pid int
+	cmd *exec.Cmd
+}
+
+func startEngine(t *testing.T) *engine {
+	t.Helper()
+	for _, tool := range []string{"dockerd", "docker", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s: a real Docker Engine is not tested here (make docker-tools installs Debian's docker.io)", tool)
+		}
+	}
+	dir, err := os.MkdirTemp("", "sfsd") // short: unix socket paths
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &engine{t: t, dir: dir}
+	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"deprecated-key-path": "`+filepath.Join(dir, "key.json")+`"}`), 0o600)
+	script := "mkdir -p /run/docker && mount -t tmpfs -o mode=0755 tmpfs /run/docker && exec dockerd --config-file " + dir + "/daemon.json" +
+		" --data-root " + dir + "/data --exec-root " + dir + "/exec --host unix://" + dir + "/docker.sock --pidfile " + dir + "/docker.pid" +
+		" --storage-driver vfs --iptables=false --ip6tables=false --bridge=none"
+	e.cmd = exec.Command("unshare", "-m", "--propagation", "private", "--", "sh", "-c", script)
+	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	e.cmd.Stdout, e.cmd.Stderr = logf, logf
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.pid = e.cmd.Process.Pid
+	t.Cleanup(e.stop)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, _, err := e.docker("info"); err == nil {
+			return e
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
+			t.Skipf("dockerd did not start within 60s; a real Docker Engine is not tested here:\n%s", tail(string(log), 20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// docker runs the Docker CLI against the engine.
+func (e *engine) docker(args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"-H", "unix://" + e.dir + "/docker.sock"}, args...)...)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0", "DOCKER_CONFIG="+filepath.Join(e.dir, "cli"))
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func (e *engine) must(args ...string) string {
+	e.t.Helper()
+	out, errs, err := e.docker(args...)
+	if err != nil {
+		e.t.Fatalf("docker %s: %v\n%s%s", strings.Join(args, " "), err, out, errs)
+	}
+	return out
+}
+
+// nsenter runs in the engine's mount namespace: the plugin and its mounts
+// live there, as they would beside a system's dockerd.
+func (e *engine) nsenter() []string { return []string{"nsenter", "-t", strconv.Itoa(e.pid), "-m", "--"} }
+
+// mounted reports whether dir is mounted in the engine's namespace.
+func (e *engine) mounted(dir string) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", e.pid))
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *engine) stop() {
+	if out, _, err := e.docker("ps", "-aq"); err == nil && strings.TrimSpace(out) != "" {
+		e.docker(append([]string{"rm", "-f"}, strings.Fields(out)...)...)
+	}
+	// The volumes' mounts (in the engine's namespace) end with their
+	// unmount; then the engine.
+	stopMountsBelow(e.dir)
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { e.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		e.cmd.Process.Kill()
+		<-done
+	}
+	os.RemoveAll(e.dir)
+}
+
+// stopMountsBelow ends every secretfs mount process whose mountpoint is
+// below dir.
+func stopMountsBelow(dir string) {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 2 && args[1] == "mount" && strings.HasPrefix(args[len(args)-1], dir+"/") {
+			syscall.Kill(pid, syscall.SIGTERM)
+			pids = append(pids, pid)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		alive := 0
+		for _, pid := range pids {
+			if syscall.Kill(pid, 0) == nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// buildReader builds the test image: FROM scratch, the reader program.
+func (e *engine) buildReader() string {
+	e.t.Helper()
+	ctxDir := filepath.Join(e.dir, "image")
+	os.MkdirAll(ctxDir, 0o755)
+	build := exec.Command("go", "build", "-o", filepath.Join(ctxDir, "reader"), "./testdata/reader")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		e.t.Fatalf("building the reader: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM scratch\nCOPY reader /reader\nENTRYPOINT [\"/reader\"]\n"), 0o644)
+	e.must("build", "-q", "-t", "secretfs-it-reader", ctxDir)
+	return "secretfs-it-reader"
+}
+
+// The host plugin with a real Docker Engine: volumes of a real backend
+// (kumo) read by containers, shared by two, separated by prefix, rotated
+// under a running container, refused where they should be, and kept
+// across a crash of the plugin.
+func TestDockerVolumesWithARealEngine(t *testing.T) {
+	t.Parallel()
+	e := startEngine(t)
+	image := e.buildReader()
+	k := kumoWith(t, map[string]string{"prod/db": "prod-1", "dev/db": "dev-1"})
+	const name = "secretfs-it"
+	vols := filepath.Join(e.dir, "volumes")
+	wrap := append(e.nsenter(), "env")
+	wrap = append(wrap, k.Env(t)...)
+	p := startPluginAt(t, e.dir, "/run/docker/plugins/"+name+".sock", wrap,
+		"--name", name, "--base-dir", vols, "--providers", "aws", "--ttl", "500ms", "--timeout", "2s")
+
+	run := func(vol string, args ...string) (string, string, error) {
+		return e.docker(append([]string{"run", "--rm", "--network", "none", "-v", vol + ":/run/secrets:ro", image}, args...)...)
+	}
+	e.must("volume", "create", "-d", name, "-o", "aws_prefix=prod/", "-o", "uid=1000", "prod")
+	e.must("volume", "create", "-d", name, "-o", "aws_prefix=dev/", "dev")
+	start := time.Now()
+	if out, errs, err := run("prod", "/run/secrets/aws/prod/db"); err != nil || out != "prod-1" {
+		t.Fatalf("a container reads prod/db: %q, %v\n%s\n%s", out, err, errs, p.log)
+	}
+	t.Logf("docker run of a reader through a new volume: %v", time.Since(start))
+	if out, _, err := run("prod", "/run/secrets/aws/dev/db"); err == nil {
+		t.Errorf("the prod volume shows dev/db: %q", out)
+	}
+	if out, errs, err := run("dev", "/run/secrets/aws/dev/db"); err != nil || out != "dev-1" {
+		t.Errorf("the dev volume: %q, %v %s", out, err, errs)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"volume", "create", "-d", name, "-o", "audit_log=/etc/passwd", "bad1"}, "not offered to volumes"},
+			{[]string{"volume", "create", "-d", name, "-o", "colour=blue", "bad2"}, "unknown option"},
+			{[]string{"volume", "create", "-d", name, "-o", "providers=env", "bad3"}, "--allow-env"},
+			{[]string{"volume", "rm", "nosuchvolume"}, "no such volume"},
+		} {
+			_, errs, err := e.docker(tt.args...)
+			if err == nil || !strings.Contains(errs, tt.want) {
+				t.Errorf("docker %s: %v %q, want an error with %q", strings.Join(tt.args, " "), err, errs, tt.want)
+			}
+		}
+	})
+
+	// Two running containers share one mount; a rotation reaches them.
+	mounts := func() int { return strings.Count(p.log.String(), `msg="volume mounted" volume=prod`) }
+	before := mounts()
+	for _, c := range []string{"c1", "c2"} {
+		e.must("run", "-d", "--name", c, "--network", "none", "-v", "prod:/s:ro", image, "-every", "100ms", "/s/aws/prod/db")
+	}
+	if n := mounts() - before; n != 1 {
+		t.Errorf("the prod volume was mounted %d times for two running containers, want 1", n)
+	}
+	if _, errs, err := e.docker("volume", "rm", "prod"); err == nil || !strings.Contains(errs, "in use") {
+		t.Errorf("docker volume rm of a volume in use: %v %q", err, errs)
+	}
+	k.Client().PutSecretValue(context.Background(), putValue("prod/db", "prod-2"))
+	waitLogs := func(c, want string) {
+		t.Helper()
+		eventually(t, 10*time.Second, c+" sees "+want, func() bool {
+			out, _, _ := e.docker("logs", "--tail", "3", c)
+			return strings.Contains(out, "value: "+want)
+		})
+	}
+	waitLogs("c1", "prod-2")
+
+	// The plugin crashes with both running: they go on reading; it starts
+	// again, knows its volumes, and a new container reads through one.
+	p.kill()
+	k.Client().PutSecretValue(context.Background(), putValue("prod/db", "prod-3"))
+	waitLogs("c2", "prod-3")
+	p.start()
+	if out := e.must("volume", "ls", "-q"); !strings.Contains(out, "prod") || !strings.Contains(out, "dev") {
+		t.Errorf("docker volume ls after the plugin's restart: %q", out)
+	}
+	if out, errs, err := run("prod", "/run/secrets/aws/prod/db"); err != nil || out != "prod-3" {
+		t.Errorf("a new container after the restart: %q, %v %s", out, err, errs)
+	}
+	// Stopping both unmounts it; then it can be removed.
+	e.must("rm", "-f", "c1", "c2")
+	eventually(t, 10*time.Second, "the volume is unmounted once no container uses it", func() bool { return !e.mounted(filepath.Join(vols, "prod")) })
+	e.must("volume", "rm", "prod", "dev")
+	if out := e.must("volume", "ls", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("volumes left: %q", out)
+	}
+}
+
+func putValue(id, value string) *sm.PutSecretValueInput {
+	return &sm.PutSecretValueInput{SecretId: aws.String(id), SecretString: aws.String(value)}
+}
