@@ -272,3 +272,49 @@ func TestDockerVolumesWithARealEngine(t *testing.T) {
 func putValue(id, value string) *sm.PutSecretValueInput {
 	return &sm.PutSecretValueInput{SecretId: aws.String(id), SecretString: aws.String(value)}
 }
+
+// The managed plugin: deploy/docker/plugin's config.json and a rootfs of
+// the static binary (build.sh), created, configured and enabled with the
+// Docker CLI; a volume of kumo through it, read by a container.
+func TestDockerManagedPlugin(t *testing.T) {
+	t.Parallel()
+	e := startEngine(t)
+	image := e.buildReader()
+	k := kumoWith(t, map[string]string{"prod/db": "managed-1"})
+	bin := filepath.Join(e.dir, "secretfs-static")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../cmd/secretfs")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("a static secretfs: %v\n%s", err, out)
+	}
+	pdir := filepath.Join(e.dir, "plugin")
+	if out, err := exec.Command("../deploy/docker/plugin/build.sh", bin, pdir).CombinedOutput(); err != nil {
+		t.Fatalf("build.sh: %v\n%s", err, out)
+	}
+	state := filepath.Join(e.dir, "plugin-state")
+	os.MkdirAll(state, 0o700)
+	const name = "secretfs-it-managed"
+	e.must("plugin", "create", name, pdir)
+	t.Cleanup(func() {
+		e.docker("plugin", "disable", "-f", name)
+		e.docker("plugin", "rm", "-f", name)
+	})
+	e.must("plugin", "set", name, "state.source="+state, "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=test-access-key",
+		"AWS_SECRET_ACCESS_KEY=test-secret-key", "AWS_ENDPOINT_URL_SECRETS_MANAGER="+k.Endpoint(),
+		"args=--log-level=debug --providers=aws --ttl=500ms")
+	start := time.Now()
+	e.must("plugin", "enable", name)
+	t.Logf("docker plugin enable: %v", time.Since(start))
+	e.must("volume", "create", "-d", name, "-o", "aws_prefix=prod/", "mvol")
+	out, errs, err := e.docker("run", "--rm", "--network", "none", "-v", "mvol:/s:ro", image, "/s/aws/prod/db")
+	if err != nil || out != "managed-1" {
+		t.Fatalf("a container through the managed plugin: %q, %v\n%s", out, err, errs)
+	}
+	if _, errs, err := e.docker("volume", "create", "-d", name, "-o", "providers=env", "menv"); err == nil || !strings.Contains(errs, "--allow-env") {
+		t.Errorf("env through the managed plugin: %v %q", err, errs)
+	}
+	e.must("volume", "rm", "mvol")
+	if b, err := os.ReadFile(filepath.Join(state, "docker-plugin.state")); err != nil || strings.Contains(string(b), "mvol") {
+		t.Errorf("the plugin's state, in the settable mount: %q, %v", b, err)
+	}
+}
