@@ -117,7 +117,8 @@ install: build
 	install -d $(DESTDIR)$(SBINDIR)
 	ln -sf $(PREFIX)/bin/secretfs $(DESTDIR)$(SBINDIR)/mount.fuse.secretfs
 	install -D -m 0644 contrib/systemd/secretfs.service $(DESTDIR)$(UNITDIR)/secretfs.service
-	sed -i 's|/usr/local/bin/secretfs|$(PREFIX)/bin/secretfs|g' $(DESTDIR)$(UNITDIR)/secretfs.service
+	install -m 0644 contrib/systemd/docker-volume-secretfs.service contrib/systemd/docker-volume-secretfs.socket $(DESTDIR)$(UNITDIR)/
+	sed -i 's|/usr/local/bin/secretfs|$(PREFIX)/bin/secretfs|g' $(DESTDIR)$(UNITDIR)/secretfs.service $(DESTDIR)$(UNITDIR)/docker-volume-secretfs.service
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 	$(BIN)/secretfs man | gzip -9n > $(DESTDIR)$(MANDIR)/man1/secretfs.1.gz
 	$(BIN)/secretfs completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/secretfs

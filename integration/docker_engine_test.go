@@ -318,3 +318,78 @@ func TestDockerManagedPlugin(t *testing.T) {
 		t.Errorf("the plugin's state, in the settable mount: %q, %v", b, err)
 	}
 }
+
+// The README's container recipe with a real engine: deploy/docker's image
+// (a static binary) mounts one level below a shared parent, the
+// application's container gets the parent rslave, and a restart of the
+// secretfs container (a new mount) reaches the running application.
+func TestDockerContainerRecipe(t *testing.T) {
+	t.Parallel()
+	e := startEngine(t)
+	reader := e.buildReader()
+	k := kumoWith(t, map[string]string{"prod/db": "recipe-1"})
+	ctxDir := filepath.Join(e.dir, "sfs-image")
+	os.MkdirAll(ctxDir, 0o755)
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(ctxDir, "secretfs-static"), "../cmd/secretfs")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("a static secretfs: %v\n%s", err, out)
+	}
+	e.must("build", "-q", "-f", "../deploy/docker/Dockerfile", "--build-arg", "BINARY=secretfs-static", "-t", "secretfs-it-image", ctxDir)
+	if out := e.must("run", "--rm", "--network", "none", "secretfs-it-image", "version"); !strings.Contains(out, "providers:") {
+		t.Errorf("secretfs version in the image: %q", out)
+	}
+
+	// The shared parent, on the engine's host (its mount namespace).
+	shared := filepath.Join(e.dir, "shared")
+	os.MkdirAll(filepath.Join(shared, "mnt"), 0o755)
+	for _, args := range [][]string{{"mount", "--bind", shared, shared}, {"mount", "--make-shared", shared}} {
+		if out, err := exec.Command(e.nsenter()[0], append(e.nsenter()[1:], args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	run := []string{"run", "-d", "--name", "sfs", "--network", "host", "--cap-add", "SYS_ADMIN", "--device", "/dev/fuse"}
+	for _, kv := range k.Env(t) {
+		if strings.HasPrefix(kv, "AWS_REGION=") || strings.HasPrefix(kv, "AWS_ACCESS_KEY_ID=") || strings.HasPrefix(kv, "AWS_SECRET_ACCESS_KEY=") || strings.HasPrefix(kv, "AWS_ENDPOINT_URL_SECRETS_MANAGER=") {
+			run = append(run, "-e", kv)
+		}
+	}
+	run = append(run, "--mount", "type=bind,source="+shared+",target="+shared+",bind-propagation=rshared",
+		"secretfs-it-image", "mount", "--allow-other", "--providers", "aws", "--ttl", "500ms", shared+"/mnt")
+	e.must(run...)
+	mnt := filepath.Join(shared, "mnt")
+	if !waitFor(20*time.Second, func() bool { return e.mounted(mnt) }) {
+		logs, errs, _ := e.docker("logs", "sfs")
+		t.Fatalf("secretfs's container did not mount below the shared parent:\n%s%s", logs, errs)
+	}
+	e.must("run", "-d", "--name", "app", "--network", "none", "--mount", "type=bind,source="+shared+",target=/run/secrets,readonly,bind-propagation=rslave",
+		reader, "-every", "100ms", "/run/secrets/mnt/aws/prod/db")
+	waitLogs := func(want string) {
+		t.Helper()
+		eventually(t, 20*time.Second, "the application reads "+want, func() bool {
+			out, _, _ := e.docker("logs", "--tail", "3", "app")
+			return strings.Contains(out, "value: "+want)
+		})
+	}
+	waitLogs("recipe-1")
+	e.must("restart", "-t", "5", "sfs")
+	k.Client().PutSecretValue(context.Background(), putValue("prod/db", "recipe-2"))
+	waitLogs("recipe-2")
+	e.must("rm", "-f", "app")
+	e.must("stop", "-t", "10", "sfs") // SIGTERM: secretfs unmounts
+	if e.mounted(mnt) {
+		t.Error("the mount outlived its container's stop")
+	}
+	e.must("rm", "sfs")
+	exec.Command(e.nsenter()[0], append(e.nsenter()[1:], "umount", shared)...).Run()
+}
+
+// waitFor polls cond until it holds or within passes.
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}

@@ -285,3 +285,63 @@ func mountPid(t *testing.T, dir string) int {
 	t.Fatalf("no mount process for %s", dir)
 	return 0
 }
+
+// Where the plugin serves: a TCP address announced by a spec file that
+// goes when the plugin does, and a socket systemd passes (socket
+// activation), which stays.
+func TestDockerPluginSockets(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v"})
+	t.Run("tcp", func(t *testing.T) {
+		dir := t.TempDir()
+		p := &plugin{t: t, dir: dir, sock: "127.0.0.1:0", args: []string{"--providers", "test", "--test-dir", b.Dir, "--spec-dir", dir},
+			log: pluginLog{filepath.Join(dir, "plugin.log")}}
+		p.start()
+		t.Cleanup(p.cleanup)
+		spec, err := os.ReadFile(filepath.Join(dir, "secretfs.spec"))
+		addr, ok := strings.CutPrefix(strings.TrimSpace(string(spec)), "tcp://")
+		if err != nil || !ok {
+			t.Fatalf("spec file: %q, %v", spec, err)
+		}
+		p.httpc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) }}}
+		if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
+			t.Errorf("Activate over TCP = %v", got)
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.cmd.Wait()
+		if _, err := os.Stat(filepath.Join(dir, "secretfs.spec")); err == nil {
+			t.Error("the spec file outlived the plugin")
+		}
+	})
+	t.Run("systemd", func(t *testing.T) {
+		if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
+			t.Skip("no systemd-socket-activate")
+		}
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "activated.sock")
+		cmd := exec.Command("systemd-socket-activate", "-l", sock, "--", secretfsBin, "serve", "docker", "--socket-addr", filepath.Join(dir, "unused.sock"),
+			"--base-dir", filepath.Join(dir, "base"), "--state-file", filepath.Join(dir, "state"), "--providers", "test", "--test-dir", b.Dir)
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		eventually(t, 5*time.Second, "systemd-socket-activate listens", func() bool { _, err := os.Stat(sock); return err == nil })
+		p := &plugin{t: t, sock: sock}
+		p.httpc = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", sock) }}}
+		if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
+			t.Errorf("Activate on the socket systemd passed = %v", got)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if !strings.Contains(out.String(), "(from systemd)") {
+			t.Errorf("the plugin did not serve the socket it was passed: %q", out.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "unused.sock")); err == nil {
+			t.Error("it made a socket of its own")
+		}
+	})
+}

@@ -379,40 +379,50 @@ func TestSystemdNotify(t *testing.T) {
 
 func TestSystemdUnitVerifies(t *testing.T) {
 	t.Parallel()
-	unit, err := filepath.Abs("../contrib/systemd/secretfs.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(unit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// No option that gives the service its own mount namespace: the mount
-	// must propagate out.
-	for _, bad := range []string{"ProtectSystem=", "ProtectHome=", "PrivateTmp=", "PrivateDevices=", "PrivateMounts=",
-		"ReadOnlyPaths=", "ProtectKernelTunables=", "ProtectKernelModules=", "ProtectControlGroups=", "TemporaryFileSystem=", "BindPaths="} {
-		for line := range strings.Lines(string(data)) {
-			if strings.HasPrefix(strings.TrimSpace(line), bad) {
-				t.Errorf("the unit sets %s, which unshares the mount namespace", bad)
+	dir := t.TempDir()
+	for _, u := range []struct {
+		name string
+		need []string
+	}{
+		{"secretfs.service", []string{"Type=notify", "NoNewPrivileges=yes", "DeviceAllow=/dev/fuse", "RuntimeDirectory=secretfs", "CapabilityBoundingSet=CAP_SYS_ADMIN"}},
+		// The volumes' mounts outlive a restart of the plugin.
+		{"docker-volume-secretfs.service", []string{"Type=notify", "NoNewPrivileges=yes", "DeviceAllow=/dev/fuse", "KillMode=process",
+			"CapabilityBoundingSet=CAP_SYS_ADMIN", "secretfs serve docker", "Requires=docker-volume-secretfs.socket", "Before=docker.service"}},
+		{"docker-volume-secretfs.socket", []string{"ListenStream=/run/docker/plugins/secretfs.sock", "SocketMode=0660", "Before=docker.service"}},
+	} {
+		data, err := os.ReadFile(filepath.Join("../contrib/systemd", u.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No option that gives the service its own mount namespace: the
+		// mount must propagate out.
+		for _, bad := range []string{"ProtectSystem=", "ProtectHome=", "PrivateTmp=", "PrivateDevices=", "PrivateMounts=",
+			"ReadOnlyPaths=", "ProtectKernelTunables=", "ProtectKernelModules=", "ProtectControlGroups=", "TemporaryFileSystem=", "BindPaths="} {
+			for line := range strings.Lines(string(data)) {
+				if strings.HasPrefix(strings.TrimSpace(line), bad) {
+					t.Errorf("%s sets %s, which unshares the mount namespace", u.name, bad)
+				}
 			}
 		}
-	}
-	for _, need := range []string{"Type=notify", "NoNewPrivileges=yes", "DeviceAllow=/dev/fuse", "RuntimeDirectory=secretfs", "CapabilityBoundingSet=CAP_SYS_ADMIN"} {
-		if !strings.Contains(string(data), need) {
-			t.Errorf("the unit lacks %s", need)
+		for _, need := range u.need {
+			if !strings.Contains(string(data), need) {
+				t.Errorf("%s lacks %s", u.name, need)
+			}
+		}
+		// The units name the installed binary; verify them with the one
+		// built here.
+		if err := os.WriteFile(filepath.Join(dir, u.name), []byte(strings.ReplaceAll(string(data), "/usr/local/bin/secretfs", secretfsBin)), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 	verify, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze is not installed here: the unit was checked by its text only")
+		t.Skip("systemd-analyze is not installed here: the units were checked by their text only")
 	}
-	// The unit names the installed binary; verify it with the one built here.
-	local := filepath.Join(t.TempDir(), "secretfs.service")
-	if err := os.WriteFile(local, []byte(strings.ReplaceAll(string(data), "/usr/local/bin/secretfs", secretfsBin)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(verify, "verify", local).CombinedOutput(); err != nil {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	for _, name := range []string{"secretfs.service", "docker-volume-secretfs.service", "docker-volume-secretfs.socket"} {
+		if out, err := exec.Command(verify, "verify", filepath.Join(dir, name)).CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
+		}
 	}
 }
 

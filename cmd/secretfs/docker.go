@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/spf13/pflag"
 
@@ -53,18 +54,19 @@ var volumeOptions = []string{"providers", "uid", "gid", "file-mode", "dir-mode",
 // defaults) and the plugin's own.
 type dockerFlags struct {
 	*mountFlags
-	name, socketAddr, baseDir, stateFile, configDir, auditDir string
-	allowEnv                                                  bool
+	name, socketAddr, specDir, baseDir, stateFile, configDir, auditDir string
+	allowEnv                                                           bool
 }
 
 // pluginOnly are the flags of the plugin itself, never a volume's.
-var pluginOnly = []string{"name", "socket-addr", "base-dir", "state-file", "config-dir", "audit-dir", "allow-env", "help"}
+var pluginOnly = []string{"name", "socket-addr", "spec-dir", "base-dir", "state-file", "config-dir", "audit-dir", "allow-env", "help"}
 
 func newDockerFlags() *dockerFlags {
 	d := &dockerFlags{mountFlags: newMountFlags()}
 	f := d.flagSet
 	f.StringVar(&d.name, "name", "secretfs", "the driver's name (docker volume create -d NAME): the socket is /run/docker/plugins/NAME.sock")
-	f.StringVar(&d.socketAddr, "socket-addr", "", "the socket to serve on (default /run/docker/plugins/NAME.sock)")
+	f.StringVar(&d.socketAddr, "socket-addr", "", "the unix socket to serve on (default /run/docker/plugins/NAME.sock), or HOST:PORT with a spec file in --spec-dir; a socket systemd passes (LISTEN_FDS) wins")
+	f.StringVar(&d.specDir, "spec-dir", "/etc/docker/plugins", "where a TCP --socket-addr is written, as NAME.spec, for dockerd to find")
 	f.StringVar(&d.baseDir, "base-dir", "/var/lib/docker-volumes/secretfs", "where volumes are mounted, each at BASE-DIR/NAME")
 	f.StringVar(&d.stateFile, "state-file", "/var/lib/secretfs/docker-plugin.state", "the volumes, kept across restarts of the plugin")
 	f.StringVar(&d.configDir, "config-dir", "", "the directory whose files a volume may name with -o config=FILE (rules, templates; no exec providers)")
@@ -209,20 +211,20 @@ func (p *dockerPlugin) serve(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listenPlugin(p.flags.socketAddr)
+	ln, where, cleanup, err := p.listen()
 	if err != nil {
 		return fmt.Errorf("--socket-addr: %w", err)
 	}
-	defer os.Remove(p.flags.socketAddr)
+	defer cleanup()
 	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- volume.NewHandler(drv).Serve(ln) }()
-	p.log.Info("serving the Docker volume plugin", "socket", p.flags.socketAddr, "base_dir", p.flags.baseDir)
-	fmt.Fprintf(stdout, "secretfs: serving docker volumes on %s\n", p.flags.socketAddr)
-	notify(p.log, "READY=1\nSTATUS=serving docker volumes on "+p.flags.socketAddr)
+	p.log.Info("serving the Docker volume plugin", "socket", where, "base_dir", p.flags.baseDir)
+	fmt.Fprintf(stdout, "secretfs: serving docker volumes on %s\n", where)
+	notify(p.log, "READY=1\nSTATUS=serving docker volumes on "+where)
 	select {
 	case s := <-sigs:
 		// The volumes' mounts go on: containers keep reading them, and the
@@ -233,6 +235,43 @@ func (p *dockerPlugin) serve(stdout io.Writer) error {
 	case err := <-served:
 		return err
 	}
+}
+
+// listen opens where the plugin serves: the socket systemd passed
+// (socket activation, which it leaves in place), a TCP address announced
+// by a spec file (removed at exit), or a unix socket (removed at exit).
+func (p *dockerPlugin) listen() (net.Listener, string, func(), error) {
+	if ls, err := activation.Listeners(); err == nil && len(ls) > 0 {
+		for _, l := range ls[1:] {
+			l.Close()
+		}
+		return ls[0], ls[0].Addr().String() + " (from systemd)", func() {}, nil
+	}
+	addr := p.flags.socketAddr
+	if !strings.HasPrefix(addr, "/") && strings.Contains(addr, ":") {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+			p.log.Warn("serving the plugin on a TCP address beyond this host: whoever reaches it may mount volumes", "addr", ln.Addr().String())
+		}
+		spec := filepath.Join(p.flags.specDir, p.flags.name+".spec")
+		if err := os.MkdirAll(p.flags.specDir, 0o755); err != nil {
+			ln.Close()
+			return nil, "", nil, err
+		}
+		if err := os.WriteFile(spec, []byte("tcp://"+ln.Addr().String()+"\n"), 0o644); err != nil {
+			ln.Close()
+			return nil, "", nil, err
+		}
+		return ln, ln.Addr().String() + " (" + spec + ")", func() { os.Remove(spec) }, nil
+	}
+	ln, err := listenPlugin(addr)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return ln, addr, func() { os.Remove(addr) }, nil
 }
 
 // listenPlugin listens on a unix socket at path, replacing a stale one,
