@@ -96,7 +96,9 @@ func (e *engine) must(args ...string) string {
 
 // nsenter runs in the engine's mount namespace: the plugin and its mounts
 // live there, as they would beside a system's dockerd.
-func (e *engine) nsenter() []string { return []string{"nsenter", "-t", strconv.Itoa(e.pid), "-m", "--"} }
+func (e *engine) nsenter() []string {
+	return []string{"nsenter", "-t", strconv.Itoa(e.pid), "-m", "--"}
+}
 
 // mounted reports whether dir is mounted in the engine's namespace.
 func (e *engine) mounted(dir string) bool {

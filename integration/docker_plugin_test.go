@@ -304,7 +304,9 @@ func TestDockerPluginSockets(t *testing.T) {
 			t.Fatalf("spec file: %q, %v", spec, err)
 		}
 		p.httpc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) }}}
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			}}}
 		if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
 			t.Errorf("Activate over TCP = %v", got)
 		}
@@ -331,7 +333,9 @@ func TestDockerPluginSockets(t *testing.T) {
 		eventually(t, 5*time.Second, "systemd-socket-activate listens", func() bool { _, err := os.Stat(sock); return err == nil })
 		p := &plugin{t: t, sock: sock}
 		p.httpc = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", sock) }}}
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}}
 		if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
 			t.Errorf("Activate on the socket systemd passed = %v", got)
 		}
