@@ -164,7 +164,12 @@ func (p *plugin) cleanup() {
 func TestDockerPluginProtocol(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend(t, map[string]string{"app/db": "db-secret", "other/x": "x-secret"})
-	p := startPlugin(t, t.TempDir(), "--providers", "test", "--test-dir", b.Dir)
+	dir := t.TempDir()
+	confDir, auditDir := filepath.Join(dir, "conf"), filepath.Join(dir, "audit")
+	os.MkdirAll(confDir, 0o755)
+	os.MkdirAll(auditDir, 0o700)
+	os.WriteFile(filepath.Join(confDir, "rules.yaml"), []byte("rules:\n  - path: test/other/**\n    mode: \"0400\"\n    uid: 2000\n"), 0o644)
+	p := startPlugin(t, dir, "--providers", "test", "--test-dir", b.Dir, "--config-dir", confDir, "--audit-dir", auditDir)
 	t.Cleanup(p.cleanup)
 
 	if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
@@ -178,7 +183,7 @@ func TestDockerPluginProtocol(t *testing.T) {
 	p.refused("VolumeDriver.Create", map[string]any{"Name": "envvol", "Opts": map[string]string{"providers": "env"}}, "--allow-env")
 	p.refused("VolumeDriver.Mount", map[string]any{"Name": "nope", "ID": "x"}, "no volume")
 
-	p.ok("VolumeDriver.Create", map[string]any{"Name": "app", "Opts": map[string]string{"uid": "1000", "file_mode": "0440"}})
+	p.ok("VolumeDriver.Create", map[string]any{"Name": "app", "Opts": map[string]string{"uid": "1000", "file_mode": "0440", "config": "rules.yaml"}})
 	if got := p.ok("VolumeDriver.Path", map[string]any{"Name": "app"}); got["Mountpoint"] != "" && got["Mountpoint"] != nil {
 		t.Errorf("Path before any Mount = %v, want none", got["Mountpoint"])
 	}
@@ -192,6 +197,15 @@ func TestDockerPluginProtocol(t *testing.T) {
 	if err := syscall.Stat(filepath.Join(mp, "test", "app", "db"), &st); err != nil || st.Uid != 1000 || st.Mode&0o777 != 0o440 {
 		t.Errorf("the file: uid %d mode %o, %v; want the volume's uid=1000 file_mode=0440", st.Uid, st.Mode&0o777, err)
 	}
+	// The volume's rules (its config file from --config-dir) and its own
+	// audit trail.
+	if err := syscall.Stat(filepath.Join(mp, "test", "other", "x"), &st); err != nil || st.Uid != 2000 || st.Mode&0o777 != 0o400 {
+		t.Errorf("a file under the volume's rule: uid %d mode %o, %v; want 2000 0400", st.Uid, st.Mode&0o777, err)
+	}
+	if rec, err := os.ReadFile(filepath.Join(auditDir, "app.jsonl")); err != nil || !strings.Contains(string(rec), `"ref":"test:app/db"`) || strings.Contains(string(rec), "db-secret") {
+		t.Errorf("the volume's audit trail: %q, %v; want the read of test:app/db, never its value", rec, err)
+	}
+	t.Logf("a mounted volume's process: %d MB resident", procStatus(t, mountPid(t, mp), "VmRSS")>>20)
 	if mp2, _ := p.ok("VolumeDriver.Mount", map[string]any{"Name": "app", "ID": "c2"})["Mountpoint"].(string); mp2 != mp {
 		t.Errorf("a second container's mountpoint %q, want %q", mp2, mp)
 	}
