@@ -12,10 +12,14 @@
 // Each mounted volume is a `secretfs mount` process of its own, in a
 // session of its own (see Mounter): one volume's failure or load never
 // reaches another, and the mounts outlive the plugin. When the plugin
-// starts again it reads the state, adopts every mount that still answers,
-// and mounts again, at the same path, those that do not, before it
-// answers Docker. Volumes with identical options do not share an engine:
-// each has its own cache, audit and rules.
+// starts again it reads the state (names and options: the arguments of
+// every mount are made again by the Checker, so that the plugin's flags
+// of now apply), adopts every mount that still answers, and mounts again,
+// at the same path, those that do not, all at once and for at most
+// RestoreWait before it answers Docker (a volume still being restored
+// then makes its own calls wait). A later container of a volume whose
+// mount died gets a new mount. Volumes with identical options do not
+// share an engine: each has its own cache, audit and rules.
 package dockervolume
 
 import (
@@ -30,6 +34,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
@@ -55,12 +60,14 @@ type Mounter interface {
 type Vol struct {
 	Name    string            `json:"name"`
 	Options map[string]string `json:"options"`
-	Args    []string          `json:"args"` // of its mount, from Checker
 	Created time.Time         `json:"created"`
 	// IDs are the mounts Docker asked for and has not given back; while
 	// there is one, the volume is mounted by Pid.
 	IDs []string `json:"ids,omitempty"`
 	Pid int      `json:"pid,omitempty"`
+
+	args []string // of its mount, from the Checker; nil when bad
+	bad  error    // why the Checker refuses it now (a volume of an older configuration)
 
 	// op is held across a mount or an unmount of this volume, and a
 	// removal: they never overlap, and other volumes never wait on them.
@@ -83,12 +90,20 @@ type Driver struct {
 // name.
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
+// RestoreWait bounds how long New waits for the volumes it mounts again.
+const RestoreWait = 20 * time.Second
+
 // New returns a driver whose mounts live below base and whose state is
 // kept in the file state. It loads that state and restores its volumes:
 // a mount that still answers is adopted, one that does not is mounted
 // again at the same path.
 func New(base, state string, check Checker, m Mounter, log *slog.Logger) (*Driver, error) {
 	if err := os.MkdirAll(base, 0o700); err != nil {
+		return nil, err
+	}
+	// Mounts are made below base as root: nobody else may put a symlink
+	// there.
+	if err := trusted(base); err != nil {
 		return nil, err
 	}
 	d := &Driver{base: base, state: state, check: check, mounter: m, log: log, vols: make(map[string]*Vol)}
@@ -103,33 +118,85 @@ func New(base, state string, check Checker, m Mounter, log *slog.Logger) (*Drive
 	if err := json.Unmarshal(data, &vols); err != nil {
 		return nil, fmt.Errorf("state %s: %w", state, err)
 	}
+	var restoring []*Vol
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, v := range vols {
 		if !validName.MatchString(v.Name) {
 			log.Warn("state: a volume with a bad name is left out", "volume", v.Name)
 			continue
 		}
+		if v.args, v.bad = check(v.Name, v.Options); v.bad != nil {
+			log.Error("volume refused by the plugin's checks of now: it stays unmounted", "volume", v.Name, "error", v.bad)
+		}
 		d.vols[v.Name] = v
-		if len(v.IDs) == 0 {
-			continue
+		if len(v.IDs) > 0 {
+			v.op.Lock() // until restored: its calls wait, others do not
+			restoring = append(restoring, v)
 		}
-		dir := d.dir(v.Name)
-		if m.Alive(dir, v.Pid) {
-			log.Info("volume still mounted: adopted", "volume", v.Name, "pid", v.Pid, "mounts", len(v.IDs))
-			continue
-		}
-		m.Unmount(dir, v.Pid) // what is left of it, if anything
-		pid, err := m.Mount(dir, v.Args)
-		if err != nil {
-			log.Error("volume not mounted again; its containers cannot read it", "volume", v.Name, "error", err)
-			v.IDs, v.Pid = nil, 0
-			continue
-		}
-		v.Pid = pid
-		log.Info("volume mounted again", "volume", v.Name, "pid", pid, "mounts", len(v.IDs))
 	}
+	d.mu.Unlock()
+	done := make(chan struct{}, len(restoring))
+	for _, v := range restoring {
+		go func() {
+			defer func() { v.op.Unlock(); done <- struct{}{} }()
+			d.restore(v)
+		}()
+	}
+	timeout := time.After(RestoreWait)
+	for range restoring {
+		select {
+		case <-done:
+		case <-timeout:
+			log.Warn("volumes still being restored; serving meanwhile", "after", RestoreWait)
+			return d, nil
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return d, d.save()
+}
+
+// restore adopts v's mount, or mounts it again. Called with v.op held.
+func (d *Driver) restore(v *Vol) {
+	d.mu.Lock()
+	pid, args, bad := v.Pid, v.args, v.bad
+	d.mu.Unlock()
+	dir := d.dir(v.Name)
+	if bad == nil && d.mounter.Alive(dir, pid) {
+		d.log.Info("volume still mounted: adopted", "volume", v.Name, "pid", pid)
+		return
+	}
+	d.mounter.Unmount(dir, pid) // what is left of it, if anything
+	var err error
+	if pid, err = 0, bad; err == nil {
+		pid, err = d.mounter.Mount(dir, args)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.log.Error("volume not mounted again; its containers cannot read it", "volume", v.Name, "error", err)
+		v.IDs, v.Pid = nil, 0
+	} else {
+		v.Pid = pid
+		d.log.Info("volume mounted again", "volume", v.Name, "pid", pid, "mounts", len(v.IDs))
+	}
+	if err := d.save(); err != nil {
+		d.log.Error("state not saved", "error", err)
+	}
+}
+
+// trusted refuses a directory that someone other than this process's user
+// owns, or that group or others may write.
+func trusted(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s: want a directory of uid %d that group and others may not write (mounts are made below it)", dir, os.Geteuid())
+	}
+	return nil
 }
 
 func (d *Driver) dir(name string) string { return filepath.Join(d.base, name) }
@@ -171,7 +238,7 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 		}
 		return fmt.Errorf("volume %s exists with other options", r.Name)
 	}
-	d.vols[r.Name] = &Vol{Name: r.Name, Options: maps.Clone(r.Options), Args: args, Created: time.Now().UTC()}
+	d.vols[r.Name] = &Vol{Name: r.Name, Options: maps.Clone(r.Options), args: args, Created: time.Now().UTC()}
 	if err := d.save(); err != nil {
 		delete(d.vols, r.Name)
 		return err
@@ -236,24 +303,35 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 	d.mu.Lock()
 	first, removed := len(v.IDs) == 0, d.vols[r.Name] != v
 	known := slices.Contains(v.IDs, r.ID)
+	args, bad, old := v.args, v.bad, v.Pid
 	d.mu.Unlock()
 	switch {
 	case removed:
 		return nil, fmt.Errorf("no volume %q", r.Name)
+	case bad != nil:
+		return nil, bad
 	case known:
 		return &volume.MountResponse{Mountpoint: dir}, nil
 	}
+	mount := first
+	if !first && !d.mounter.Alive(dir, old) {
+		// Its mount died: the containers that hold it keep a dead mount,
+		// but this one gets a new one.
+		d.log.Warn("volume's mount is dead: mounting it again", "volume", r.Name, "pid", old)
+		d.mounter.Unmount(dir, old)
+		mount = true
+	}
 	var pid int
-	if first {
+	if mount {
 		start := time.Now()
-		if pid, err = d.mounter.Mount(dir, v.Args); err != nil {
+		if pid, err = d.mounter.Mount(dir, args); err != nil {
 			return nil, fmt.Errorf("volume %s: %w", r.Name, err)
 		}
 		d.log.Info("volume mounted", "volume", r.Name, "pid", pid, "took", time.Since(start).Round(time.Millisecond))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if first {
+	if mount {
 		v.Pid = pid
 	}
 	v.IDs = append(v.IDs, r.ID)
@@ -276,11 +354,16 @@ func (d *Driver) Unmount(r *volume.UnmountRequest) error {
 	if i < 0 {
 		return fmt.Errorf("volume %s: no mount %s", r.Name, r.ID)
 	}
+	var uerr error
 	if last {
-		if err := d.mounter.Unmount(d.dir(r.Name), pid); err != nil {
-			return fmt.Errorf("volume %s: %w", r.Name, err)
+		// The ID is given back whatever happens: a volume never stays in
+		// use for an unmount that failed.
+		if uerr = d.mounter.Unmount(d.dir(r.Name), pid); uerr != nil {
+			d.log.Error("volume not unmounted", "volume", r.Name, "error", uerr)
+			uerr = fmt.Errorf("volume %s: %w", r.Name, uerr)
+		} else {
+			d.log.Info("volume unmounted", "volume", r.Name)
 		}
-		d.log.Info("volume unmounted", "volume", r.Name)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -291,7 +374,7 @@ func (d *Driver) Unmount(r *volume.UnmountRequest) error {
 	if err := d.save(); err != nil {
 		d.log.Error("state not saved", "error", err)
 	}
-	return nil
+	return uerr
 }
 
 // Path is where the volume is mounted, or "" while it is not.

@@ -3,6 +3,7 @@ package dockervolume
 import (
 	"errors"
 	"io"
+	"os"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,8 @@ type mounter struct {
 	next    int
 	calls   []string // guarded by mu
 	fail    error
+	// failUnmount is what Unmount returns; guarded by mu.
+	failUnmount error
 }
 
 func newMounter() *mounter {
@@ -45,7 +48,7 @@ func (m *mounter) Unmount(dir string, pid int) error {
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, "unmount "+filepath.Base(dir))
 	delete(m.mounted, dir)
-	return nil
+	return m.failUnmount
 }
 
 func (m *mounter) Alive(dir string, pid int) bool {
@@ -210,5 +213,62 @@ func TestMountFailure(t *testing.T) {
 	}
 	if p, _ := d.Path(&volume.PathRequest{Name: "v"}); p.Mountpoint != "" {
 		t.Errorf("Path = %q after a failed mount", p.Mountpoint)
+	}
+}
+
+// The state keeps names and options; the arguments of every mount are
+// made again by the checker of now, so that a volume the plugin's flags no
+// longer allow is not mounted, whatever the state file says.
+func TestStateArgumentsAreCheckedAgain(t *testing.T) {
+	dir := t.TempDir()
+	m := newMounter()
+	d := newDriver(t, dir, m)
+	d.Create(&volume.CreateRequest{Name: "v", Options: map[string]string{"ttl": "1s"}})
+	d.Mount(&volume.MountRequest{Name: "v", ID: "c1"})
+	// The state file is edited to carry arguments: they are not read.
+	data, _ := os.ReadFile(filepath.Join(dir, "state"))
+	os.WriteFile(filepath.Join(dir, "state"), []byte(strings.Replace(string(data), `"name"`, `"args": ["--exec-provider=x=/bin/sh"], "name"`, 1)), 0o600)
+	m.dead[filepath.Join(dir, "base", "v")] = true
+	d2 := newDriver(t, dir, m)
+	if got := m.log(); !strings.Contains(got[len(got)-1], "mount v --ttl=1s") {
+		t.Errorf("the mount made again: %q, want the checker's arguments", got[len(got)-1])
+	}
+	// A checker that now refuses the volume: it stays unmounted.
+	refuse := func(name string, _ map[string]string) ([]string, error) { return nil, errors.New("volume " + name + ": refused now") }
+	m.dead[filepath.Join(dir, "base", "v")] = true
+	d3, err := New(filepath.Join(dir, "base"), filepath.Join(dir, "state"), refuse, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d3.Mount(&volume.MountRequest{Name: "v", ID: "c2"}); err == nil || !strings.Contains(err.Error(), "refused now") {
+		t.Errorf("Mount of a volume the checker refuses now: %v", err)
+	}
+	_ = d2
+}
+
+// A later container of a volume whose mount died gets a new mount; an
+// unmount that fails still gives the ID back.
+func TestDeadMountsAreMountedAgain(t *testing.T) {
+	dir := t.TempDir()
+	m := newMounter()
+	d := newDriver(t, dir, m)
+	d.Create(&volume.CreateRequest{Name: "v"})
+	d.Mount(&volume.MountRequest{Name: "v", ID: "c1"})
+	m.dead[filepath.Join(dir, "base", "v")] = true
+	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.log(); strings.Join(got, ";") != "mount v ;unmount v;mount v " {
+		t.Errorf("mounter calls = %q, want the dead mount replaced", got)
+	}
+	m.mu.Lock()
+	m.failUnmount = errors.New("still mounted after 10s")
+	m.mu.Unlock()
+	d.Unmount(&volume.UnmountRequest{Name: "v", ID: "c1"})
+	if err := d.Unmount(&volume.UnmountRequest{Name: "v", ID: "c2"}); err == nil {
+		t.Error("a failed unmount was not reported")
+	}
+	if err := d.Remove(&volume.RemoveRequest{Name: "v"}); err != nil {
+		t.Errorf("Remove after a failed last unmount: %v, want the ID given back", err)
 	}
 }

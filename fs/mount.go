@@ -200,6 +200,20 @@ func StatWithin(ctx context.Context, dir string) error {
 	}
 }
 
+// Answers reports whether the daemon that serves the mount at dir answers
+// a request within ctx: a lookup of a name that is never there, which the
+// kernel never answers from its cache (a stat of dir itself may be).
+func Answers(ctx context.Context, dir string) error {
+	err := StatWithin(ctx, filepath.Join(dir, ".secretfs-probe"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		return fmt.Errorf("%s: not a secretfs mount", dir)
+	}
+	return err
+}
+
 // CleanStale unmounts dir if it is a mount whose daemon is gone. It does
 // nothing to a healthy directory, and gives up on one that does not answer.
 func CleanStale(dir string) error {

@@ -237,12 +237,18 @@ func TestDockerPluginRestart(t *testing.T) {
 	dir := t.TempDir()
 	p := startPlugin(t, dir, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms")
 	t.Cleanup(p.cleanup)
-	for _, name := range []string{"kept", "lost", "idle"} {
+	for _, name := range []string{"kept", "lost", "stuck", "idle"} {
 		p.ok("VolumeDriver.Create", map[string]any{"Name": name})
 	}
 	kept, _ := p.ok("VolumeDriver.Mount", map[string]any{"Name": "kept", "ID": "c1"})["Mountpoint"].(string)
 	lost, _ := p.ok("VolumeDriver.Mount", map[string]any{"Name": "lost", "ID": "c1"})["Mountpoint"].(string)
+	stuck, _ := p.ok("VolumeDriver.Mount", map[string]any{"Name": "stuck", "ID": "c1"})["Mountpoint"].(string)
 	p.kill()
+	// The mount of "stuck" hangs (stopped): a stat of it would never
+	// return. It must not hold up the others, nor the plugin's start.
+	stuckPid := mountPid(t, stuck)
+	syscall.Kill(stuckPid, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(stuckPid, syscall.SIGKILL) })
 	// The mounts serve on without the plugin; a rotation reaches them.
 	b.write("k", "v2")
 	eventually(t, 5*time.Second, "the rotation is read through the orphaned mount", func() bool {
@@ -262,7 +268,7 @@ func TestDockerPluginRestart(t *testing.T) {
 	if s := fmt.Sprint(got["Volumes"]); !strings.Contains(s, "Name:idle") || !strings.Contains(s, "Mountpoint:"+kept) || !strings.Contains(s, "Mountpoint:"+lost) {
 		t.Errorf("List after a restart = %s", s)
 	}
-	for _, mp := range []string{kept, lost} {
+	for _, mp := range []string{kept, lost, stuck} {
 		if got, err := os.ReadFile(filepath.Join(mp, "test", "k")); err != nil || string(got) != "v2" {
 			t.Errorf("%s after the restart: %q, %v", mp, got, err)
 		}
@@ -271,10 +277,10 @@ func TestDockerPluginRestart(t *testing.T) {
 		t.Errorf("the log does not say what was adopted and what mounted again:\n%s", p.log)
 	}
 	// The counts came back: the one Unmount each unmounts.
-	for _, name := range []string{"kept", "lost"} {
+	for _, name := range []string{"kept", "lost", "stuck"} {
 		p.ok("VolumeDriver.Unmount", map[string]any{"Name": name, "ID": "c1"})
 	}
-	for _, mp := range []string{kept, lost} {
+	for _, mp := range []string{kept, lost, stuck} {
 		if isMounted(mp) {
 			t.Errorf("%s still mounted after its last Unmount", mp)
 		}
@@ -308,7 +314,7 @@ func TestDockerPluginSockets(t *testing.T) {
 	b := newTestBackend(t, map[string]string{"k": "v"})
 	t.Run("tcp", func(t *testing.T) {
 		dir := t.TempDir()
-		p := &plugin{t: t, dir: dir, sock: "127.0.0.1:0", args: []string{"--providers", "test", "--test-dir", b.Dir, "--spec-dir", dir},
+		p := &plugin{t: t, dir: dir, sock: "127.0.0.1:0", args: []string{"--providers", "test", "--test-dir", b.Dir, "--spec-dir", dir, "--allow-tcp"},
 			log: pluginLog{filepath.Join(dir, "plugin.log")}}
 		p.start()
 		t.Cleanup(p.cleanup)

@@ -47,7 +47,7 @@ that starts again find its volumes.
 // names a host file, runs a program, or sends the plugin's credentials
 // to another address. The rest are the plugin's own flags.
 var volumeOptions = []string{"providers", "uid", "gid", "file-mode", "dir-mode", "ttl", "negative-ttl", "max-stale",
-	"max-entries", "timeout", "log-level", "log-format", "env-allow", "aws-prefix", "aws-region", "vault-mounts",
+	"max-entries", "timeout", "log-level", "log-format", "aws-prefix", "aws-region", "vault-mounts",
 	"vault-namespace", "mlock", "shutdown-grace"}
 
 // dockerFlags are serve docker's: every mount flag (the volumes'
@@ -55,11 +55,11 @@ var volumeOptions = []string{"providers", "uid", "gid", "file-mode", "dir-mode",
 type dockerFlags struct {
 	*mountFlags
 	name, socketAddr, specDir, baseDir, stateFile, configDir, auditDir string
-	allowEnv                                                           bool
+	allowEnv, allowTCP                                                 bool
 }
 
 // pluginOnly are the flags of the plugin itself, never a volume's.
-var pluginOnly = []string{"name", "socket-addr", "spec-dir", "base-dir", "state-file", "config-dir", "audit-dir", "allow-env", "help"}
+var pluginOnly = []string{"name", "socket-addr", "spec-dir", "allow-tcp", "base-dir", "state-file", "config-dir", "audit-dir", "allow-env", "help", "config"}
 
 func newDockerFlags() *dockerFlags {
 	d := &dockerFlags{mountFlags: newMountFlags()}
@@ -71,7 +71,8 @@ func newDockerFlags() *dockerFlags {
 	f.StringVar(&d.stateFile, "state-file", "/var/lib/secretfs/docker-plugin.state", "the volumes, kept across restarts of the plugin")
 	f.StringVar(&d.configDir, "config-dir", "", "the directory whose files a volume may name with -o config=FILE (rules, templates; no exec providers)")
 	f.StringVar(&d.auditDir, "audit-dir", "", "write each volume's audit trail to AUDIT-DIR/NAME.jsonl")
-	f.BoolVar(&d.allowEnv, "allow-env", false, "offer the env provider to volumes: it serves the plugin's own environment")
+	f.BoolVar(&d.allowEnv, "allow-env", false, "offer the env provider to volumes: it serves the plugin's own environment (only what --env-allow shows)")
+	f.BoolVar(&d.allowTCP, "allow-tcp", false, "let --socket-addr be a TCP address: whoever can connect to it may mount volumes")
 	return d
 }
 
@@ -108,6 +109,15 @@ func newDockerPlugin(args []string, stdout, stderr io.Writer) (*dockerPlugin, er
 	}
 	if d.socketAddr == "" {
 		d.socketAddr = "/run/docker/plugins/" + d.name + ".sock"
+	}
+	// Its --config sets flags (every volume's defaults among them); rules,
+	// templates and exec providers reach a volume only through its own
+	// config file in --config-dir, or the plugin's --exec-provider flags.
+	if d.rules.Len() > 0 || d.templateSection != nil || d.execSection != nil {
+		return nil, usagef("serve docker: --config %s: rules, templates and exec-providers go in a volume's file of --config-dir (-o config=NAME); exec providers in --exec-provider", d.configFile)
+	}
+	if d.metricsAddr != "" {
+		return nil, usagef("serve docker: --metrics-addr: every volume's mount would take the same address")
 	}
 	p := &dockerPlugin{flags: d, execs: d.execs}
 	d.flagSet.Visit(func(f *pflag.Flag) {
@@ -249,6 +259,9 @@ func (p *dockerPlugin) listen() (net.Listener, string, func(), error) {
 	}
 	addr := p.flags.socketAddr
 	if !strings.HasPrefix(addr, "/") && strings.Contains(addr, ":") {
+		if !p.flags.allowTCP {
+			return nil, "", nil, usagef("%s: a TCP address has no access control (any local user could mount volumes): give --allow-tcp to mean it", addr)
+		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, "", nil, err
@@ -283,7 +296,9 @@ func listenPlugin(path string) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	old := syscall.Umask(0o117) // no moment when others may connect
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, err
 	}
@@ -306,12 +321,25 @@ type childMounter struct {
 const mountReady = 30 * time.Second
 
 func (c *childMounter) Mount(dir string, args []string) (int, error) {
+	// What is left of an earlier mount goes first, lazily: a stat of a
+	// mount whose daemon hangs would never return.
+	if fs.Mounted(dir) {
+		if err := fs.Detach(dir); err != nil {
+			return 0, err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
 	cmd := exec.Command(c.exe, append(append([]string{"mount"}, args...), dir)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stderr = os.Stderr
+	// Its own process: systemd's notifications and sockets are the
+	// plugin's.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return name == "NOTIFY_SOCKET" || strings.HasPrefix(name, "WATCHDOG_") || strings.HasPrefix(name, "LISTEN_")
+	})
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -340,9 +368,19 @@ func (c *childMounter) Mount(dir string, args []string) (int, error) {
 	}
 }
 
-// ours reports whether pid is a secretfs mount of dir.
+// ours reports whether pid is a secretfs mount of dir that this plugin's
+// user runs (another user's process that looks like one, at a pid used
+// again, is not; a mount of a binary since upgraded still is, so that a
+// plugin upgraded and restarted adopts it).
 func ours(dir string, pid int) bool {
 	if pid <= 0 {
+		return false
+	}
+	fi, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	if err != nil {
+		return false
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
 		return false
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -353,20 +391,39 @@ func ours(dir string, pid int) bool {
 	return len(args) > 2 && args[1] == "mount" && args[len(args)-1] == dir
 }
 
+// Unmount asks the mount's process to unmount (SIGTERM); one that does not
+// within 10 s, or that is not ours, is detached lazily, and its process
+// killed.
 func (c *childMounter) Unmount(dir string, pid int) error {
-	if ours(dir, pid) {
+	mine := ours(dir, pid)
+	if mine {
 		syscall.Kill(pid, syscall.SIGTERM) // it unmounts (lazily if busy) and exits
-	} else if fs.Mounted(dir) {
+		if waitUnmounted(dir, 10*time.Second) {
+			return nil
+		}
+		c.log.Warn("volume's mount did not stop within 10s: detached and killed", "dir", dir, "pid", pid)
+	}
+	if fs.Mounted(dir) {
 		if err := fs.Detach(dir); err != nil {
 			return err
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); fs.Mounted(dir); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still mounted after 10s", dir)
-		}
+	if mine {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if !waitUnmounted(dir, 5*time.Second) {
+		return fmt.Errorf("%s still mounted", dir)
 	}
 	return nil
+}
+
+func waitUnmounted(dir string, within time.Duration) bool {
+	for deadline := time.Now().Add(within); fs.Mounted(dir); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *childMounter) Alive(dir string, pid int) bool {
@@ -375,7 +432,7 @@ func (c *childMounter) Alive(dir string, pid int) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return fs.StatWithin(ctx, dir) == nil
+	return fs.Answers(ctx, dir) == nil
 }
 
 // flagValues are the values a flag was given, one per item for a list.

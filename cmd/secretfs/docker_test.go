@@ -42,6 +42,8 @@ func TestVolumeOptions(t *testing.T) {
 		{"exec provider", map[string]string{"exec-provider": "x=/bin/sh"}, nil, "not offered"},
 		{"vault address", map[string]string{"vault_addr": "http://evil:8200"}, nil, "not offered"},
 		{"metrics", map[string]string{"metrics_addr": "0.0.0.0:1"}, nil, "not offered"},
+		// It would replace the operator's list, and may name credentials.
+		{"env allow", map[string]string{"env_allow": "AWS_SECRET_ACCESS_KEY"}, nil, "env_allow is not offered"},
 		{"a plugin flag", map[string]string{"base_dir": "/"}, nil, "unknown option"},
 		{"unknown", map[string]string{"colour": "blue"}, nil, `unknown option "colour"`},
 		{"bad value", map[string]string{"ttl": "soon"}, nil, "ttl"},
@@ -71,5 +73,33 @@ func TestVolumeOptions(t *testing.T) {
 	p.flags.allowEnv = true
 	if _, err := p.check("vol", map[string]string{"providers": "env"}); err != nil {
 		t.Errorf("env with --allow-env: %v", err)
+	}
+}
+
+// The plugin's own flags: its --config sets flags only, and no flag that
+// every volume's mount would share a resource through.
+func TestPluginFlags(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "plugin.yaml")
+	os.WriteFile(conf, []byte("rules:\n  - path: \"**\"\n    mode: \"0400\"\n"), 0o600)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", conf}, "rules, templates and exec-providers go in a volume's file"},
+		{[]string{"--metrics-addr", "127.0.0.1:0"}, "--metrics-addr"},
+		{[]string{"--name", "../x"}, "--name"},
+		{[]string{"extra"}, "no arguments"},
+	} {
+		if _, err := newDockerPlugin(append(tt.args, "--state-file", filepath.Join(dir, "s"), "--base-dir", filepath.Join(dir, "b")), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("serve docker %q: %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	p, err := newDockerPlugin([]string{"--socket-addr", "127.0.0.1:0", "--state-file", filepath.Join(dir, "s"), "--base-dir", filepath.Join(dir, "b")}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := p.listen(); err == nil || !strings.Contains(err.Error(), "--allow-tcp") {
+		t.Errorf("a TCP address without --allow-tcp: %v", err)
 	}
 }
