@@ -3,8 +3,8 @@ package dockervolume
 import (
 	"errors"
 	"io"
-	"os"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -234,7 +234,9 @@ func TestStateArgumentsAreCheckedAgain(t *testing.T) {
 		t.Errorf("the mount made again: %q, want the checker's arguments", got[len(got)-1])
 	}
 	// A checker that now refuses the volume: it stays unmounted.
-	refuse := func(name string, _ map[string]string) ([]string, error) { return nil, errors.New("volume " + name + ": refused now") }
+	refuse := func(name string, _ map[string]string) ([]string, error) {
+		return nil, errors.New("volume " + name + ": refused now")
+	}
 	m.dead[filepath.Join(dir, "base", "v")] = true
 	d3, err := New(filepath.Join(dir, "base"), filepath.Join(dir, "state"), refuse, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
