@@ -189,10 +189,11 @@ func TestDockerVolumesWithARealEngine(t *testing.T) {
 	k := kumoWith(t, map[string]string{"prod/db": "prod-1", "dev/db": "dev-1"})
 	const name = "secretfs-it"
 	vols := filepath.Join(e.dir, "volumes")
-	wrap := append(e.nsenter(), "env")
+	wrap := append(e.nsenter(), "env", "SFS_IT_TOKEN=from-the-plugins-env")
 	wrap = append(wrap, k.Env(t)...)
 	p := startPluginAt(t, e.dir, "/run/docker/plugins/"+name+".sock", wrap,
-		"--name", name, "--base-dir", vols, "--providers", "aws", "--ttl", "500ms", "--timeout", "2s")
+		"--name", name, "--base-dir", vols, "--providers", "aws", "--ttl", "500ms", "--timeout", "2s",
+		"--allow-env", "--env-allow", "SFS_IT_*")
 
 	run := func(vol string, args ...string) (string, string, error) {
 		return e.docker(append([]string{"run", "--rm", "--network", "none", "-v", vol + ":/run/secrets:ro", image}, args...)...)
@@ -210,6 +211,15 @@ func TestDockerVolumesWithARealEngine(t *testing.T) {
 	if out, errs, err := run("dev", "/run/secrets/aws/dev/db"); err != nil || out != "dev-1" {
 		t.Errorf("the dev volume: %q, %v %s", out, err, errs)
 	}
+	// The env provider, which the plugin offers (--allow-env), shows only
+	// what its --env-allow does.
+	e.must("volume", "create", "-d", name, "-o", "providers=env:aws", "-o", "aws_prefix=prod/", "both")
+	if out, errs, err := run("both", "/run/secrets/env/SFS_IT_TOKEN", "/run/secrets/aws/prod/db"); err != nil || out != "from-the-plugins-envprod-1" {
+		t.Errorf("env and aws through one volume: %q, %v %s", out, err, errs)
+	}
+	if out, _, err := run("both", "/run/secrets/env/AWS_SECRET_ACCESS_KEY"); err == nil {
+		t.Errorf("the plugin's credentials through the env provider: %q", out)
+	}
 
 	t.Run("refused", func(t *testing.T) {
 		for _, tt := range []struct {
@@ -218,7 +228,7 @@ func TestDockerVolumesWithARealEngine(t *testing.T) {
 		}{
 			{[]string{"volume", "create", "-d", name, "-o", "audit_log=/etc/passwd", "bad1"}, "not offered to volumes"},
 			{[]string{"volume", "create", "-d", name, "-o", "colour=blue", "bad2"}, "unknown option"},
-			{[]string{"volume", "create", "-d", name, "-o", "providers=env", "bad3"}, "--allow-env"},
+			{[]string{"volume", "create", "-d", name, "-o", "env_allow=AWS_*", "bad3"}, "env_allow is not offered"},
 			{[]string{"volume", "rm", "nosuchvolume"}, "no such volume"},
 		} {
 			_, errs, err := e.docker(tt.args...)
@@ -265,7 +275,7 @@ func TestDockerVolumesWithARealEngine(t *testing.T) {
 	// Stopping both unmounts it; then it can be removed.
 	e.must("rm", "-f", "c1", "c2")
 	eventually(t, 10*time.Second, "the volume is unmounted once no container uses it", func() bool { return !e.mounted(filepath.Join(vols, "prod")) })
-	e.must("volume", "rm", "prod", "dev")
+	e.must("volume", "rm", "prod", "dev", "both")
 	if out := e.must("volume", "ls", "-q"); strings.TrimSpace(out) != "" {
 		t.Errorf("volumes left: %q", out)
 	}
