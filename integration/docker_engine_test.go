@@ -194,6 +194,7 @@ func TestDockerVolumesWithARealEngine(t *testing.T) {
 	p := startPluginAt(t, e.dir, "/run/docker/plugins/"+name+".sock", wrap,
 		"--name", name, "--base-dir", vols, "--providers", "aws", "--ttl", "500ms", "--timeout", "2s",
 		"--allow-env", "--env-allow", "SFS_IT_*")
+	t.Cleanup(p.cleanup) // before the engine's: the plugin goes first
 
 	run := func(vol string, args ...string) (string, string, error) {
 		return e.docker(append([]string{"run", "--rm", "--network", "none", "-v", vol + ":/run/secrets:ro", image}, args...)...)
