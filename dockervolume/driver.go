@@ -86,9 +86,9 @@ type Driver struct {
 	vols map[string]*Vol // guarded by mu; and every Vol's fields but op
 }
 
-// validName is a volume name as Docker allows it, and so a safe directory
-// name.
-var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+// ValidName is a volume name as Docker allows it, and so a safe directory
+// (and file) name.
+var ValidName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // RestoreWait bounds how long New waits for the volumes it mounts again.
 const RestoreWait = 20 * time.Second
@@ -121,7 +121,7 @@ func New(base, state string, check Checker, m Mounter, log *slog.Logger) (*Drive
 	var restoring []*Vol
 	d.mu.Lock()
 	for _, v := range vols {
-		if !validName.MatchString(v.Name) {
+		if !ValidName.MatchString(v.Name) {
 			log.Warn("state: a volume with a bad name is left out", "volume", v.Name)
 			continue
 		}
@@ -223,7 +223,7 @@ func (d *Driver) save() error {
 // Docker asks again for volumes it knows after a restart: the same name
 // with the same options is no error.
 func (d *Driver) Create(r *volume.CreateRequest) error {
-	if !validName.MatchString(r.Name) {
+	if !ValidName.MatchString(r.Name) {
 		return fmt.Errorf("volume name %q: want letters, digits, '_', '.' and '-'", r.Name)
 	}
 	args, err := d.check(r.Name, r.Options)

@@ -400,24 +400,6 @@ rules:
 	}
 }
 
-// vmHWM is the peak resident memory of a process, in bytes.
-func vmHWM(t *testing.T, pid int) int64 {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			fmt.Sscan(rest, &kb)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM")
-	return 0
-}
-
 // Templates rendered in the daemon were bounded by a list of known bombs
 // that every review added to. Renders now run in a worker process under
 // rlimits and a deadline: every bomb ends within 5 s, failing (EIO) or
@@ -461,7 +443,7 @@ func TestTemplateBombsLeaveTheDaemonAlone(t *testing.T) {
 	}
 	close(next)
 	wg.Wait()
-	if peak := vmHWM(t, d.cmd.Process.Pid); peak > 320<<20 {
+	if peak := procStatus(t, d.cmd.Process.Pid, "VmHWM"); peak > 320<<20 {
 		t.Errorf("the daemon's peak RSS is %d MB, want under 320 MB", peak>>20)
 	} else {
 		t.Logf("the daemon's peak RSS: %d MB after %d bombs; the slowest took %v", peak>>20, len(bombs.List), slowest)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,33 +134,17 @@ func (e *engine) stop() {
 // stopMountsBelow ends every secretfs mount process whose mountpoint is
 // below dir.
 func stopMountsBelow(dir string) {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "mount" && strings.HasPrefix(args[len(args)-1], dir+"/") {
-			syscall.Kill(pid, syscall.SIGTERM)
-			pids = append(pids, pid)
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		alive := 0
-		for _, pid := range pids {
-			if syscall.Kill(pid, 0) == nil {
-				alive++
-			}
-		}
-		if alive == 0 {
-			return
-		}
-	}
+	pids := daemonsWhere(func(mnt string) bool { return strings.HasPrefix(mnt, dir+"/") })
 	for _, pid := range pids {
-		syscall.Kill(pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	gone := func() bool {
+		return !slices.ContainsFunc(pids, func(pid int) bool { return syscall.Kill(pid, 0) == nil })
+	}
+	if !waitFor(10*time.Second, gone) {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 }
 
@@ -395,14 +380,4 @@ func TestDockerContainerRecipe(t *testing.T) {
 	}
 	e.must("rm", "sfs")
 	exec.Command(e.nsenter()[0], append(e.nsenter()[1:], "umount", shared)...).Run()
-}
-
-// waitFor polls cond until it holds or within passes.
-func waitFor(within time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,7 +204,7 @@ func TestDockerPluginProtocol(t *testing.T) {
 	if rec, err := os.ReadFile(filepath.Join(auditDir, "app.jsonl")); err != nil || !strings.Contains(string(rec), `"ref":"test:app/db"`) || strings.Contains(string(rec), "db-secret") {
 		t.Errorf("the volume's audit trail: %q, %v; want the read of test:app/db, never its value", rec, err)
 	}
-	t.Logf("a mounted volume's process: %d MB resident", procStatus(t, mountPid(t, mp), "VmRSS")>>20)
+	t.Logf("a mounted volume's process: %d MB resident", procStatus(t, mustDaemonFor(t, mp), "VmRSS")>>20)
 	if mp2, _ := p.ok("VolumeDriver.Mount", map[string]any{"Name": "app", "ID": "c2"})["Mountpoint"].(string); mp2 != mp {
 		t.Errorf("a second container's mountpoint %q, want %q", mp2, mp)
 	}
@@ -246,7 +245,7 @@ func TestDockerPluginRestart(t *testing.T) {
 	p.kill()
 	// The mount of "stuck" hangs (stopped): a stat of it would never
 	// return. It must not hold up the others, nor the plugin's start.
-	stuckPid := mountPid(t, stuck)
+	stuckPid := mustDaemonFor(t, stuck)
 	syscall.Kill(stuckPid, syscall.SIGSTOP)
 	t.Cleanup(func() { syscall.Kill(stuckPid, syscall.SIGKILL) })
 	// The mounts serve on without the plugin; a rotation reaches them.
@@ -256,7 +255,7 @@ func TestDockerPluginRestart(t *testing.T) {
 		return err == nil && string(got) == "v2"
 	})
 	// The mount of "lost" dies too.
-	pid := mountPid(t, lost)
+	pid := mustDaemonFor(t, lost)
 	syscall.Kill(pid, syscall.SIGKILL)
 	eventually(t, 5*time.Second, "the killed mount is dead", func() bool {
 		_, err := os.Stat(filepath.Join(lost, "test"))
@@ -287,85 +286,12 @@ func TestDockerPluginRestart(t *testing.T) {
 	}
 }
 
-// mountPid is the pid of the secretfs mount serving dir.
-func mountPid(t *testing.T, dir string) int {
+// mustDaemonFor is the pid of the secretfs mount serving dir.
+func mustDaemonFor(t *testing.T, dir string) int {
 	t.Helper()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "mount" && args[len(args)-1] == dir {
-			return pid
-		}
+	pid := daemonFor(dir)
+	if pid == 0 {
+		t.Fatalf("no mount process for %s", dir)
 	}
-	t.Fatalf("no mount process for %s", dir)
-	return 0
-}
-
-// Where the plugin serves: a TCP address announced by a spec file that
-// goes when the plugin does, and a socket systemd passes (socket
-// activation), which stays.
-func TestDockerPluginSockets(t *testing.T) {
-	t.Parallel()
-	b := newTestBackend(t, map[string]string{"k": "v"})
-	t.Run("tcp", func(t *testing.T) {
-		dir := t.TempDir()
-		p := &plugin{t: t, dir: dir, sock: "127.0.0.1:0", args: []string{"--providers", "test", "--test-dir", b.Dir, "--spec-dir", dir, "--allow-tcp"},
-			log: pluginLog{filepath.Join(dir, "plugin.log")}}
-		p.start()
-		t.Cleanup(p.cleanup)
-		spec, err := os.ReadFile(filepath.Join(dir, "secretfs.spec"))
-		addr, ok := strings.CutPrefix(strings.TrimSpace(string(spec)), "tcp://")
-		if err != nil || !ok {
-			t.Fatalf("spec file: %q, %v", spec, err)
-		}
-		p.httpc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			}}}
-		if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
-			t.Errorf("Activate over TCP = %v", got)
-		}
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		p.cmd.Wait()
-		if _, err := os.Stat(filepath.Join(dir, "secretfs.spec")); err == nil {
-			t.Error("the spec file outlived the plugin")
-		}
-	})
-	t.Run("systemd", func(t *testing.T) {
-		if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
-			t.Skip("no systemd-socket-activate")
-		}
-		dir := t.TempDir()
-		sock := filepath.Join(dir, "activated.sock")
-		cmd := exec.Command("systemd-socket-activate", "-l", sock, "--", secretfsBin, "serve", "docker", "--socket-addr", filepath.Join(dir, "unused.sock"),
-			"--base-dir", filepath.Join(dir, "base"), "--state-file", filepath.Join(dir, "state"), "--providers", "test", "--test-dir", b.Dir)
-		var out strings.Builder
-		cmd.Stdout = &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		eventually(t, 5*time.Second, "systemd-socket-activate listens", func() bool { _, err := os.Stat(sock); return err == nil })
-		p := &plugin{t: t, sock: sock}
-		p.httpc = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-			}}}
-		if got := p.ok("Plugin.Activate", nil); fmt.Sprint(got["Implements"]) != "[VolumeDriver]" {
-			t.Errorf("Activate on the socket systemd passed = %v", got)
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if !strings.Contains(out.String(), "(from systemd)") {
-			t.Errorf("the plugin did not serve the socket it was passed: %q", out.String())
-		}
-		if _, err := os.Stat(filepath.Join(dir, "unused.sock")); err == nil {
-			t.Error("it made a socket of its own")
-		}
-	})
+	return pid
 }

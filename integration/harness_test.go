@@ -338,13 +338,19 @@ func readDir(t testing.TB, dir string) []string {
 // eventually polls cond every 20ms until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitFor(within, cond) {
+		t.Fatalf("%s: not true within %v", what, within)
 	}
+}
+
+// waitFor polls cond until it holds, or reports that it did not within.
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // wantErrno checks that err is (or wraps) errno.

@@ -428,6 +428,16 @@ func TestSystemdUnitVerifies(t *testing.T) {
 
 // daemonFor returns the pid of a secretfs process serving dir, or 0.
 func daemonFor(dir string) int {
+	if pids := daemonsWhere(func(mnt string) bool { return mnt == dir }); len(pids) > 0 {
+		return pids[0]
+	}
+	return 0
+}
+
+// daemonsWhere returns the pids of the secretfs mount processes whose
+// mountpoint match accepts.
+func daemonsWhere(match func(mountpoint string) bool) []int {
+	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		data, err := os.ReadFile(p)
@@ -435,12 +445,12 @@ func daemonFor(dir string) int {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "mount" && args[len(args)-1] == dir {
+		if len(args) > 2 && args[1] == "mount" && match(args[len(args)-1]) {
 			pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
-			return pid
+			pids = append(pids, pid)
 		}
 	}
-	return 0
+	return pids
 }
 
 // The fstab route: mount(8) runs /sbin/mount.fuse.secretfs, a symlink to

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -104,7 +102,7 @@ func newDockerPlugin(args []string, stdout, stderr io.Writer) (*dockerPlugin, er
 	if d.flagSet.NArg() != 0 {
 		return nil, usagef("serve docker takes no arguments")
 	}
-	if !validVolumeName.MatchString(d.name) {
+	if !dockervolume.ValidName.MatchString(d.name) {
 		return nil, usagef("--name %q: want letters, digits, '_', '.' and '-'", d.name)
 	}
 	if d.socketAddr == "" {
@@ -141,13 +139,13 @@ func newDockerPlugin(args []string, stdout, stderr io.Writer) (*dockerPlugin, er
 	return p, nil
 }
 
-var validVolumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
 // check turns a volume's options into its mount's flags (see
 // dockervolume.Checker).
 func (p *dockerPlugin) check(name string, opts map[string]string) ([]string, error) {
 	who := "volume " + name
-	var mine, kv []string
+	var kv []string
+	set := map[string]bool{} // the flags the volume sets, which replace the plugin's
+	config := ""
 	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		v := opts[k]
 		flag := strings.ReplaceAll(k, "_", "-")
@@ -156,13 +154,13 @@ func (p *dockerPlugin) check(name string, opts map[string]string) ([]string, err
 			if p.flags.configDir == "" {
 				return nil, usagef("%s: option config: the plugin names no --config-dir", who)
 			}
-			if !validVolumeName.MatchString(v) {
+			if !dockervolume.ValidName.MatchString(v) {
 				return nil, usagef("%s: option config=%q: want the name of a file in the plugin's --config-dir", who, v)
 			}
-			mine = append(mine, "--config="+filepath.Join(p.flags.configDir, v))
+			config = filepath.Join(p.flags.configDir, v)
 		case slices.Contains(volumeOptions, flag):
 			kv = append(kv, k+"="+v)
-			mine = append(mine, "--"+flag) // a marker: the volume sets it
+			set[flag] = true
 		case p.flags.flagSet.Lookup(flag) != nil && !slices.Contains(pluginOnly, flag):
 			return nil, usagef("%s: option %s is not offered to volumes (it names a host file, runs a program or sends the plugin's credentials elsewhere): set it in the plugin's flags", who, k)
 		default:
@@ -176,15 +174,13 @@ func (p *dockerPlugin) check(name string, opts map[string]string) ([]string, err
 	// A volume's own setting replaces the plugin's, for lists too.
 	var args []string
 	for _, d := range p.defaults {
-		name, _, _ := strings.Cut(d, "=")
-		if !slices.ContainsFunc(mine, func(m string) bool { return m == name || strings.HasPrefix(m, name+"=") }) {
+		name, _, _ := strings.Cut(strings.TrimPrefix(d, "--"), "=")
+		if !set[name] {
 			args = append(args, d)
 		}
 	}
-	for _, m := range mine {
-		if strings.HasPrefix(m, "--config=") {
-			args = append(args, m)
-		}
+	if config != "" {
+		args = append(args, "--config="+config)
 	}
 	args = append(args, flags...)
 	args = append(args, "--allow-other")
@@ -347,25 +343,11 @@ func (c *childMounter) Mount(dir string, args []string) (int, error) {
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
-	exited := make(chan error, 1)
-	ready := make(chan bool, 1)
-	go func() {
-		line, err := bufio.NewReader(out).ReadString('\n')
-		ready <- err == nil && strings.Contains(line, "mounted")
-		io.Copy(io.Discard, out)
-	}()
-	go func() { exited <- cmd.Wait() }() // reaps it, whenever it ends
-	select {
-	case ok := <-ready:
-		if ok {
-			return cmd.Process.Pid, nil
-		}
-		err := <-exited
-		return 0, fmt.Errorf("secretfs mount failed (%v): see the plugin's log", err)
-	case <-time.After(mountReady):
-		cmd.Process.Kill()
-		return 0, fmt.Errorf("secretfs mount: not ready within %v", mountReady)
+	if err := awaitReady(cmd, out, mountReady, nil); err != nil {
+		return 0, fmt.Errorf("%w: see the plugin's log", err)
 	}
+	go cmd.Wait() // reaps it, whenever it ends
+	return cmd.Process.Pid, nil
 }
 
 // ours reports whether pid is a secretfs mount of dir that this plugin's

@@ -147,6 +147,19 @@ func daemonize(args []string, stderr io.Writer) error {
 		defer close(relayed)
 		io.Copy(stderr, logs)
 	}()
+	err = awaitReady(cmd, out, helperReady, relayed)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return fmt.Errorf("secretfs mount failed (exit %d)", ee.ExitCode())
+	}
+	return err
+}
+
+// awaitReady waits for a started `secretfs mount` (cmd, out its stdout)
+// to print its ready line. If it exits first, it returns the exit, once
+// relayed (if not nil) is closed: the reason the daemon wrote is passed on
+// first. After within, it kills the daemon.
+func awaitReady(cmd *exec.Cmd, out io.Reader, within time.Duration, relayed <-chan struct{}) error {
 	ready := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(out).ReadString('\n')
@@ -154,21 +167,20 @@ func daemonize(args []string, stderr io.Writer) error {
 			ready <- nil
 			return
 		}
-		<-relayed // the reason is written before the exit is reported
-		ready <- cmd.Wait()
+		if relayed != nil {
+			<-relayed
+		}
+		if err := cmd.Wait(); err != nil {
+			ready <- fmt.Errorf("secretfs mount failed: %w", err)
+			return
+		}
+		ready <- errors.New("secretfs mount exited before it was ready")
 	}()
 	select {
 	case err := <-ready:
-		if err == nil {
-			return nil
-		}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("secretfs mount failed (exit %d)", ee.ExitCode())
-		}
-		return fmt.Errorf("secretfs mount failed: %w", err)
-	case <-time.After(helperReady):
+		return err
+	case <-time.After(within):
 		cmd.Process.Kill()
-		return fmt.Errorf("secretfs mount: not ready within %v", helperReady)
+		return fmt.Errorf("secretfs mount: not ready within %v", within)
 	}
 }
