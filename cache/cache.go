@@ -7,7 +7,7 @@
 // One value is kept per (provider, key, version): every #FIELD of a secret
 // is cut from it, so they cost one backend call together.
 //
-// The engine is in four parts, a file each:
+// The engine is in five parts, a file each:
 //
 //   - cache.go: the read. A fresh answer is served from memory; a value
 //     whose key or provider is failing is served stale at once; anything
@@ -18,6 +18,8 @@
 //     kind of answer does, refresh ahead and a key's own back-off.
 //   - health.go: provider health, the call that confirms an outage, and
 //     the probe that finds the end of one.
+//   - lease.go: the life of a leased value (renewal, replacement ahead of
+//     its end, idle leases let go).
 //
 // The life of an entry:
 //
@@ -34,6 +36,10 @@
 //     key share that one call (singleflight).
 //   - stale: while the key's calls fail, or its provider is down, the last
 //     good value is served for up to MaxStale past its expiry.
+//
+// A value made for its read (a lease: a Vault dynamic secret, an issued
+// certificate) lives by its lease instead: renewed while it is read,
+// replaced ahead of its end, never served past it (lease.go).
 //
 // Deadlines: every backend call runs under its own budget (Deadlines), never
 // under the context of the reader who started it. A reader's context only
@@ -142,6 +148,9 @@ type Options struct {
 	// Rand returns a number in [0,1) for jitter; tests may fix it.
 	Rand   func() float64
 	Logger *slog.Logger
+	// LeaseIdle is how long after its last read a leased key is still
+	// renewed and replaced ahead (default DefaultLeaseIdle; see lease.go).
+	LeaseIdle time.Duration
 	// Locker, when set, copies every value the cache keeps, and every
 	// field it cuts, into memory that never reaches swap (--mlock).
 	Locker Locker
@@ -319,6 +328,9 @@ func New(src Source, opts Options) *Cache {
 	if opts.ProbeMax < opts.ProbeMin {
 		opts.ProbeMax = max(DefaultProbeMax, opts.ProbeMin)
 	}
+	if opts.LeaseIdle <= 0 {
+		opts.LeaseIdle = DefaultLeaseIdle
+	}
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
 	}
@@ -389,6 +401,9 @@ func (c *Cache) Close() {
 	for _, e := range c.entries {
 		if e.timer != nil {
 			e.timer.Stop()
+		}
+		if e.renewTimer != nil {
+			e.renewTimer.Stop()
 		}
 	}
 	for _, h := range c.health {
@@ -464,6 +479,9 @@ func (c *Cache) Expire(provider, dir string) {
 		if e.timer != nil {
 			e.timer.Stop()
 		}
+		if e.renewTimer != nil {
+			e.renewTimer.Stop()
+		}
 		if k.op == opGet {
 			changes = append(changes, Change{Ref: k.ref()})
 		}
@@ -520,7 +538,16 @@ func (c *Cache) Get(ctx context.Context, ref resolver.Reference) (Value, error) 
 			return Value{}, err
 		}
 	}
-	return Value{Secret: s, FreshFor: a.freshFor, Stale: a.stale, Gen: a.gen}, nil
+	fresh := a.freshFor
+	if s.Lease != nil {
+		// A leased value stays fresh for long; the kernel is told to ask
+		// again within the TTL, so that a file in use is seen to be read
+		// (and its lease kept).
+		c.mu.Lock()
+		fresh = min(fresh, c.times.ttl)
+		c.mu.Unlock()
+	}
+	return Value{Secret: s, FreshFor: fresh, Stale: a.stale, Gen: a.gen}, nil
 }
 
 // List returns the listing of dir in provider (see resolver.Lister) and how
@@ -562,6 +589,7 @@ func (c *Cache) read(ctx context.Context, k key) (answer, error) {
 		down, confirming, epoch = h.down, h.confirming, h.epoch
 	}
 	if e, ok := c.entries[k]; ok {
+		e.lastRead = now
 		// A key's own failure holds back its reads until its back-off
 		// ends, unless its provider has come back from an outage since.
 		backingOff := e.failures > 0 && now.Before(e.retryAt) && e.epoch == epoch

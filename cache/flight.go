@@ -242,7 +242,10 @@ func (c *Cache) startRefresh(e *entry) bool {
 func (c *Cache) refreshDue(e *entry) {
 	c.mu.Lock()
 	current := c.entries[e.key] == e
-	start := current && e.used && c.startRefresh(e)
+	// A lease is replaced only for a key read lately (see lease.go).
+	// A renewal under way decides for itself.
+	inUse := e.lease == nil || c.inUse(e, c.opts.Clock.Now()) && !e.renewing
+	start := current && e.used && inUse && c.startRefresh(e)
 	c.mu.Unlock()
 	if start {
 		c.refresh(e.key)

@@ -87,6 +87,13 @@ type entry struct {
 	store      *store
 	el         *list.Element
 	bytes      int // what size said when it was stored
+	// lease is val's lease, as last renewed (see lease.go); nil for a
+	// value that has none.
+	lease         *resolver.Lease
+	lastRead      time.Time // the last read of the key (a lease is kept only while it is read)
+	renewing      bool      // a renewal is under way
+	renewFailures int       // renewals failed in a row
+	renewTimer    Timer     // the renewal timer, if any
 	// cuts are the fields cut from val, each copied into locked memory
 	// once (with a Locker), by name: a field read again takes no new copy.
 	cuts map[string]resolver.Secret
@@ -159,6 +166,9 @@ func (c *Cache) drop(e *entry) {
 	if e.timer != nil {
 		e.timer.Stop()
 	}
+	if e.renewTimer != nil {
+		e.renewTimer.Stop()
+	}
 	e.store.lru.Remove(e.el)
 	e.store.bytes -= e.bytes
 	if c.entries[e.key] == e {
@@ -209,9 +219,12 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 		staleFor = 0
 	}
 	ttl = c.jitter(ttl)
-	e := &entry{key: k, gen: gen, val: val, fetched: began, expires: began.Add(ttl), refreshAt: began.Add(ttl * 3 / 4)}
+	e := &entry{key: k, gen: gen, val: val, fetched: began, expires: began.Add(ttl), refreshAt: began.Add(ttl * 3 / 4), lastRead: began}
 	if staleFor > 0 {
 		e.staleUntil = e.expires.Add(staleFor)
+	}
+	if e.lease = leaseOf(val); e.lease != nil {
+		c.leaseTimes(e) // the lease's times, not the TTL's
 	}
 	now := c.opts.Clock.Now()
 
@@ -231,11 +244,23 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 		c.mu.Unlock()
 		return a
 	}
-	if c.ctx.Err() == nil && now.Before(e.expires) { // a call that ends after Close arms nothing
+	old := c.entries[k]
+	if old != nil {
+		e.lastRead = old.lastRead // a refresh is no read; a reader's read set it
+	}
+	switch {
+	case c.ctx.Err() != nil || !now.Before(e.expires): // a call that ends after Close arms nothing
+	case e.lease != nil:
+		c.armLease(e, now)
+	default:
 		e.timer = c.opts.Clock.AfterFunc(e.refreshAt.Sub(now), func() { c.refreshDue(e) })
 	}
-	old := c.entries[k]
 	changed := k.op == opGet && old != nil && (old.val == nil || !sameValue(old.val, val))
+	if changed && old.lease != nil && e.lease != nil {
+		if o, ok := c.opts.Observer.(LeaseObserver); ok {
+			o.LeaseReplaced(k.provider)
+		}
+	}
 	if k.op == opGet {
 		c.noteWitness(k)
 	}

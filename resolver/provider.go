@@ -57,10 +57,20 @@ type HealthChecker interface {
 	CheckHealth(ctx context.Context) error
 }
 
+// Renewer is the optional ability to extend a lease (see Lease) without
+// reading the value again. Renew asks for about the lease's current term
+// and returns the lease as the backend now states it: Start is now, and
+// Renewable is false once the backend granted less than was asked (its
+// maximum is near: the next value must be a new one). A lease the backend
+// no longer knows, or will not renew, is an error wrapping ErrNotFound.
+type Renewer interface {
+	Renew(ctx context.Context, lease Lease) (Lease, error)
+}
+
 // Abilities are the optional abilities a provider's type has. They are
 // known from the type, once: a caller never learns them per directory.
 type Abilities struct {
-	List, Probe, Batch, Health bool
+	List, Probe, Batch, Health, Renew bool
 }
 
 // AbilitiesOf returns what p can do besides Get.
@@ -69,7 +79,8 @@ func AbilitiesOf(p Provider) Abilities {
 	_, probe := p.(Prober)
 	_, batch := p.(BatchGetter)
 	_, health := p.(HealthChecker)
-	return Abilities{List: list, Probe: probe, Batch: batch, Health: health}
+	_, renew := p.(Renewer)
+	return Abilities{List: list, Probe: probe, Batch: batch, Health: health, Renew: renew}
 }
 
 // Secret is a value with what the backend says about it.
@@ -88,6 +99,10 @@ type Secret struct {
 	// reference's Key, or "Key@Version" when a secret is named exactly
 	// so (see Resolver.Fetch). Rules are matched on it.
 	Key string
+	// Lease, when set, says the value was made for this read (a Vault
+	// dynamic secret, an issued certificate): it is valid until the lease
+	// expires, and reading again makes another.
+	Lease *Lease
 	// Hold, when set, keeps the memory Value lies in (locked memory, see
 	// package locked) valid while the Secret is reachable: whoever keeps
 	// Value keeps the Secret, or Hold with it.
@@ -105,4 +120,46 @@ func (s Secret) GoString() string { return s.String() }
 // LogValue keeps the value out of slog output.
 func (s Secret) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("version", s.Version), slog.Int("bytes", len(s.Value)))
+}
+
+// DefaultRenewBefore is the part of a lease's term left when a new value
+// is fetched in its place: one third.
+const DefaultRenewBefore = 1.0 / 3
+
+// Lease is what a backend says of a value it made for one read: until
+// when it is valid, and whether it can be extended.
+type Lease struct {
+	// ID names the lease to its backend, to renew or revoke it; empty
+	// for a value that has an end but no lease (a certificate). It is
+	// no secret value, but it is never logged either.
+	ID string
+	// Start is when the current term began: the value was made, or the
+	// lease last renewed.
+	Start time.Time
+	// Expires ends the term: past it the value is never served.
+	Expires time.Time
+	// Renewable says Expires may be extended (see Renewer).
+	Renewable bool
+	// RenewBefore is the part of the term (0 to 1) left when a new value
+	// is fetched in this one's place, once it cannot be renewed; zero
+	// means DefaultRenewBefore.
+	RenewBefore float64
+}
+
+// Term is the length of the lease's current term.
+func (l Lease) Term() time.Duration { return l.Expires.Sub(l.Start) }
+
+// ReplaceAt is when a new value is due in this one's place: when
+// RenewBefore of the term is left.
+func (l Lease) ReplaceAt() time.Time {
+	rb := l.RenewBefore
+	if rb <= 0 || rb >= 1 {
+		rb = DefaultRenewBefore
+	}
+	return l.Expires.Add(-time.Duration(rb * float64(l.Term())))
+}
+
+// String names the lease by its times, never its ID.
+func (l Lease) String() string {
+	return fmt.Sprintf("Lease{term=%s, renewable=%t}", l.Term().Round(time.Second), l.Renewable)
 }

@@ -235,6 +235,26 @@ func (r *Resolver) CheckHealth(ctx context.Context, provider string) error {
 	return nil
 }
 
+// Renew extends lease in the named provider (see Renewer). A provider that
+// cannot yields errors.ErrUnsupported.
+func (r *Resolver) Renew(ctx context.Context, provider string, lease Lease) (Lease, error) {
+	p, err := r.Provider(provider)
+	if err != nil {
+		return Lease{}, err
+	}
+	rn, ok := p.(Renewer)
+	if !ok {
+		return Lease{}, fmt.Errorf("renew %s: %w", provider, errors.ErrUnsupported)
+	}
+	ctx, cancel := r.withTimeout(ctx, provider)
+	defer cancel()
+	l, err := rn.Renew(ctx, lease)
+	if err != nil {
+		return Lease{}, fmt.Errorf("renew a lease of %s: %w", provider, Unavailable(err))
+	}
+	return l, nil
+}
+
 func wrap(ref Reference, err error) error {
 	return fmt.Errorf("%s: %w", ref, Unavailable(err))
 }
