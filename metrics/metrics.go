@@ -29,6 +29,8 @@ type Metrics struct {
 	backendDuration *prometheus.HistogramVec
 	staleServed     *prometheus.HistogramVec
 	fuseRequests    *prometheus.CounterVec
+	leaseRenewals   *prometheus.CounterVec
+	leaseReplaced   *prometheus.CounterVec
 }
 
 // New returns the metrics of a secretfs of version.
@@ -54,7 +56,11 @@ func New(version string) *Metrics {
 		Name: "secretfs_build_info", Help: "The version of secretfs and of Go it was built with.",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.backendRequests, m.backendDuration, m.staleServed, m.fuseRequests, build)
+	m.leaseRenewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "secretfs_lease_renewals_total", Help: "Renewals of leases (Vault dynamic secrets), by provider and result."}, []string{"provider", "result"})
+	m.leaseReplaced = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "secretfs_lease_reissues_total", Help: "Leased values replaced by a new one ahead of their end, by provider."}, []string{"provider"})
+	m.reg.MustRegister(m.backendRequests, m.backendDuration, m.staleServed, m.fuseRequests, build, m.leaseRenewals, m.leaseReplaced)
 	return m
 }
 
@@ -67,6 +73,29 @@ func (m *Metrics) BackendCall(provider, result string, d time.Duration) {
 // StaleServed implements cache.Observer.
 func (m *Metrics) StaleServed(provider string, past time.Duration) {
 	m.staleServed.WithLabelValues(provider).Observe(past.Seconds())
+}
+
+// LeaseRenewed implements cache.LeaseObserver.
+func (m *Metrics) LeaseRenewed(provider, result string) {
+	m.leaseRenewals.WithLabelValues(provider, result).Inc()
+}
+
+// LeaseReplaced implements cache.LeaseObserver.
+func (m *Metrics) LeaseReplaced(provider string) { m.leaseReplaced.WithLabelValues(provider).Inc() }
+
+// WatchLeases adds the leases the cache holds: how many, and the seconds
+// until the nearest ends.
+func (m *Metrics) WatchLeases(leases func() cache.LeaseStats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "secretfs_leases_held", Help: "Leased values held whose lease has not ended."},
+			func() float64 { return float64(leases().Held) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "secretfs_lease_nearest_expiry_seconds", Help: "Seconds until the nearest end of a lease held; 0 when none."},
+			func() float64 {
+				if n := leases().Nearest; !n.IsZero() {
+					return max(time.Until(n).Seconds(), 0)
+				}
+				return 0
+			}))
 }
 
 // FUSERequest counts one request of op that reached secretfs.

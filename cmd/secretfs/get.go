@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -66,6 +67,11 @@ func runGet(args []string, stdout, stderr io.Writer) error {
 		s, err := r.Get(ctx, ref)
 		if err != nil {
 			return err
+		}
+		if s.Lease != nil {
+			// The read made a lease: say so, and leave it to expire.
+			fmt.Fprintf(stderr, "secretfs: %s is a lease of %s (renewable: %t); it is left to expire, not revoked\n",
+				ref, s.Lease.Term().Round(time.Second), s.Lease.Renewable)
 		}
 		_, err = stdout.Write(s.Value)
 		return err

@@ -41,6 +41,7 @@ type mountFlags struct {
 	options           []string
 	ttl, negTTL       time.Duration
 	maxStale          time.Duration
+	leaseIdle         time.Duration
 	maxEntries        int
 	auditLog          string
 	shutdownGrace     time.Duration
@@ -62,6 +63,7 @@ func newMountFlags() *mountFlags {
 	f.BoolVar(&m.allowOther, "allow-other", false, "let other users (and containers) in; the kernel then checks owner and mode")
 	f.StringSliceVarP(&m.options, "options", "o", nil, "FUSE-style options: allow_other, default_permissions, uid=N, gid=N, ro, debug")
 	f.DurationVar(&m.ttl, "ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again")
+	f.DurationVar(&m.leaseIdle, "lease-idle", cache.DefaultLeaseIdle, "how long after its last read a leased secret (a Vault dynamic secret) is still renewed and replaced ahead of its end")
 	f.DurationVar(&m.negTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered")
 	f.DurationVar(&m.maxStale, "max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
 	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory (and, apart, most listings and most negative answers)")
@@ -178,7 +180,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	r.Deadlines = deadlines
 	met := metrics.New(version())
-	copts := cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale,
+	copts := cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale, LeaseIdle: m.leaseIdle,
 		MaxEntries: m.maxEntries, Deadlines: deadlines, Logger: log, Observer: met}
 	if arena != nil {
 		copts.Locker, cfg.Locker = arena, arena
@@ -192,6 +194,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	if m.metricsAddr != "" {
 		met.Watch(c, r.Names())
+		met.WatchLeases(c.Leases)
 		met.WatchAudit(func() uint64 {
 			if trail == nil {
 				return 0

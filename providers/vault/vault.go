@@ -7,8 +7,11 @@
 // metadata/ (lists) added, and a version ("@3") selects a KV v2 version. A
 // secret's file content is its data as a JSON object with sorted keys; fields
 // ("#password") are cut from it by the resolver. Other engines are read with
-// a plain logical read and shown as the response's data; where the response
-// carries a lease, the value is not cached past it.
+// a plain logical read and shown as the response's data. Where the response
+// carries a lease (a dynamic secret: database/creds/ROLE), the value is the
+// lease's (resolver.Lease): the engine renews it through Renew while it is
+// read, replaces it ahead of its end and never serves it past that; other
+// answers with a lease duration are not cached past it.
 //
 // Authentication is one of: a token (VAULT_TOKEN, a token file,
 // ~/.vault-token); AppRole (role id and secret id files); Kubernetes or JWT
@@ -699,10 +702,44 @@ func (p *Provider) readPlain(ctx context.Context, key string, isKV bool) (resolv
 		return resolver.Secret{}, fmt.Errorf("vault %s: %w", key, err)
 	}
 	out := resolver.Secret{Value: value}
-	if !isKV && s.LeaseDuration > 0 {
+	switch {
+	case !isKV && s.LeaseID != "" && s.LeaseDuration > 0:
+		// A dynamic secret: made for this read, valid for its lease (see
+		// Renew).
+		now := time.Now()
+		out.Lease = &resolver.Lease{ID: s.LeaseID, Start: now, Expires: now.Add(time.Duration(s.LeaseDuration) * time.Second), Renewable: s.Renewable}
+	case !isKV && s.LeaseDuration > 0:
 		out.MaxAge = time.Duration(s.LeaseDuration) * time.Second
 	}
 	return out, nil
+}
+
+// Renew implements resolver.Renewer with sys/leases/renew, asking for the
+// lease's current term again. Vault grants less once the lease nears its
+// maximum TTL: the lease is then no longer renewable, and the engine
+// fetches a new value ahead of its end. A lease Vault no longer knows, or
+// will not renew (400), is not found.
+func (p *Provider) Renew(ctx context.Context, lease resolver.Lease) (resolver.Lease, error) {
+	want := max(int(lease.Term().Round(time.Second).Seconds()), 1)
+	var s *api.Secret
+	err := p.retryAfterRelogin(ctx, func() error {
+		var err error
+		s, err = p.client.Sys().RenewWithContext(ctx, lease.ID, want)
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
+			return fmt.Errorf("vault renew: %w: the lease is gone or may not be renewed: %s", resolver.ErrNotFound, brief(re.Errors))
+		}
+		return p.mapError("renew", err)
+	})
+	if err != nil {
+		return resolver.Lease{}, err
+	}
+	if s == nil || s.LeaseDuration <= 0 {
+		return resolver.Lease{}, fmt.Errorf("vault renew: %w: no lease in the answer", resolver.ErrNotFound)
+	}
+	now := time.Now()
+	got := time.Duration(s.LeaseDuration) * time.Second
+	return resolver.Lease{ID: lease.ID, Start: now, Expires: now.Add(got), Renewable: s.Renewable && s.LeaseDuration >= want}, nil
 }
 
 // marshalSorted encodes data as a compact JSON object with sorted keys

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -144,4 +147,71 @@ func TestDeadTokenErrors(t *testing.T) {
 			t.Errorf("deadTokenErrors(%q) = %v, want %v", tt.errs, got, tt.want)
 		}
 	}
+}
+
+// A dynamic secret's read carries its lease; Renew asks for its term again
+// and says when Vault granted less (the maximum TTL is near), and a 400 is
+// a lease that is gone.
+func TestLeases(t *testing.T) {
+	var renewBody string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/auth/token/lookup-self":
+			fmt.Fprint(w, `{"data":{"ttl":0,"renewable":false}}`)
+		case "/v1/sys/internal/ui/mounts/database/creds/app":
+			fmt.Fprint(w, `{"data":{"path":"database/","type":"database","options":null}}`)
+		case "/v1/database/creds/app":
+			fmt.Fprint(w, `{"lease_id":"database/creds/app/abc","renewable":true,"lease_duration":60,"data":{"username":"u","password":"p"}}`)
+		case "/v1/sys/leases/renew":
+			b, _ := io.ReadAll(r.Body)
+			renewBody = string(b)
+			switch {
+			case strings.Contains(renewBody, "gone"):
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `{"errors":["lease not found"]}`)
+			case strings.Contains(renewBody, "capped"):
+				fmt.Fprint(w, `{"lease_id":"capped","renewable":true,"lease_duration":20}`)
+			default:
+				fmt.Fprint(w, `{"lease_id":"database/creds/app/abc","renewable":true,"lease_duration":60}`)
+			}
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"errors":[]}`)
+		}
+	}))
+	defer srv.Close()
+	t.Setenv("VAULT_TOKEN", "")
+	p, err := New(context.Background(), Config{Address: srv.URL, Auth: AuthToken, TokenFile: writeFile(t, "tok")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	s, err := p.Get(context.Background(), "database/creds/app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Lease == nil || s.Lease.ID != "database/creds/app/abc" || !s.Lease.Renewable || s.Lease.Term() != time.Minute || s.MaxAge != 0 {
+		t.Fatalf("lease: got %v (MaxAge %s), want a renewable 60s lease", s.Lease, s.MaxAge)
+	}
+	l, err := p.Renew(context.Background(), *s.Lease)
+	if err != nil || !l.Renewable || l.Term() != time.Minute || !strings.Contains(renewBody, `"increment":60`) {
+		t.Fatalf("renew: got %v, %v (asked %s), want 60s asked and granted, renewable", l, err, renewBody)
+	}
+	l, err = p.Renew(context.Background(), resolver.Lease{ID: "capped", Start: time.Now(), Expires: time.Now().Add(time.Minute), Renewable: true})
+	if err != nil || l.Renewable || l.Term() != 20*time.Second {
+		t.Fatalf("capped renew: got %v, %v, want 20s and no longer renewable", l, err)
+	}
+	if _, err := p.Renew(context.Background(), resolver.Lease{ID: "gone", Start: time.Now(), Expires: time.Now().Add(time.Minute)}); !errors.Is(err, resolver.ErrNotFound) {
+		t.Fatalf("renew of a lease Vault does not know: got %v, want not found", err)
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
