@@ -194,9 +194,9 @@ func (c *Cache) renew(e *entry, lease resolver.Lease) {
 
 // LeaseStats is what the cache holds of leases.
 type LeaseStats struct {
-	Held    int       // leased values held whose lease has not ended
-	Nearest time.Time // the nearest end of those; zero when none
-	Renewing int      // renewals under way
+	Held     int       // leased values held whose lease has not ended
+	Nearest  time.Time // the nearest end of those; zero when none
+	Renewing int       // renewals under way
 }
 
 // Leases returns what the cache holds of leases.
