@@ -232,8 +232,10 @@ func (n *dirNode) lookupSecret(ctx context.Context, name string, ref resolver.Re
 	if kind == resolver.KindNotFound && ref.Version == "" && ref.Field == "" && !strings.HasSuffix(name, "@") {
 		// Not in this directory's listing and not a secret: it may still be
 		// a directory the listing leaves out (a Vault mount of another
-		// engine) or that appeared since the listing was cached.
-		if below, lerr := n.sys.known(ctx, n.provider, n.key(name)); lerr == nil && len(below.Names()) > 0 {
+		// engine) or that appeared since the listing was cached. One that
+		// cannot be listed (a Vault database mount) is a directory of
+		// names known only to whoever reads them.
+		if below, lerr := n.sys.known(ctx, n.provider, n.key(name)); lerr == nil && len(below.Names()) > 0 || resolver.KindOf(lerr) == resolver.KindUnsupported {
 			return n.sys.dirInode(ctx, n.EmbeddedInode(), name, n.provider, n.key(name), out), 0
 		}
 	}

@@ -783,6 +783,11 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 		s, err = p.client.Logical().ListWithContext(ctx, path)
 		return p.mapError("list "+dir, err)
 	})
+	if !m.isKV && (errors.Is(err, resolver.ErrNotFound) || err == nil && (s == nil || s.Data == nil)) {
+		// Another engine's paths (database/creds/ROLE, pki/issue/ROLE)
+		// cannot be listed: what is below them is known only by name.
+		return nil, fmt.Errorf("vault list %s: %w", dir, errors.ErrUnsupported)
+	}
 	if errors.Is(err, resolver.ErrNotFound) {
 		return nil, nil
 	}
