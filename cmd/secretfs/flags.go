@@ -39,6 +39,19 @@ type opener struct {
 	open func(ctx context.Context, log *slog.Logger) (resolver.Provider, error)
 	pod  func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error)
 	csi  csi.Backend
+	// section, when set, is a key of the config file the provider reads
+	// (vault-issue:), given to configure.
+	section   string
+	configure func(*yaml.Node) error
+	// brings are the names of providers this one brings with it (see
+	// companions): a reference to one enables this one.
+	brings []string
+}
+
+// companions is the ability of a provider to bring others with it (Vault's
+// vault-issued), registered beside it.
+type companions interface {
+	Companions() []resolver.Provider
 }
 
 // backends lists the providers this binary has: each file that adds one
@@ -150,9 +163,22 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v%s", err, missingProviderHint(err))
 	}
-	sections, err := config.Sources(c.flagSet, os.LookupEnv, []string{"rules", "exec-providers", "templates"})
+	names := []string{"rules", "exec-providers", "templates"}
+	for _, o := range c.openers {
+		if o.section != "" {
+			names = append(names, o.section)
+		}
+	}
+	sections, err := config.Sources(c.flagSet, os.LookupEnv, names)
 	if err != nil {
 		return usagef("%v%s", err, missingProviderHint(err))
+	}
+	for _, o := range c.openers {
+		if o.section != "" && sections[o.section] != nil {
+			if err := o.configure(sections[o.section]); err != nil {
+				return usagef("--config: %s: %v", o.section, err)
+			}
+		}
 	}
 	if c.execs, err = c.execDefs(sections["exec-providers"]); err != nil {
 		return err
@@ -195,6 +221,11 @@ func (c *common) level() (slog.Level, error) {
 // environment or the file) it replaces mount's default. A name the binary
 // does not have is left for open to report.
 func (c *common) enable(name string) {
+	for n, o := range c.openers {
+		if slices.Contains(o.brings, name) {
+			name = n
+		}
+	}
 	if !c.flagSet.Changed("providers") && !c.enabled {
 		c.providers, c.enabled = nil, true
 	}
@@ -244,6 +275,9 @@ func (c *common) open(ctx context.Context, log *slog.Logger) ([]resolver.Provide
 			return nil, fmt.Errorf("provider %s: %w", name, err)
 		}
 		out = append(out, p)
+		if cp, ok := p.(companions); ok {
+			out = append(out, cp.Companions()...)
+		}
 	}
 	execs, err := c.openExec(log)
 	if err != nil {

@@ -13,7 +13,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
+	"github.com/secretfs/secretfs/config"
 	"github.com/secretfs/secretfs/csi"
 	"github.com/secretfs/secretfs/providers/vault"
 	"github.com/secretfs/secretfs/resolver"
@@ -45,6 +47,25 @@ func vaultFlags(set *pflag.FlagSet) opener {
 	set.StringSliceVar(&c.Mounts, "vault-mounts", nil, "KV mounts to list at the top, for tokens that may not list mounts (e.g. secret,kv)")
 	allowed := set.StringArray("vault-allowed-address", nil, "a Vault address a SecretProviderClass may name as vaultAddress (repeatable; default: only --vault-addr)")
 	return opener{
+		section: "vault-issue", brings: []string{vault.IssuedName},
+		configure: func(n *yaml.Node) error {
+			var issues []vault.Issue
+			if err := config.Decode(n, &issues); err != nil {
+				return err
+			}
+			seen := make(map[string]bool)
+			for _, is := range issues {
+				if err := is.Check(); err != nil {
+					return err
+				}
+				if seen[is.Name] {
+					return fmt.Errorf("vault-issue: name %q given twice", is.Name)
+				}
+				seen[is.Name] = true
+			}
+			c.Issue = issues
+			return nil
+		},
 		open: func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
 			c := c
 			c.Logger = log

@@ -82,6 +82,9 @@ type Config struct {
 	// Mounts, when set, are the mounts listed at the top instead of asking
 	// Vault (for tokens that may not list mounts).
 	Mounts []string
+	// Issue are the issuing writes of the config file's vault-issue:,
+	// shown by the provider Issued returns.
+	Issue  []Issue
 	Logger *slog.Logger
 }
 
