@@ -103,32 +103,10 @@ func (pg *postgres) login(user, password string) error {
 // then EIO.
 func TestVaultDatabaseLeases(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql is not installed (make test installs Debian's postgresql)")
-	}
-	pg := startPostgres(t)
-	v := startVault(t, 0)
-	defer v.Stop()
+	pg, v := vaultDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := v.Client()
-	if err := c.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Logical().WriteWithContext(ctx, "database/config/pg", map[string]any{
-		"plugin_name":    "postgresql-database-plugin",
-		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", pg.port),
-		"username":       "postgres", "password": pg.password, "allowed_roles": "app",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Logical().WriteWithContext(ctx, "database/roles/app", map[string]any{
-		"db_name":             "pg",
-		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
-		"default_ttl":         "6s", "max_ttl": "15s",
-	}); err != nil {
-		t.Fatal(err)
-	}
 	d := vaultMount(t, v, "root", "--ttl", "1s", "--timeout", "3s", "--max-stale", "1h")
 	read := func(field string) (string, error) {
 		b, err := os.ReadFile(d.Path("vault/database/creds/app#" + field))
@@ -225,4 +203,65 @@ func TestVaultDatabaseLeases(t *testing.T) {
 		_, err := read("username")
 		return errors.Is(err, syscall.EIO)
 	})
+}
+
+// vaultDatabase starts PostgreSQL and a Vault whose database engine makes
+// its users: role "app", leases of 6s renewable up to 15s.
+func vaultDatabase(t *testing.T) (*postgres, *vaultServer) {
+	t.Helper()
+	if _, err := exec.LookPath("psql"); err != nil {
+		t.Skip("psql is not installed (make test installs Debian's postgresql)")
+	}
+	pg := startPostgres(t)
+	v := startVault(t, 0)
+	t.Cleanup(v.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := v.Client()
+	if err := c.Sys().MountWithContext(ctx, "database", &api.MountInput{Type: "database"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Logical().WriteWithContext(ctx, "database/config/pg", map[string]any{
+		"plugin_name":    "postgresql-database-plugin",
+		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable", pg.port),
+		"username":       "postgres", "password": pg.password, "allowed_roles": "app",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Logical().WriteWithContext(ctx, "database/roles/app", map[string]any{
+		"db_name":             "pg",
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+		"default_ttl":         "6s", "max_ttl": "15s",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return pg, v
+}
+
+// --vault-revoke-on-exit: a clean stop revokes the leases the mount took,
+// and the credentials stop logging in.
+func TestVaultRevokeOnExit(t *testing.T) {
+	t.Parallel()
+	pg, v := vaultDatabase(t)
+	d := vaultMount(t, v, "root", "--vault-revoke-on-exit")
+	user, err := os.ReadFile(d.Path("vault/database/creds/app#username"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	password, err := os.ReadFile(d.Path("vault/database/creds/app#password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.login(string(user), string(password)); err != nil {
+		t.Fatalf("before the stop: %v", err)
+	}
+	d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if s, err := v.Client().Logical().ListWithContext(ctx, "sys/leases/lookup/database/creds/app/"); err != nil || s != nil && len(s.Data["keys"].([]any)) > 0 {
+		t.Fatalf("leases after a clean stop: %v, %v; want none", s, err)
+	}
+	if err := pg.login(string(user), string(password)); err == nil {
+		t.Fatal("the credentials still log in after their lease was revoked")
+	}
 }

@@ -45,6 +45,7 @@ func vaultFlags(set *pflag.FlagSet) opener {
 	set.StringVar(&c.Role, "vault-role", "", "role to log in as (kubernetes and jwt auth)")
 	set.StringVar(&c.JWTFile, "vault-jwt-file", "", "file holding the JWT, read at every login (kubernetes default: "+vault.DefaultKubernetesJWT+")")
 	set.StringSliceVar(&c.Mounts, "vault-mounts", nil, "KV mounts to list at the top, for tokens that may not list mounts (e.g. secret,kv)")
+	set.BoolVar(&c.RevokeOnExit, "vault-revoke-on-exit", false, "revoke the leases (dynamic secrets) this process took when it stops cleanly; by default they are left to expire")
 	allowed := set.StringArray("vault-allowed-address", nil, "a Vault address a SecretProviderClass may name as vaultAddress (repeatable; default: only --vault-addr)")
 	return opener{
 		section: "vault-issue", brings: []string{vault.IssuedName},
@@ -84,6 +85,7 @@ func vaultFlags(set *pflag.FlagSet) opener {
 		pod: func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error) {
 			c := c
 			c.Logger = log
+			c.RevokeOnExit = false // an identity let go when idle is no exit: its pods may still use what they read
 			addr := id.Settings[csi.ParamVaultAddress]
 			if id.NodeCredentials {
 				// The node's token goes to the node's Vault and nowhere else.

@@ -141,6 +141,7 @@ func (i issued) Get(ctx context.Context, key, version string) (resolver.Secret, 
 	var lease *resolver.Lease
 	if s.LeaseID != "" && s.LeaseDuration > 0 {
 		lease = &resolver.Lease{ID: s.LeaseID, Start: now, Expires: now.Add(time.Duration(s.LeaseDuration) * time.Second)}
+		i.p.took(s.LeaseID, lease.Expires)
 	}
 	if pemText, ok := data["certificate"].(string); ok {
 		if b, _ := pem.Decode([]byte(pemText)); b != nil {

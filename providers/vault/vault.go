@@ -82,6 +82,10 @@ type Config struct {
 	// Mounts, when set, are the mounts listed at the top instead of asking
 	// Vault (for tokens that may not list mounts).
 	Mounts []string
+	// RevokeOnExit revokes, at Close, the leases this provider took that
+	// have not ended (--vault-revoke-on-exit); by default they are left to
+	// expire.
+	RevokeOnExit bool
 	// Issue are the issuing writes of the config file's vault-issue:,
 	// shown by the provider Issued returns.
 	Issue  []Issue
@@ -114,6 +118,9 @@ type Provider struct {
 	// logs in first, and is unavailable if it cannot: the client holds no
 	// token of this provider's.
 	authed atomic.Bool
+
+	leasesMu sync.Mutex
+	taken    map[string]time.Time // guarded by leasesMu; lease id → end, of leases this provider took
 
 	bgMu      sync.Mutex
 	stopWatch func()         // guarded by bgMu; stops the current token watcher
@@ -202,7 +209,58 @@ func (p *Provider) background(f func()) {
 	}()
 }
 
+// took notes a lease this provider took, for RevokeOnExit; ended ones are
+// forgotten, so that what is kept is bounded by the leases alive.
+func (p *Provider) took(id string, end time.Time) {
+	if !p.cfg.RevokeOnExit || id == "" {
+		return
+	}
+	now := time.Now()
+	p.leasesMu.Lock()
+	defer p.leasesMu.Unlock()
+	if p.taken == nil {
+		p.taken = make(map[string]time.Time)
+	}
+	for l, e := range p.taken {
+		if !now.Before(e) {
+			delete(p.taken, l)
+		}
+	}
+	p.taken[id] = end
+}
+
+// revokeTaken revokes the leases this provider took that have not ended,
+// within revokeTimeout in all.
+func (p *Provider) revokeTaken() {
+	p.leasesMu.Lock()
+	var ids []string
+	now := time.Now()
+	for id, end := range p.taken {
+		if now.Before(end) {
+			ids = append(ids, id)
+		}
+	}
+	p.taken = nil
+	p.leasesMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	failed := 0
+	for _, id := range ids {
+		if err := p.client.Sys().RevokeWithContext(ctx, id); err != nil {
+			failed++
+		}
+	}
+	p.log.Info("vault: revoked the leases this process took (--vault-revoke-on-exit)", "revoked", len(ids)-failed, "failed", failed)
+}
+
+// revokeTimeout bounds the revocations at Close.
+const revokeTimeout = 10 * time.Second
+
 // Close stops token renewal and background logins, and waits for them.
+// With RevokeOnExit it first revokes the leases it took.
 func (p *Provider) Close() error {
 	p.bgMu.Lock()
 	p.closed = true
@@ -211,6 +269,9 @@ func (p *Provider) Close() error {
 		p.stopWatch = nil
 	}
 	p.bgMu.Unlock()
+	if p.cfg.RevokeOnExit {
+		p.revokeTaken()
+	}
 	p.cancel()
 	p.wg.Wait()
 	return nil
@@ -711,6 +772,7 @@ func (p *Provider) readPlain(ctx context.Context, key string, isKV bool) (resolv
 		// Renew).
 		now := time.Now()
 		out.Lease = &resolver.Lease{ID: s.LeaseID, Start: now, Expires: now.Add(time.Duration(s.LeaseDuration) * time.Second), Renewable: s.Renewable}
+		p.took(s.LeaseID, out.Lease.Expires)
 	case !isKV && s.LeaseDuration > 0:
 		out.MaxAge = time.Duration(s.LeaseDuration) * time.Second
 	}
@@ -742,6 +804,7 @@ func (p *Provider) Renew(ctx context.Context, lease resolver.Lease) (resolver.Le
 	}
 	now := time.Now()
 	got := time.Duration(s.LeaseDuration) * time.Second
+	p.took(lease.ID, now.Add(got))
 	return resolver.Lease{ID: lease.ID, Start: now, Expires: now.Add(got), Renewable: s.Renewable && s.LeaseDuration >= want}, nil
 }
 
