@@ -399,12 +399,7 @@ func (c *Cache) Close() {
 	c.cancel()
 	c.mu.Lock()
 	for _, e := range c.entries {
-		if e.timer != nil {
-			e.timer.Stop()
-		}
-		if e.renewTimer != nil {
-			e.renewTimer.Stop()
-		}
+		e.stopTimers()
 	}
 	for _, h := range c.health {
 		if h.timer != nil {
@@ -476,12 +471,7 @@ func (c *Cache) Expire(provider, dir string) {
 			e.expires, e.refreshAt = now, now
 		}
 		e.failures, e.retryAt = 0, time.Time{} // asked again at the next read
-		if e.timer != nil {
-			e.timer.Stop()
-		}
-		if e.renewTimer != nil {
-			e.renewTimer.Stop()
-		}
+		e.stopTimers()
 		if k.op == opGet {
 			changes = append(changes, Change{Ref: k.ref()})
 		}

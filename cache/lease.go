@@ -92,13 +92,8 @@ func (c *Cache) armLease(e *entry, now time.Time) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	if e.timer != nil {
-		e.timer.Stop()
-	}
-	if e.renewTimer != nil {
-		e.renewTimer.Stop()
-		e.renewTimer = nil
-	}
+	e.stopTimers()
+	e.renewTimer = nil
 	e.timer = c.opts.Clock.AfterFunc(max(e.refreshAt.Sub(now), 0), func() { c.refreshDue(e) })
 	if _, ok := c.src.(leaseRenewer); ok && e.lease.Renewable && c.src.Abilities(e.key.provider).Renew {
 		at := e.lease.Start.Add(c.jitter(e.lease.Term() * 2 / 3))

@@ -99,6 +99,17 @@ type entry struct {
 	cuts map[string]resolver.Secret
 }
 
+// stopTimers stops e's refresh-ahead and renewal timers. Called with mu
+// held.
+func (e *entry) stopTimers() {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	if e.renewTimer != nil {
+		e.renewTimer.Stop()
+	}
+}
+
 // servableStale reports whether e holds a good value that may still be
 // served past its expiry at now.
 func (e *entry) servableStale(now time.Time) bool {
@@ -163,12 +174,7 @@ func (c *Cache) put(e *entry) {
 
 // drop removes e. Called with mu held.
 func (c *Cache) drop(e *entry) {
-	if e.timer != nil {
-		e.timer.Stop()
-	}
-	if e.renewTimer != nil {
-		e.renewTimer.Stop()
-	}
+	e.stopTimers()
 	e.store.lru.Remove(e.el)
 	e.store.bytes -= e.bytes
 	if c.entries[e.key] == e {

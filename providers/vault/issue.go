@@ -137,11 +137,9 @@ func (i issued) Get(ctx context.Context, key, version string) (resolver.Secret, 
 		return resolver.Secret{}, fmt.Errorf("vault-issued %s: %w", key, err)
 	}
 	out := resolver.Secret{Value: value}
-	now := time.Now()
-	var lease *resolver.Lease
-	if s.LeaseID != "" && s.LeaseDuration > 0 {
-		lease = &resolver.Lease{ID: s.LeaseID, Start: now, Expires: now.Add(time.Duration(s.LeaseDuration) * time.Second)}
-		i.p.took(s.LeaseID, lease.Expires)
+	lease := i.p.leaseOf(s)
+	if lease != nil {
+		lease.Renewable = false // an issuance is replaced, not renewed
 	}
 	if pemText, ok := data["certificate"].(string); ok {
 		if b, _ := pem.Decode([]byte(pemText)); b != nil {

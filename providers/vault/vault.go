@@ -766,17 +766,26 @@ func (p *Provider) readPlain(ctx context.Context, key string, isKV bool) (resolv
 		return resolver.Secret{}, fmt.Errorf("vault %s: %w", key, err)
 	}
 	out := resolver.Secret{Value: value}
-	switch {
-	case !isKV && s.LeaseID != "" && s.LeaseDuration > 0:
-		// A dynamic secret: made for this read, valid for its lease (see
-		// Renew).
-		now := time.Now()
-		out.Lease = &resolver.Lease{ID: s.LeaseID, Start: now, Expires: now.Add(time.Duration(s.LeaseDuration) * time.Second), Renewable: s.Renewable}
-		p.took(s.LeaseID, out.Lease.Expires)
-	case !isKV && s.LeaseDuration > 0:
-		out.MaxAge = time.Duration(s.LeaseDuration) * time.Second
+	if !isKV {
+		// A dynamic secret is made for this read and valid for its lease
+		// (see Renew); other answers with a duration are not kept past it.
+		if out.Lease = p.leaseOf(s); out.Lease == nil && s.LeaseDuration > 0 {
+			out.MaxAge = time.Duration(s.LeaseDuration) * time.Second
+		}
 	}
 	return out, nil
+}
+
+// leaseOf is the lease a response carries (nil for none), noted for
+// RevokeOnExit.
+func (p *Provider) leaseOf(s *api.Secret) *resolver.Lease {
+	if s.LeaseID == "" || s.LeaseDuration <= 0 {
+		return nil
+	}
+	now := time.Now()
+	l := &resolver.Lease{ID: s.LeaseID, Start: now, Expires: now.Add(time.Duration(s.LeaseDuration) * time.Second), Renewable: s.Renewable}
+	p.took(l.ID, l.Expires)
+	return l
 }
 
 // Renew implements resolver.Renewer with sys/leases/renew, asking for the
