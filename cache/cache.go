@@ -281,6 +281,7 @@ type Cache struct {
 	floor     map[string]uint64  // guarded by mu; by provider: calls of an older generation began before a Forget or Expire, store nothing, and are joined by no later read
 	health    map[string]*health // guarded by mu; by provider
 	onChange  []func(Change)     // guarded by mu
+	holds     map[key]int        // guarded by mu; by value key: how many holders keep it in use (Hold)
 	times     times              // guarded by mu; starts as opts' and changes with SetTimes
 
 	hits, misses, stale, calls, refreshes, throttled atomic.Uint64
@@ -350,6 +351,7 @@ func New(src Source, opts Options) *Cache {
 		listings:  newStore(opts.MaxListings, 0),
 		negatives: newStore(opts.MaxNegative, opts.MaxNegativeBytes),
 		floor:     make(map[string]uint64), health: make(map[string]*health),
+		holds:     make(map[key]int),
 		times: times{opts.TTL, opts.NegativeTTL, opts.MaxStale},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())

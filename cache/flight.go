@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -219,8 +220,13 @@ func (c *Cache) refresh(k key) {
 			e.refreshing = false
 			// A refresh that stored nothing new is not tried again at
 			// once by every read that follows.
-			if now := c.opts.Clock.Now(); !now.Before(e.refreshAt) {
+			now := c.opts.Clock.Now()
+			if !now.Before(e.refreshAt) {
 				e.refreshAt = now.Add(c.opts.ProbeMin)
+			}
+			if e.val != nil && e.lease == nil && c.holds[k] > 0 {
+				// No read will come to try again: a held key's timer does.
+				c.rearm(e, now)
 			}
 		}
 		c.mu.Unlock()
@@ -244,12 +250,65 @@ func (c *Cache) refreshDue(e *entry) {
 	current := c.entries[e.key] == e
 	// A lease is replaced only for a key read lately (see lease.go).
 	// A renewal under way decides for itself.
-	inUse := e.lease == nil || c.inUse(e, c.opts.Clock.Now()) && !e.renewing
-	start := current && e.used && inUse && c.startRefresh(e)
+	now := c.opts.Clock.Now()
+	inUse := e.lease == nil || c.inUse(e, now) && !e.renewing
+	held := c.holds[e.key] > 0
+	start := current && (e.used || held) && inUse && c.startRefresh(e)
+	if current && held && !start && e.lease == nil && e.val != nil && !e.refreshing {
+		// Its provider is down: the held key asks again after the probe's
+		// shortest wait, so that it hears of the end of the outage.
+		c.rearm(e, now)
+	}
 	c.mu.Unlock()
 	if start {
 		c.refresh(e.key)
 	}
+}
+
+// rearm arms e's refresh-ahead timer again, at its refreshAt and no sooner
+// than ProbeMin from now: for a held key, which no read keeps refreshed.
+// Called with mu held.
+func (c *Cache) rearm(e *entry, now time.Time) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	at := laterOf(e.refreshAt, now.Add(c.opts.ProbeMin))
+	e.timer = c.opts.Clock.AfterFunc(at.Sub(now), func() { c.refreshDue(e) })
+}
+
+// Hold keeps ref's value (ref.Field is ignored) in use until release is
+// called, as if it were read all the while: it is refreshed ahead (a
+// change is reported within about a TTL), a failed refresh is tried again
+// with the key's back-off, and a lease of it is kept. The filesystem holds
+// the values of the files the kernel holds: a program that read a file
+// once and waits on inotify for its change reads nothing more. A held key
+// costs one backend call per TTL (less the jitter) whether or not anyone
+// reads it. Release is idempotent.
+func (c *Cache) Hold(ref resolver.Reference) (release func()) {
+	k := key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version}
+	c.mu.Lock()
+	c.holds[k]++
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			if c.holds[k]--; c.holds[k] <= 0 {
+				delete(c.holds, k)
+			}
+			c.mu.Unlock()
+		})
+	}
+}
+
+// Held is how many values are held (Hold).
+func (c *Cache) Held() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.holds)
 }
 
 // Refresh asks the backend for ref's value now, in a call of its own (it

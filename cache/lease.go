@@ -101,10 +101,11 @@ func (c *Cache) armLease(e *entry, now time.Time) {
 	}
 }
 
-// inUse reports whether e was read within LeaseIdle of now. Called with mu
+// inUse reports whether e was read within LeaseIdle of now, or is held
+// (Hold). Called with mu
 // held.
 func (c *Cache) inUse(e *entry, now time.Time) bool {
-	return now.Sub(e.lastRead) <= c.opts.LeaseIdle
+	return now.Sub(e.lastRead) <= c.opts.LeaseIdle || c.holds[e.key] > 0
 }
 
 // renewDue runs at e's renewal time: the lease is renewed in the
@@ -169,7 +170,7 @@ func (c *Cache) renew(e *entry, lease resolver.Lease) {
 		c.log.Warn("lease could not be renewed; fetching a new value", "secret", e.key.String(), "error", err)
 		e.lease.Renewable = false
 		e.expires, e.refreshAt, e.staleUntil = now, now, time.Time{}
-		replace = e.used && c.inUse(e, now) && c.startRefresh(e)
+		replace = (e.used || c.holds[e.key] > 0) && c.inUse(e, now) && c.startRefresh(e)
 	case resolver.KindCanceled, resolver.KindInvalid, resolver.KindUnsupported:
 	default:
 		// Unavailable: tried again with the key's back-off while the lease

@@ -17,6 +17,7 @@ var (
 	_ gofs.NodeReader      = (*fileNode)(nil)
 	_ gofs.NodeFlusher     = (*fileNode)(nil)
 	_ gofs.NodeOnForgetter = (*fileNode)(nil)
+	_ shownNode            = (*fileNode)(nil)
 
 	_ gofs.NodeSetattrer     = readOnly{}
 	_ gofs.NodeCreater       = readOnly{}

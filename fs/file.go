@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -57,6 +58,8 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 		existing = nil
 	}
 	node.setValid(valid)
+	node.seen()
+	node.hold()
 	for _, r := range c.reads {
 		r.Field = ""
 		f.notifier.watch(r, parent, name, node, gen)
@@ -84,6 +87,12 @@ type fileNode struct {
 	// validUntil (unix nanoseconds) is until when the kernel may keep the
 	// attributes.
 	validUntil atomic.Int64
+	// lastSeen (unix nanoseconds) is when the kernel last asked about the
+	// node: a lookup, a getattr, an open (see notifier.sweep).
+	lastSeen atomic.Int64
+	holdMu   sync.Mutex
+	released []func() // guarded by holdMu; what keeps the values it reads in use while the kernel holds the node
+	gone     bool     // guarded by holdMu; the kernel let go of the node
 }
 
 // paths are what rules match for c: the secret served, and for a template
@@ -105,8 +114,16 @@ func (n *fileNode) shows(s resolver.Secret) bool {
 }
 
 // OnForget drops the node's name from the notifier (unless a newer node
-// shows that name now), so that names nobody uses any more cost no memory.
+// shows that name now), so that names nobody uses any more cost no memory,
+// and lets go of the values it kept in use.
 func (n *fileNode) OnForget() {
+	n.holdMu.Lock()
+	release := n.released
+	n.released, n.gone = nil, true
+	n.holdMu.Unlock()
+	for _, f := range release {
+		f()
+	}
 	if n.parent == nil {
 		return
 	}
@@ -116,10 +133,48 @@ func (n *fileNode) OnForget() {
 	}
 }
 
+// holder is the engine's optional ability to keep a value in use while
+// nobody reads it (cache.Cache.Hold).
+type holder interface {
+	Hold(ref resolver.Reference) (release func())
+}
+
+// hold keeps the values the node reads in use while the kernel holds the
+// node: a program that read the file once and waits for an inotify event
+// reads nothing more, and must still hear of a change.
+func (n *fileNode) hold() {
+	h, ok := n.sys.engine.(holder)
+	if !ok {
+		return
+	}
+	n.holdMu.Lock()
+	defer n.holdMu.Unlock()
+	if n.released != nil {
+		return
+	}
+	n.gone = false // looked up again
+	for _, r := range n.reads {
+		n.released = append(n.released, h.Hold(r))
+	}
+}
+
+func (n *fileNode) seen() { n.lastSeen.Store(time.Now().UnixNano()) }
+
+func (n *fileNode) seenSince(t time.Time) bool { return n.lastSeen.Load() >= t.UnixNano() }
+
+func (n *fileNode) forgotten() bool {
+	n.holdMu.Lock()
+	defer n.holdMu.Unlock()
+	return n.gone
+}
+
+func (n *fileNode) mountPath() string { return n.path }
+
 func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add(d).UnixNano()) }
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.sys.cfg.Count("getattr")
+	n.seen()
 	paths := n.paths()
 	guarded := n.sys.guarded(paths)
 	if guarded {
@@ -143,6 +198,7 @@ func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 // page cache.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	n.sys.cfg.Count("open")
+	n.seen()
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
 		if errno := n.sys.record(ctx, audit.Record{Op: "denied", Ref: n.ref.String(), Path: n.path, Result: syscall.EROFS.Error()}); errno != 0 {
 			return nil, 0, errno

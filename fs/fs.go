@@ -55,7 +55,19 @@ type Config struct {
 	// Locker, when set, keeps every template's render in memory that
 	// never reaches swap (--mlock); the engine keeps the secrets so.
 	Locker Locker
+	// Changed, when set, is told of the values that changed once the
+	// kernel was told of them: an open from then on shows the new value
+	// (on-change commands). It must not block.
+	Changed func([]resolver.Reference)
+	// SweepEvery is how often the kernel is asked to forget the names
+	// nobody looked up since the last time, so that the values of files
+	// nobody holds are no longer kept fresh. Default DefaultSweepEvery;
+	// negative: never.
+	SweepEvery time.Duration
 }
+
+// DefaultSweepEvery is how often names nobody looked up are let go.
+const DefaultSweepEvery = time.Minute
 
 // Locker copies a value into locked memory; the copy is valid while hold
 // is reachable (see package locked).
@@ -128,6 +140,11 @@ func newFsys(e Engine, cfg Config) *fsys {
 	}
 	f := &fsys{engine: e, cfg: cfg, log: cfg.Logger, started: time.Now(), notifier: newNotifier(cfg.Logger),
 		checkOpens: cfg.Audit != nil || cfg.Rules.HasAllow()}
+	if cfg.SweepEvery == 0 {
+		cfg.SweepEvery = DefaultSweepEvery
+	}
+	f.notifier.sweepEvery = max(cfg.SweepEvery, 0)
+	f.notifier.visible = cfg.Changed
 	f.policy.Store(f.newPolicy(cfg.Rules))
 	e.OnChange(f.notifier.changed)
 	return f

@@ -101,6 +101,7 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 	if err := srv.WaitMount(); err == nil {
 		s.mntID, _ = mountID(dir)
 	}
+	root.sys.notifier.dir = dir
 	go root.sys.notifier.run(s.done)
 	go func() { srv.Wait(); close(s.done) }()
 	return s, nil

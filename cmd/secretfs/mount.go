@@ -151,6 +151,9 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Rules = m.rules
 	cfg.Templates = m.templates
+	// Names nobody looked up for a TTL (and at most a minute) are let go:
+	// a file nobody holds is kept fresh no longer than that.
+	cfg.SweepEvery = min(max(m.ttl, time.Second), time.Minute)
 
 	arena, err := harden(m.mlock)
 	if err != nil {
