@@ -27,7 +27,7 @@ LDFLAGS := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
 # Every tag set CI checks: each provider alone, and all of them.
 TAG_SETS := secretfs_no_aws,secretfs_no_vault secretfs_no_env,secretfs_no_vault secretfs_no_env,secretfs_no_aws all
 
-.PHONY: build run test test-unit test-providers test-integration backends fuse-tools docker-tools pg-tools lint bench fuzz clean install release release-check licenses check-providers
+.PHONY: build run test test-unit test-providers test-integration backends fuse-tools docker-tools pg-tools inotify-tools lint bench fuzz clean install release release-check licenses check-providers
 
 check-providers:
 	@bad="$(filter-out $(ALL_PROVIDERS),$(PROVIDERS))"; if [ -n "$$bad" ]; then \
@@ -74,6 +74,13 @@ docker-tools:
 		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null 2>&1; }; } || \
 		echo "docker.io could not be installed: the Docker volume tests with a real engine will skip"
 
+# inotifywait (Debian's inotify-tools) watches files in the file-event tests,
+# as a program watching its secrets would.
+inotify-tools:
+	@command -v inotifywait >/dev/null 2>&1 || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq inotify-tools >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq inotify-tools >/dev/null 2>&1; }; } || \
+		echo "inotify-tools could not be installed: the inotifywait tests will skip"
+
 # PostgreSQL 15 for the Vault database-engine tests: each test starts its own
 # server (initdb, pg_ctl) as an unprivileged user in a temporary directory.
 pg-tools:
@@ -81,7 +88,7 @@ pg-tools:
 		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1; }; } || \
 		echo "postgresql could not be installed: the Vault database-engine test will skip"
 
-test-integration: backends fuse-tools docker-tools pg-tools
+test-integration: backends fuse-tools docker-tools pg-tools inotify-tools
 	SECRETFS_KUMO_BIN=$(KUMO_BIN) SECRETFS_VAULT_BIN=$(VAULT_BIN) \
 		$(GO) test -race -count=1 -timeout 40m ./integration/...
 

@@ -148,6 +148,9 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if len(name) > maxName {
 		return nil, syscall.ENAMETOOLONG
 	}
+	if in := n.sys.notifier.retiredNode(ctx, n.EmbeddedInode(), name, out); in != nil {
+		return in, 0
+	}
 	ctx, done := request(ctx, n.sys.cfg.Deadlines.RequestFor(n.provider))
 	defer done()
 	op := "lookup " + n.provider + ":" + n.key(name)

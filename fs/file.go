@@ -170,6 +170,10 @@ func (n *fileNode) forgotten() bool {
 
 func (n *fileNode) mountPath() string { return n.path }
 
+func (n *fileNode) entryOut(out *fuse.EntryOut) {
+	n.sys.fileAttr(servedPath(n.ref, n.secret), n.tmpl, n.secret, &out.Attr)
+}
+
 func (n *fileNode) setValid(d time.Duration) { n.validUntil.Store(time.Now().Add(d).UnixNano()) }
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {

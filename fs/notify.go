@@ -1,9 +1,11 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/resolver"
@@ -30,13 +33,17 @@ import (
 // that adds its watch again finds the new file under the name. A change of
 // owners and modes only makes the kernel forget the names.
 //
-// Every name the kernel holds keeps its values in use (fileNode.hold), so
+// The kernel deletes by name, and it may have let go of the name of an
+// inode it still holds (a sweep, an expired entry): such a node is retired
+// (see retire) by a lookup of the daemon's own that shows the old inode
+// under its name once more, then deleted.
+//
+// Every node the kernel holds keeps its values in use (fileNode.hold), so
 // that a file a program read once and now only watches is kept fresh. What
 // the kernel holds it may keep long after anyone used it: the sweep has
-// the kernel forget every name not looked up since the last sweep, and
-// the kernel lets go (FORGET) of those nobody holds. The names still held
-// then (a watch, an open descriptor) are looked up again by the daemon
-// itself (reattach), so that their next change can be told by name.
+// the kernel forget every name not looked up since the last sweep, and the
+// kernel lets go (FORGET) of the nodes nobody holds (no watch, no open
+// descriptor, no directory entry).
 type notifier struct {
 	log *slog.Logger
 	// gen counts changes, so that a lookup can tell that one happened while
@@ -47,13 +54,21 @@ type notifier struct {
 	// was told of it: the next open shows the new value (on-change).
 	visible func([]resolver.Reference)
 	// sweepEvery is how often names nobody looked up are let go (zero:
-	// never); dir is the mountpoint, for the reattach.
+	// never); dir is the mountpoint, for retire.
 	sweepEvery time.Duration
 	dir        string
 
 	mu      sync.Mutex
 	watched map[resolver.Reference]map[shownAt]any // guarded by mu; by value (no Field): the names that show it, and the node shown
 	pending map[resolver.Reference]bool            // guarded by mu; changed values not yet told: true when the value changed, false when only attributes did
+	retired map[shownAt]retiring                   // guarded by mu; the node the daemon's own lookup of a name gets while it is retired
+}
+
+// retiring is a node retire shows under its name to one thread of the
+// daemon (the FUSE request's pid is the calling thread's).
+type retiring struct {
+	node shownNode
+	tid  uint32
 }
 
 // shownNode is what the notifier needs of a node it watches (a fileNode;
@@ -67,6 +82,8 @@ type shownNode interface {
 	forgotten() bool
 	// mountPath is the node's path below the mount.
 	mountPath() string
+	// entryOut fills out for a lookup that shows the node (retire).
+	entryOut(out *fuse.EntryOut)
 }
 
 // shownAt is a name in a directory.
@@ -81,6 +98,7 @@ func newNotifier(log *slog.Logger) *notifier {
 		wake:    make(chan struct{}, 1),
 		watched: make(map[resolver.Reference]map[shownAt]any),
 		pending: make(map[resolver.Reference]bool),
+		retired: make(map[shownAt]retiring),
 	}
 }
 
@@ -155,10 +173,8 @@ func (n *notifier) unwatch(base resolver.Reference, parent *gofs.Inode, name str
 // run tells the kernel about changes until done is closed, and sweeps.
 func (n *notifier) run(done <-chan struct{}) {
 	var (
-		sweep    <-chan time.Time
-		reattach <-chan time.Time
-		swept    []sweptName
-		last     = time.Now()
+		sweep <-chan time.Time
+		last  = time.Now()
 	)
 	if n.sweepEvery > 0 {
 		t := time.NewTicker(n.sweepEvery)
@@ -170,20 +186,16 @@ func (n *notifier) run(done <-chan struct{}) {
 		case <-done:
 			return
 		case <-n.wake:
-			n.tell()
+			n.tell(done)
 		case now := <-sweep:
-			swept = n.sweep(last)
+			n.sweep(last)
 			last = now
-			reattach = time.After(n.sweepEvery / 2) // the kernel's FORGETs have come by then
-		case <-reattach:
-			n.reattach(swept, done)
-			swept, reattach = nil, nil
 		}
 	}
 }
 
 // tell tells the kernel of the changes pending, then visible.
-func (n *notifier) tell() {
+func (n *notifier) tell(done <-chan struct{}) {
 	type told struct {
 		at      shownAt
 		node    any
@@ -205,12 +217,19 @@ func (n *notifier) tell() {
 	}
 	clear(n.pending)
 	n.mu.Unlock()
+	var retire []sweptName
 	for _, t := range names {
 		var errno syscall.Errno
-		if sn, ok := t.node.(shownNode); ok && t.replace {
-			// ENOENT: the name shows another node by now; the kernel has
-			// forgotten the name all the same.
+		sn, ok := t.node.(shownNode)
+		if ok && t.replace {
 			errno = t.at.parent.NotifyDelete(t.at.name, sn.EmbeddedInode())
+			if errno == syscall.ENOENT && !sn.forgotten() {
+				// The kernel holds the node but not by this name (any
+				// more): its watchers hear of the change once it is shown
+				// there again.
+				retire = append(retire, sweptName{t.at, sn})
+				continue
+			}
 		} else {
 			errno = t.at.parent.NotifyEntry(t.at.name)
 		}
@@ -219,21 +238,27 @@ func (n *notifier) tell() {
 			n.log.Debug("invalidating a name failed", "name", t.at.name, "error", errno)
 		}
 	}
+	if len(retire) > 0 {
+		// Not from this goroutine: a lookup may wait on a backend (a
+		// template's render), bounded by a request's deadline.
+		go n.retire(retire, done)
+	}
 	if len(changed) > 0 && n.visible != nil {
 		n.visible(changed)
 	}
 }
 
-// sweptName is a name the sweep had the kernel forget.
+// sweptName is a name and the node it showed.
 type sweptName struct {
 	shownAt
 	node shownNode
 }
 
-// sweep has the kernel forget the names not looked up since since.
-func (n *notifier) sweep(since time.Time) []sweptName {
+// sweep has the kernel forget the names not looked up since since: it
+// then lets go of the nodes nobody holds.
+func (n *notifier) sweep(since time.Time) {
 	n.mu.Lock()
-	var out []sweptName
+	var out []shownAt
 	seen := map[shownAt]bool{}
 	for _, set := range n.watched {
 		for at, node := range set {
@@ -242,51 +267,71 @@ func (n *notifier) sweep(since time.Time) []sweptName {
 				continue
 			}
 			seen[at] = true
-			out = append(out, sweptName{at, sn})
+			out = append(out, at)
 		}
 	}
 	n.mu.Unlock()
-	for _, s := range out {
-		s.parent.NotifyEntry(s.name)
+	for _, at := range out {
+		at.parent.NotifyEntry(at.name)
 	}
-	return out
+	if len(out) > 0 {
+		n.log.Debug("names nobody looked up let go", "names", len(out))
+	}
 }
 
-// reattach looks up again, from the daemon, the swept names whose node the
-// kernel still holds, so that the kernel has the name again and a change
-// can delete it (a watcher hears of it). In a goroutine of its own,
-// bounded: a lookup never waits on the notifier, but it may wait on a
-// backend for a template's render.
-func (n *notifier) reattach(swept []sweptName, done <-chan struct{}) {
-	var paths []string
-	n.mu.Lock()
-	for _, s := range swept {
-		if s.node.forgotten() {
-			continue
-		}
-		for _, set := range n.watched {
-			if set[s.shownAt] == s.node {
-				paths = append(paths, filepath.Join(n.dir, s.node.mountPath()))
-				break
-			}
-		}
-	}
-	n.mu.Unlock()
-	if len(swept) > 0 {
-		n.log.Debug("names nobody looked up let go", "names", len(swept), "still held", len(paths))
-	}
-	if len(paths) == 0 || n.dir == "" {
-		return
-	}
-	go func() {
-		for _, p := range paths {
+// maxRetireTries bounds how often retire shows a node again when a lookup
+// of someone else's takes the name in between.
+const maxRetireTries = 3
+
+// retire deletes, as the kernel sees it, nodes the kernel holds without a
+// name: the name is forgotten, looked up by the daemon itself (which is
+// shown the old node, see retiredNode), and the old node deleted under
+// it. Nobody else is ever shown the old node.
+func (n *notifier) retire(nodes []sweptName, done <-chan struct{}) {
+	// The lookup is this thread's, and known by its id.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := uint32(unix.Gettid())
+	for _, r := range nodes {
+		for range maxRetireTries {
 			select {
 			case <-done:
 				return
 			default:
 			}
+			if r.node.forgotten() || n.dir == "" {
+				break
+			}
+			r.parent.NotifyEntry(r.name)
+			n.mu.Lock()
+			n.retired[r.shownAt] = retiring{r.node, tid}
+			n.mu.Unlock()
 			var st unix.Stat_t
-			unix.Stat(p, &st) // the answer is the kernel's to keep
+			unix.Stat(filepath.Join(n.dir, r.node.mountPath()), &st)
+			n.mu.Lock()
+			delete(n.retired, r.shownAt)
+			n.mu.Unlock()
+			if r.parent.NotifyDelete(r.name, r.node.EmbeddedInode()) != syscall.ENOENT {
+				break
+			}
 		}
-	}()
+	}
+}
+
+// retiredNode is the node a lookup of name in parent shows, when the
+// daemon itself looks it up to retire it (see retire).
+func (n *notifier) retiredNode(ctx context.Context, parent *gofs.Inode, name string, out *fuse.EntryOut) *gofs.Inode {
+	n.mu.Lock()
+	r, ok := n.retired[shownAt{parent, name}]
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if c, ok := fuse.FromContext(ctx); !ok || c.Pid != r.tid {
+		return nil
+	}
+	r.node.entryOut(out)
+	out.SetEntryTimeout(0)
+	out.SetAttrTimeout(0)
+	return r.node.EmbeddedInode()
 }

@@ -62,6 +62,9 @@ func (n *templatesNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Er
 // (or what the secret's error maps to), and the log names it, never a value.
 func (n *templatesNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.sys.cfg.Count("lookup")
+	if in := n.sys.notifier.retiredNode(ctx, n.EmbeddedInode(), name, out); in != nil {
+		return in, 0
+	}
 	t := n.template(name)
 	if t == nil {
 		return nil, syscall.ENOENT
