@@ -79,12 +79,10 @@ type Config struct {
 
 // Provider runs a program for each call. It is safe for concurrent use.
 type Provider struct {
-	cfg     Config
-	path    string
-	interps []string // the interpreters of its #! lines (see interpreters)
-	id      identity // the program as checked at start
-	sem     chan struct{}
-	log     *slog.Logger
+	cfg  Config
+	prog *Program
+	sem  chan struct{}
+	log  *slog.Logger
 }
 
 // New checks the program and returns its provider.
@@ -92,18 +90,7 @@ func New(cfg Config) (*Provider, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return nil, fmt.Errorf("exec provider %s: no command", cfg.Name)
 	}
-	path, err := osexec.LookPath(cfg.Command[0])
-	if err != nil {
-		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
-	}
-	if err := TrustedPath(path); err != nil {
-		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
-	}
-	interps, err := interpreters(path, os.Getenv("PATH"))
-	if err != nil {
-		return nil, fmt.Errorf("exec provider %s: interpreter: %w", cfg.Name, err)
-	}
-	id, err := identify(path)
+	prog, err := NewProgram(cfg.Command[0])
 	if err != nil {
 		return nil, fmt.Errorf("exec provider %s: %w", cfg.Name, err)
 	}
@@ -120,7 +107,62 @@ func New(cfg Config) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Provider{cfg: cfg, path: path, interps: interps, id: id, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
+	return &Provider{cfg: cfg, prog: prog, sem: make(chan struct{}, cfg.Concurrency), log: log}, nil
+}
+
+// Program is a program as exec providers run one: found on PATH, checked
+// (TrustedPath, and so is every interpreter its "#!" lines name) when it
+// is made, and checked again before every run (Check). On-change commands
+// are run so too.
+type Program struct {
+	path    string
+	interps []string // the interpreters of its #! lines (see interpreters)
+	id      identity // the program as checked at start
+}
+
+// NewProgram finds name (on PATH unless it has a "/") and checks it.
+func NewProgram(name string) (*Program, error) {
+	path, err := osexec.LookPath(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := TrustedPath(path); err != nil {
+		return nil, err
+	}
+	interps, err := interpreters(path, os.Getenv("PATH"))
+	if err != nil {
+		return nil, fmt.Errorf("interpreter: %w", err)
+	}
+	id, err := identify(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Program{path: path, interps: interps, id: id}, nil
+}
+
+// Path is where the program was found.
+func (p *Program) Path() string { return p.path }
+
+// Check checks the program again before a run: the same file as when it
+// was made (no one replaced or changed it), still trusted along its path,
+// and so are its interpreters. A refusal is counted (Refused).
+func (p *Program) Check() error {
+	id, err := identify(p.path)
+	if err == nil && id != p.id {
+		err = fmt.Errorf("%s changed since it was checked", p.path)
+	}
+	if err == nil {
+		err = TrustedPath(p.path)
+	}
+	for _, interp := range p.interps {
+		if err == nil {
+			err = TrustedPath(interp)
+		}
+	}
+	if err != nil {
+		refused.Add(1)
+	}
+	return err
 }
 
 // Trusted refuses, when secretfs runs as root, a file others could change
@@ -338,24 +380,9 @@ var refused atomic.Uint64
 // trusted.
 func Refused() uint64 { return refused.Load() }
 
-// check checks the program again before a call: the same file as at start
-// (no one replaced or changed it), still trusted along its path, and so is
-// its interpreter.
+// check checks the program again before a call (Program.Check).
 func (p *Provider) check() error {
-	id, err := identify(p.path)
-	if err == nil && id != p.id {
-		err = fmt.Errorf("%s changed since it was checked", p.path)
-	}
-	if err == nil {
-		err = TrustedPath(p.path)
-	}
-	for _, interp := range p.interps {
-		if err == nil {
-			err = TrustedPath(interp)
-		}
-	}
-	if err != nil {
-		refused.Add(1)
+	if err := p.prog.Check(); err != nil {
 		p.log.Error("exec provider program refused, not run", "provider", p.cfg.Name, "error", err)
 		return fmt.Errorf("%w: program refused: %v", resolver.ErrUnavailable, err)
 	}
@@ -443,20 +470,72 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
-	argv := append([]string{p.path}, p.cfg.Command[1:]...)
-	argv = append(argv, args...)
-	if len(p.cfg.Reaper) > 0 {
-		argv = append(append([]string{}, p.cfg.Reaper...), argv...)
+	argv := append([]string{p.prog.path}, p.cfg.Command[1:]...)
+	out, err := Run(ctx, Cmd{Argv: append(argv, args...), Env: p.env(), Credential: p.cfg.Credential, Reaper: p.cfg.Reaper, MaxOutput: p.cfg.MaxOutput})
+	if out.Stderr != "" {
+		p.log.Warn("exec provider said", "provider", p.cfg.Name, "op", args[0], "stderr", out.Stderr)
+	}
+	var ee *osexec.ExitError
+	switch {
+	case errors.Is(err, errHeldOutput):
+		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
+	case out.Over:
+		return nil, fmt.Errorf("%w: output larger than %d bytes", resolver.ErrUnavailable, p.cfg.MaxOutput)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("%w: %w", resolver.ErrUnavailable, ctx.Err())
+	case err == nil:
+		return out.Stdout, nil
+	case errors.As(err, &ee) && ee.ExitCode() >= 0:
+		return nil, exitError(ee.ExitCode(), args)
+	default:
+		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
+	}
+}
+
+// Cmd is one run of a program under the process rules of exec providers.
+type Cmd struct {
+	Argv       []string // the program's path, then its arguments
+	Env        []string // its whole environment
+	Credential *syscall.Credential
+	// Reaper, when set, is the command the program runs under (see
+	// Config.Reaper).
+	Reaper    []string
+	MaxOutput int // bound of what is kept of stdout; default DefaultMaxOutput
+}
+
+// Output is what a run left: its stdout (at most MaxOutput bytes; Over
+// says there was more) and the first line of its stderr, cut short.
+type Output struct {
+	Stdout []byte
+	Over   bool
+	Stderr string
+}
+
+// errHeldOutput: a process the program started left its group and still
+// holds its output.
+var errHeldOutput = errors.New("a process it started still holds its output")
+
+// Run runs c with stdin from /dev/null, in a process group of its own that
+// is killed when it exits or ctx ends (a reaper, when set, is asked first
+// and ends every descendant). The error is the run's: nil, an
+// *exec.ExitError, or one that says it could not run or was cut short.
+func Run(ctx context.Context, c Cmd) (Output, error) {
+	if c.MaxOutput <= 0 {
+		c.MaxOutput = DefaultMaxOutput
+	}
+	argv := c.Argv
+	if len(c.Reaper) > 0 {
+		argv = append(append([]string{}, c.Reaper...), argv...)
 	}
 	cmd := osexec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdin = nil // /dev/null
-	cmd.Env = p.env()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.cfg.Credential}
+	cmd.Env = c.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.Credential}
 	// On the deadline the whole process group goes, grandchildren too; a
 	// reaper is asked first, so that it ends the descendants that left the
 	// group, and is killed with the group if it does not exit in time.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	if len(p.cfg.Reaper) > 0 {
+	if len(c.Reaper) > 0 {
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = reaperGrace
 	}
@@ -465,16 +544,16 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 	// killed then, and the readers see the end.
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
+		return Output{}, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
+		return Output{}, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	stdout := &capped{max: p.cfg.MaxOutput}
+	stdout := &capped{max: c.MaxOutput}
 	stderr := &firstLine{max: 200}
 	read := func(dst io.Writer, src *os.File, done chan<- struct{}) {
 		io.Copy(dst, src)
@@ -488,7 +567,7 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
+		return Output{}, err
 	}
 	go read(stdout, outR, outDone)
 	go read(stderr, errR, errDone)
@@ -503,27 +582,10 @@ func (p *Provider) run(ctx context.Context, args []string) ([]byte, error) {
 			// Closing our ends ends the readers.
 			outR.Close()
 			errR.Close()
-			return nil, fmt.Errorf("%w: a process it started still holds its output", resolver.ErrUnavailable)
+			return Output{}, errHeldOutput
 		}
 	}
-	if line := stderr.String(); line != "" {
-		p.log.Warn("exec provider said", "provider", p.cfg.Name, "op", args[0], "stderr", line)
-	}
-	if stdout.over {
-		return nil, fmt.Errorf("%w: output larger than %d bytes", resolver.ErrUnavailable, p.cfg.MaxOutput)
-	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("%w: %w", resolver.ErrUnavailable, ctx.Err())
-	}
-	var ee *osexec.ExitError
-	switch {
-	case err == nil:
-		return stdout.buf.Bytes(), nil
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return nil, exitError(ee.ExitCode(), args)
-	default:
-		return nil, fmt.Errorf("%w: %v", resolver.ErrUnavailable, err)
-	}
+	return Output{Stdout: stdout.buf.Bytes(), Over: stdout.over, Stderr: stderr.String()}, err
 }
 
 func (p *Provider) env() []string {
