@@ -31,6 +31,7 @@ type Metrics struct {
 	fuseRequests    *prometheus.CounterVec
 	leaseRenewals   *prometheus.CounterVec
 	leaseReplaced   *prometheus.CounterVec
+	onChangeRuns    *prometheus.CounterVec
 }
 
 // New returns the metrics of a secretfs of version.
@@ -60,7 +61,9 @@ func New(version string) *Metrics {
 		Name: "secretfs_lease_renewals_total", Help: "Renewals of leases (Vault dynamic secrets), by provider and result."}, []string{"provider", "result"})
 	m.leaseReplaced = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "secretfs_lease_reissues_total", Help: "Leased values replaced by a new one ahead of their end, by provider."}, []string{"provider"})
-	m.reg.MustRegister(m.backendRequests, m.backendDuration, m.staleServed, m.fuseRequests, build, m.leaseRenewals, m.leaseReplaced)
+	m.onChangeRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "secretfs_on_change_runs_total", Help: "On-change commands run and signals sent, by result: ok, failed, timeout, refused."}, []string{"result"})
+	m.reg.MustRegister(m.backendRequests, m.backendDuration, m.staleServed, m.fuseRequests, build, m.leaseRenewals, m.leaseReplaced, m.onChangeRuns)
 	return m
 }
 
@@ -100,6 +103,9 @@ func (m *Metrics) WatchLeases(leases func() cache.LeaseStats) {
 
 // FUSERequest counts one request of op that reached secretfs.
 func (m *Metrics) FUSERequest(op string) { m.fuseRequests.WithLabelValues(op).Inc() }
+
+// OnChangeRun counts an on-change run by its result.
+func (m *Metrics) OnChangeRun(result string) { m.onChangeRuns.WithLabelValues(result).Inc() }
 
 // Engine is what the metrics read of the cache.
 type Engine interface {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -97,17 +98,8 @@ func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
 		} else {
 			log.Warn("exec providers run without a reaper: a descendant that calls setsid may outlive a call", "error", err)
 		}
-		if d.User != "" {
-			uid, gid, _ := strings.Cut(d.User, ":")
-			u, err := strconv.ParseUint(uid, 10, 32)
-			g := u
-			if err == nil && gid != "" {
-				g, err = strconv.ParseUint(gid, 10, 32)
-			}
-			if err != nil {
-				return nil, usagef("exec provider %s: user %q: want UID[:GID]", d.Name, d.User)
-			}
-			cfg.Credential = &syscall.Credential{Uid: uint32(u), Gid: uint32(g)}
+		if cfg.Credential, err = parseUser(d.User); err != nil {
+			return nil, usagef("exec provider %s: %v", d.Name, err)
 		}
 		p, err := exec.New(cfg)
 		if err != nil {
@@ -116,4 +108,22 @@ func (c *common) openExec(log *slog.Logger) ([]resolver.Provider, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// parseUser reads "UID[:GID]", the user a program runs as; "" is nil (the
+// daemon's own).
+func parseUser(s string) (*syscall.Credential, error) {
+	if s == "" {
+		return nil, nil
+	}
+	uid, gid, _ := strings.Cut(s, ":")
+	u, err := strconv.ParseUint(uid, 10, 32)
+	g := u
+	if err == nil && gid != "" {
+		g, err = strconv.ParseUint(gid, 10, 32)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("user %q: want UID[:GID]", s)
+	}
+	return &syscall.Credential{Uid: uint32(u), Gid: uint32(g)}, nil
 }

@@ -131,6 +131,7 @@ type common struct {
 	execs           []execDef  // the exec providers, from the flags and the file
 	templateSection *yaml.Node // the config file's templates:, for mount
 	execSection     *yaml.Node // the config file's exec-providers:, to tell a reload's changes
+	onChangeSection *yaml.Node // the config file's on-change:, for mount
 }
 
 func newCommon(name string) *common {
@@ -163,7 +164,7 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v%s", err, missingProviderHint(err))
 	}
-	names := []string{"rules", "exec-providers", "templates"}
+	names := []string{"rules", "exec-providers", "templates", "on-change"}
 	for _, o := range c.openers {
 		if o.section != "" {
 			names = append(names, o.section)
@@ -183,7 +184,7 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if c.execs, err = c.execDefs(sections["exec-providers"]); err != nil {
 		return err
 	}
-	c.templateSection, c.execSection = sections["templates"], sections["exec-providers"]
+	c.templateSection, c.execSection, c.onChangeSection = sections["templates"], sections["exec-providers"], sections["on-change"]
 	if c.rules, err = access.Parse(sections["rules"]); err != nil {
 		return usagef("--config: %v", err)
 	}

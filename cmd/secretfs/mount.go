@@ -18,6 +18,7 @@ import (
 	"github.com/secretfs/secretfs/control"
 	"github.com/secretfs/secretfs/fs"
 	"github.com/secretfs/secretfs/metrics"
+	"github.com/secretfs/secretfs/onchange"
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 	"github.com/secretfs/secretfs/templates"
@@ -50,6 +51,8 @@ type mountFlags struct {
 	mlock             bool
 	templateFlags     []string
 	templates         []*templates.Template
+	onChangeFlags     []string
+	onChanges         []onchange.Entry
 }
 
 // newMountFlags defines the flags of mount.
@@ -70,6 +73,7 @@ func newMountFlags() *mountFlags {
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
 	f.StringArrayVar(&m.templateFlags, "template", nil, "render a template as MOUNT/templates/NAME, NAME=FILE (repeatable)")
+	f.StringArrayVar(&m.onChangeFlags, "on-change", nil, "run COMMAND (by /bin/sh -c) when REF changes, REF=COMMAND; REF a reference, a glob or templates/NAME (repeatable; the config file's on-change: does more)")
 	f.BoolVar(&m.mlock, "mlock", false, "keep values in locked memory that never reaches swap; needs CAP_IPC_LOCK or an RLIMIT_MEMLOCK (ulimit -l) as large as the values held")
 	f.StringVar(&m.logFile, "log-file", "", "append the log to this file instead of stderr (reopened on SIGHUP, for logrotate)")
 	f.StringVar(&m.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and health at /healthz on HOST:PORT (e.g. 127.0.0.1:9464)")
@@ -101,6 +105,18 @@ func parseMountFlags(args []string, stdout io.Writer) (*mountFlags, error) {
 	}
 	if err := m.templateProviders(m.templates); err != nil {
 		return nil, err
+	}
+	if m.onChanges, err = onChanges(m.onChangeFlags, m.onChangeSection, m.templates); err != nil {
+		return nil, err
+	}
+	for _, e := range m.onChanges {
+		for _, t := range e.Targets {
+			if t.Template == "" {
+				if err := m.notCompiled(t.Ref.Provider); err != nil {
+					return nil, usagef("on-change %s watches %s: %v", e.Name, t, err)
+				}
+			}
+		}
 	}
 	return m, nil
 }
@@ -191,9 +207,24 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	c := cache.New(r, copts)
 	defer c.Close()
 	cfg.Count = met.FUSERequest
+	var runner *onchange.Runner
+	if len(m.onChanges) > 0 {
+		opts := onchange.Options{Engine: c, Templates: m.templates, Relist: cfg.SweepEvery, Logger: log, Ran: met.OnChangeRun}
+		if self, err := selfExe(); err == nil {
+			opts.Reaper = []string{self, exec.ReaperCommand}
+		}
+		if runner, err = onchange.New(m.onChanges, opts); err != nil {
+			return usagef("%v", err)
+		}
+		cfg.Changed = runner.Changed
+	}
 	srv, err := fs.Mount(dir, c, cfg, mo)
 	if err != nil {
 		return err
+	}
+	if runner != nil {
+		runner.Start()
+		defer runner.Close()
 	}
 	if m.metricsAddr != "" {
 		met.Watch(c, r.Names())
@@ -256,6 +287,11 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	log.Info("unmounting", "mountpoint", dir)
+	if runner != nil {
+		// No command runs for a mount that is going away; one under way
+		// ends within its timeout.
+		runner.Close()
+	}
 	notify(log, "STOPPING=1\nSTATUS=unmounting "+dir)
 	closeSock()
 	if err := srv.Unmount(); err != nil {

@@ -44,6 +44,7 @@ func (m *mountFlags) apply(next *mountFlags, run reloadables, log *slog.Logger) 
 	})
 	for key, pair := range map[string][2]*yaml.Node{
 		"templates:": {m.templateSection, next.templateSection}, "exec-providers:": {m.execSection, next.execSection},
+		"on-change:": {m.onChangeSection, next.onChangeSection},
 	} {
 		if yamlText(pair[0]) != yamlText(pair[1]) {
 			restart = append(restart, key)
