@@ -48,7 +48,7 @@ func TestOnChangeSignalsAReloadingProcess(t *testing.T) {
     secrets: [test/tls/cert]
     signal: HUP
     pid-file: `+pidFile+"\n"), 0o600)
-	d := startDaemon(t, dir, nil, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms", "--config", conf)
+	d := mountAt(t, dir, nil, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms", "--config", conf)
 	// The server reads the file at start and again on every SIGHUP.
 	server := writeScript(t, `reload() { cat "$1" > "$2.tmp"; echo >> "$2.tmp"; cat "$2.tmp" >> "$2"; }
 trap 'reload "$1" "$2"' HUP
@@ -116,7 +116,7 @@ sleep 60
     run-at-start: true
 `), 0o600)
 	b.write("hung/x", "s1")
-	d := startDaemon(t, dir, []string{"SFS_ONCHANGE_MARKER=daemon-only"}, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms",
+	d := mountAt(t, dir, []string{"SFS_ONCHANGE_MARKER=daemon-only"}, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms",
 		"--config", conf, "--metrics-addr", "127.0.0.1:0")
 	base := "http://" + metricsAddr(t, d)
 
