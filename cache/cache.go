@@ -351,7 +351,7 @@ func New(src Source, opts Options) *Cache {
 		listings:  newStore(opts.MaxListings, 0),
 		negatives: newStore(opts.MaxNegative, opts.MaxNegativeBytes),
 		floor:     make(map[string]uint64), health: make(map[string]*health),
-		holds:     make(map[key]int),
+		holds: make(map[key]int),
 		times: times{opts.TTL, opts.NegativeTTL, opts.MaxStale},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())

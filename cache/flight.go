@@ -291,7 +291,13 @@ func (c *Cache) Hold(ref resolver.Reference) (release func()) {
 	k := key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version}
 	c.mu.Lock()
 	c.holds[k]++
+	// Held after its refresh was due (and let pass, unread): refreshed now.
+	e := c.entries[k]
+	start := e != nil && e.val != nil && e.lease == nil && !c.opts.Clock.Now().Before(e.refreshAt) && c.startRefresh(e)
 	c.mu.Unlock()
+	if start {
+		c.refresh(k)
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {

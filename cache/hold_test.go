@@ -86,3 +86,25 @@ func TestHeldKeyIsKeptFreshWithoutReads(t *testing.T) {
 		t.Errorf("calls after release = %d, want %d: a key nobody holds or reads costs nothing", got, calls)
 	}
 }
+
+// A key held after its refresh was due (nobody read it meanwhile) is
+// refreshed at once: the hold comes when a file is found to be watched.
+func TestHoldAfterTheRefreshWasDue(t *testing.T) {
+	clk := newClock()
+	b := &backend{value: "v1"}
+	c := newCache(t, clk, cache.Options{TTL: 100 * time.Second}, b)
+	if _, err := get(t, c, "k"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(90 * time.Second) // past the refresh ahead, unread: no call
+	c.WaitIdle()
+	if got, want := b.calls.Load(), int64(1); got != want {
+		t.Fatalf("calls before the hold = %d, want %d", got, want)
+	}
+	release := c.Hold(resolver.Reference{Provider: "b", Key: "k"})
+	defer release()
+	c.WaitIdle()
+	if got, want := b.calls.Load(), int64(2); got != want {
+		t.Errorf("calls after the hold = %d, want %d (a refresh at once)", got, want)
+	}
+}

@@ -59,7 +59,6 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 	}
 	node.setValid(valid)
 	node.seen()
-	node.hold()
 	for _, r := range c.reads {
 		r.Field = ""
 		f.notifier.watch(r, parent, name, node, gen)
@@ -140,8 +139,9 @@ type holder interface {
 }
 
 // hold keeps the values the node reads in use while the kernel holds the
-// node: a program that read the file once and waits for an inotify event
-// reads nothing more, and must still hear of a change.
+// node, found held by something other than its name (see notifier): a
+// program that read the file once and waits for an inotify event reads
+// nothing more, and must still hear of a change.
 func (n *fileNode) hold() {
 	h, ok := n.sys.engine.(holder)
 	if !ok {
@@ -149,10 +149,9 @@ func (n *fileNode) hold() {
 	}
 	n.holdMu.Lock()
 	defer n.holdMu.Unlock()
-	if n.released != nil {
+	if n.released != nil || n.gone {
 		return
 	}
-	n.gone = false // looked up again
 	for _, r := range n.reads {
 		n.released = append(n.released, h.Hold(r))
 	}

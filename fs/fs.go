@@ -60,14 +60,14 @@ type Config struct {
 	// (on-change commands). It must not block.
 	Changed func([]resolver.Reference)
 	// SweepEvery is how often the kernel is asked to forget the names
-	// nobody looked up since the last time, so that the values of files
-	// nobody holds are no longer kept fresh. Default DefaultSweepEvery;
-	// negative: never.
+	// nobody looked up since the last time: the files it still holds then
+	// (watched, open) are kept fresh, until it lets go of them. Default
+	// DefaultSweepEvery; negative: never.
 	SweepEvery time.Duration
 }
 
 // DefaultSweepEvery is how often names nobody looked up are let go.
-const DefaultSweepEvery = time.Minute
+const DefaultSweepEvery = 30 * time.Second
 
 // Locker copies a value into locked memory; the copy is valid while hold
 // is reachable (see package locked).

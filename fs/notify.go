@@ -38,12 +38,16 @@ import (
 // (see retire) by a lookup of the daemon's own that shows the old inode
 // under its name once more, then deleted.
 //
-// Every node the kernel holds keeps its values in use (fileNode.hold), so
-// that a file a program read once and now only watches is kept fresh. What
-// the kernel holds it may keep long after anyone used it: the sweep has
-// the kernel forget every name not looked up since the last sweep, and the
-// kernel lets go (FORGET) of the nodes nobody holds (no watch, no open
-// descriptor, no directory entry).
+// A node the kernel holds though nobody looks it up (a program read the
+// file once and now waits on inotify for its change, or holds it open)
+// keeps its values in use (fileNode.hold), so that its change is heard.
+// The kernel does not tell of watches; what it keeps, it may keep long
+// after anyone used it. So the sweep, every sweepEvery, has the kernel
+// forget every name not looked up since the last sweep; the kernel lets go
+// (FORGET) at once of the nodes nobody holds, and the nodes it has not let
+// go of shortly after are held. A name read once and let go costs what it
+// did before; a held one costs a refresh per TTL until the kernel lets go
+// of it.
 type notifier struct {
 	log *slog.Logger
 	// gen counts changes, so that a lookup can tell that one happened while
@@ -82,6 +86,8 @@ type shownNode interface {
 	forgotten() bool
 	// mountPath is the node's path below the mount.
 	mountPath() string
+	// hold keeps the node's values in use until the kernel lets go of it.
+	hold()
 	// entryOut fills out for a lookup that shows the node (retire).
 	entryOut(out *fuse.EntryOut)
 }
@@ -173,8 +179,10 @@ func (n *notifier) unwatch(base resolver.Reference, parent *gofs.Inode, name str
 // run tells the kernel about changes until done is closed, and sweeps.
 func (n *notifier) run(done <-chan struct{}) {
 	var (
-		sweep <-chan time.Time
-		last  = time.Now()
+		sweep   <-chan time.Time
+		confirm <-chan time.Time
+		swept   []shownNode
+		last    = time.Now()
 	)
 	if n.sweepEvery > 0 {
 		t := time.NewTicker(n.sweepEvery)
@@ -188,8 +196,18 @@ func (n *notifier) run(done <-chan struct{}) {
 		case <-n.wake:
 			n.tell(done)
 		case now := <-sweep:
-			n.sweep(last)
+			if confirm == nil {
+				swept = n.sweep(last)
+				confirm = time.After(forgetWait)
+			}
 			last = now
+		case <-confirm:
+			for _, node := range swept {
+				if !node.forgotten() {
+					node.hold() // held by something else than a name
+				}
+			}
+			swept, confirm = nil, nil
 		}
 	}
 }
@@ -254,11 +272,19 @@ type sweptName struct {
 	node shownNode
 }
 
-// sweep has the kernel forget the names not looked up since since: it
-// then lets go of the nodes nobody holds.
-func (n *notifier) sweep(since time.Time) {
+// forgetWait is how long after a sweep the kernel has sent the FORGETs of
+// the nodes nobody holds: it sends them as it drops the names.
+const forgetWait = 100 * time.Millisecond
+
+// sweep has the kernel forget the names not looked up since since, and
+// returns their nodes: those it does not let go of are held by something
+// else.
+func (n *notifier) sweep(since time.Time) []shownNode {
 	n.mu.Lock()
-	var out []shownAt
+	var (
+		names []shownAt
+		nodes []shownNode
+	)
 	seen := map[shownAt]bool{}
 	for _, set := range n.watched {
 		for at, node := range set {
@@ -267,16 +293,18 @@ func (n *notifier) sweep(since time.Time) {
 				continue
 			}
 			seen[at] = true
-			out = append(out, at)
+			names = append(names, at)
+			nodes = append(nodes, sn)
 		}
 	}
 	n.mu.Unlock()
-	for _, at := range out {
+	for _, at := range names {
 		at.parent.NotifyEntry(at.name)
 	}
-	if len(out) > 0 {
-		n.log.Debug("names nobody looked up let go", "names", len(out))
+	if len(names) > 0 {
+		n.log.Debug("names nobody looked up let go", "names", len(names))
 	}
+	return nodes
 }
 
 // maxRetireTries bounds how often retire shows a node again when a lookup

@@ -199,3 +199,42 @@ func TestFsnotifyWatcherFollowsRotations(t *testing.T) {
 		}
 	}
 }
+
+// What a watched file nobody reads costs: about one backend call per 3/4
+// of the TTL while the watch lasts, and nothing once it ends; a name read
+// once and not watched costs nothing more (TestBackendRefreshAhead).
+func TestWatchedFileCost(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"cost/watched": "w"})
+	const ttl = time.Second
+	d := testMount(t, b, "--ttl", ttl.String())
+	p := d.Path("test", "cost", "watched")
+	if _, err := os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(p); err != nil {
+		t.Fatal(err)
+	}
+	const span = 6 * time.Second
+	time.Sleep(span)
+	d.syncLog(t, "test")
+	watched := backendCalls(d, "test:cost/watched")
+	t.Logf("a watched file nobody reads: %d backend calls over %v at a TTL of %v", watched, span, ttl)
+	// Held within a TTL of its read, then one call per 0.75 TTL or so.
+	if watched < 5 || watched > 10 {
+		t.Errorf("backend calls of a watched file over %v = %d, want about one per 3/4 TTL (5 to 10)", span, watched)
+	}
+	w.Close() // the watch ends: the kernel lets go of the file
+	time.Sleep(2 * ttl)
+	d.syncLog(t, "test")
+	after := backendCalls(d, "test:cost/watched")
+	time.Sleep(3 * ttl)
+	d.syncLog(t, "test")
+	if got := backendCalls(d, "test:cost/watched"); got != after {
+		t.Errorf("backend calls went on after the watch ended: %d, then %d", after, got)
+	}
+}

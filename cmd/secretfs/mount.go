@@ -167,9 +167,10 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Rules = m.rules
 	cfg.Templates = m.templates
-	// Names nobody looked up for a TTL (and at most a minute) are let go:
-	// a file nobody holds is kept fresh no longer than that.
-	cfg.SweepEvery = min(max(m.ttl, time.Second), time.Minute)
+	// Names nobody looked up for half a TTL (at most 30 s) are let go, and
+	// the files the kernel still holds then are kept fresh: a watched file
+	// is held within a TTL of its last lookup.
+	cfg.SweepEvery = min(max(m.ttl/2, 250*time.Millisecond), fs.DefaultSweepEvery)
 
 	arena, err := harden(m.mlock)
 	if err != nil {
