@@ -49,7 +49,7 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 	var node *fileNode
 	existing := parent.GetChild(name)
 	if existing != nil {
-		if old, ok := existing.Operations().(*fileNode); ok && old.ref == c.ref && old.shows(c.secret) {
+		if old, ok := existing.Operations().(*fileNode); ok && old.ref == c.ref && old.shows(c.secret) && !old.wasDeleted.Load() {
 			node = old
 		}
 	}
@@ -89,9 +89,12 @@ type fileNode struct {
 	// lastSeen (unix nanoseconds) is when the kernel last asked about the
 	// node: a lookup, a getattr, an open (see notifier.sweep).
 	lastSeen atomic.Int64
-	holdMu   sync.Mutex
-	released []func() // guarded by holdMu; what keeps the values it reads in use while the kernel holds the node
-	gone     bool     // guarded by holdMu; the kernel let go of the node
+	// wasDeleted: the kernel was told the node is deleted (its value
+	// changed); a lookup shows a new node, even for the same bytes.
+	wasDeleted atomic.Bool
+	holdMu     sync.Mutex
+	released   []func() // guarded by holdMu; what keeps the values it reads in use while the kernel holds the node
+	gone       bool     // guarded by holdMu; the kernel let go of the node
 }
 
 // paths are what rules match for c: the secret served, and for a template
@@ -156,6 +159,8 @@ func (n *fileNode) hold() {
 		n.released = append(n.released, h.Hold(r))
 	}
 }
+
+func (n *fileNode) deleted() { n.wasDeleted.Store(true) }
 
 func (n *fileNode) seen() { n.lastSeen.Store(time.Now().UnixNano()) }
 

@@ -88,6 +88,8 @@ type shownNode interface {
 	mountPath() string
 	// hold keeps the node's values in use until the kernel lets go of it.
 	hold()
+	// deleted marks the node as deleted: a lookup never shows it again.
+	deleted()
 	// entryOut fills out for a lookup that shows the node (retire).
 	entryOut(out *fuse.EntryOut)
 }
@@ -240,6 +242,7 @@ func (n *notifier) tell(done <-chan struct{}) {
 		var errno syscall.Errno
 		sn, ok := t.node.(shownNode)
 		if ok && t.replace {
+			sn.deleted() // never shown again: its inode loses its link
 			errno = t.at.parent.NotifyDelete(t.at.name, sn.EmbeddedInode())
 			if errno == syscall.ENOENT && !sn.forgotten() {
 				// The kernel holds the node but not by this name (any
