@@ -49,6 +49,7 @@ func TestOnChangeSignalsAReloadingProcess(t *testing.T) {
     signal: HUP
     pid-file: `+pidFile+"\n"), 0o600)
 	d := mountAt(t, dir, nil, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms", "--config", conf)
+	d.waitLog(t, "on-change: watching", "the runner has read what it watches")
 	// The server reads the file at start and again on every SIGHUP.
 	server := writeScript(t, `reload() { cat "$1" > "$2.tmp"; echo >> "$2.tmp"; cat "$2.tmp" >> "$2"; }
 trap 'reload "$1" "$2"' HUP
@@ -119,6 +120,7 @@ sleep 60
 	d := mountAt(t, dir, []string{"SFS_ONCHANGE_MARKER=daemon-only"}, "--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms",
 		"--config", conf, "--metrics-addr", "127.0.0.1:0")
 	base := "http://" + metricsAddr(t, d)
+	d.waitLog(t, "on-change: watching", "the runner has read what it watches")
 
 	eventually(t, 10*time.Second, "the run-at-start entry runs once", func() bool { return len(lines(startLog)) == 1 })
 	if got := lines(startLog)[0]; got != "start test:rot/a" {
@@ -202,6 +204,7 @@ func TestOnChangeFlag(t *testing.T) {
 	b := newTestBackend(t, map[string]string{"app/key": "k1"})
 	out := filepath.Join(t.TempDir(), "out")
 	d := testMount(t, b, "--ttl", "500ms", "--on-change", "test/app/key=echo \"changed: $SECRETFS_CHANGED\" >> "+out)
+	d.waitLog(t, "on-change: watching", "the runner has read what it watches")
 	b.write("app/key", "k2")
 	eventually(t, 10*time.Second, "the one-off runs", func() bool { return len(lines(out)) == 1 })
 	if got := lines(out)[0]; got != "changed: test:app/key" {

@@ -284,6 +284,7 @@ func (r *Runner) Start() {
 				r.act(s, items, "start")
 			}
 		}
+		r.log.Info("on-change: watching", "entries", len(r.entries))
 		r.loop()
 	}()
 }
