@@ -160,9 +160,21 @@ func TestFileEvents(t *testing.T) {
 // Remove it adds its watch again (as for the CSI driver's symlink swap),
 // reads the new value, and hears the next change too.
 func TestFsnotifyWatcherFollowsRotations(t *testing.T) {
-	t.Parallel()
+	for _, mode := range []string{"fast", "audit"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"--ttl", "500ms"}
+			if mode == "audit" {
+				args = append(args, "--audit-log", filepath.Join(t.TempDir(), "audit.jsonl"))
+			}
+			fsnotifyFollows(t, args)
+		})
+	}
+}
+
+func fsnotifyFollows(t *testing.T, args []string) {
 	b := newTestBackend(t, map[string]string{"db/password": "p0"})
-	d := testMount(t, b, "--ttl", "500ms")
+	d := testMount(t, b, args...)
 	p := d.Path("test", "db", "password")
 	if got, err := os.ReadFile(p); err != nil || string(got) != "p0" {
 		t.Fatalf("first read = %q, %v", got, err)

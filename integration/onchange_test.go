@@ -234,3 +234,47 @@ func startServer(t *testing.T, argv ...string) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
+
+// As root, a command runs as the user: it names, and a command others
+// could change is refused at start.
+func TestOnChangeUserAndTrust(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("runs commands as another user: needs root")
+	}
+	b := newTestBackend(t, map[string]string{"k": "v1"})
+	outDir, err := os.MkdirTemp("", "onchange-user-") // nobody must reach it: not below t.TempDir's 0700
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(outDir) })
+	os.Chmod(outDir, 0o777)
+	out := filepath.Join(outDir, "id")
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	os.WriteFile(conf, []byte(`on-change:
+  - secrets: [test:k]
+    command: [/bin/sh, -c, 'id -u > `+out+`']
+    user: "65534:65534"
+`), 0o600)
+	d := testMount(t, b, "--ttl", "500ms", "--config", conf)
+	d.waitLog(t, "on-change: watching", "the runner has read what it watches")
+	b.write("k", "v2")
+	if !waitFor(10*time.Second, func() bool { return len(lines(out)) == 1 }) {
+		t.Fatalf("the command did not run as nobody:\n%s", d.Stderr())
+	}
+	if got := lines(out)[0]; got != "65534" {
+		t.Errorf("the command ran as uid %s, want 65534", got)
+	}
+
+	// A program in a directory anyone may write is refused.
+	open := t.TempDir()
+	os.Chmod(open, 0o777)
+	prog := filepath.Join(open, "reload.sh")
+	os.WriteFile(prog, []byte("#!/bin/sh\ntrue\n"), 0o755)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("on-change:\n  - secrets: [test:k]\n    command: ["+prog+"]\n"), 0o600)
+	_, stderr, code := secretfs(t, nil, "mount", "--providers", "test", "--test-dir", b.Dir, "--config", bad, t.TempDir())
+	if code != 2 || !strings.Contains(stderr, "writable by group or others") {
+		t.Errorf("a command others could replace: exit %d, %q; want 2 and refused", code, stderr)
+	}
+}
