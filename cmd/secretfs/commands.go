@@ -36,6 +36,8 @@ func commands() []command {
 			flags: common("get"), complete: "ref", run: runGet},
 		{name: "ls", args: "[flags] PROVIDER:[DIR]", summary: "list what a provider holds",
 			flags: common("ls"), complete: "ref", run: runLs},
+		{name: "exec", args: "[flags] -- COMMAND [ARG...]", summary: "run a command with secrets in its environment",
+			flags: func() *pflag.FlagSet { return newExecCmd().flagSet }, complete: "file", run: runExec},
 		{name: "status", args: "MOUNTPOINT", summary: "what a running mount is doing", complete: "mountpoint", run: runStatus},
 		{name: "check-access", args: "PATH --uid N", summary: "which access rule decides for a caller, and why",
 			flags: func() *pflag.FlagSet { return newCheckAccessFlags().set }, run: runCheckAccess},

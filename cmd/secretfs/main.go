@@ -51,13 +51,18 @@ func main() {
 		args = append([]string{"mount-helper"}, args...)
 	}
 	err := run(args, os.Stdout, os.Stderr)
-	if err != nil {
+	var ce *childExit
+	if err != nil && !errors.As(err, &ce) {
 		fmt.Fprintln(os.Stderr, "secretfs:", err)
 	}
 	os.Exit(exitCode(err))
 }
 
 func exitCode(err error) int {
+	var ce *childExit
+	if errors.As(err, &ce) {
+		return ce.code // secretfs exec: the command's own
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/secretfs/secretfs/audit"
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/control"
@@ -40,19 +42,16 @@ type mountFlags struct {
 	fileMode, dirMode string
 	allowOther        bool
 	options           []string
-	ttl, negTTL       time.Duration
-	maxStale          time.Duration
-	leaseIdle         time.Duration
-	maxEntries        int
-	auditLog          string
-	shutdownGrace     time.Duration
-	metricsAddr       string
-	logFile           string
-	mlock             bool
-	templateFlags     []string
-	templates         []*templates.Template
-	onChangeFlags     []string
-	onChanges         []onchange.Entry
+	cacheFlags
+	auditLog      string
+	shutdownGrace time.Duration
+	metricsAddr   string
+	logFile       string
+	mlock         bool
+	templateFlags []string
+	templates     []*templates.Template
+	onChangeFlags []string
+	onChanges     []onchange.Entry
 }
 
 // newMountFlags defines the flags of mount.
@@ -65,11 +64,7 @@ func newMountFlags() *mountFlags {
 	f.StringVar(&m.dirMode, "dir-mode", "0500", "permission bits of directories, octal")
 	f.BoolVar(&m.allowOther, "allow-other", false, "let other users (and containers) in; the kernel then checks owner and mode")
 	f.StringSliceVarP(&m.options, "options", "o", nil, "FUSE-style options: allow_other, default_permissions, uid=N, gid=N, ro, debug")
-	f.DurationVar(&m.ttl, "ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again")
-	f.DurationVar(&m.leaseIdle, "lease-idle", cache.DefaultLeaseIdle, "how long after its last read a leased secret (a Vault dynamic secret) is still renewed and replaced ahead of its end")
-	f.DurationVar(&m.negTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered")
-	f.DurationVar(&m.maxStale, "max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
-	f.IntVar(&m.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory (and, apart, most listings and most negative answers)")
+	m.cacheFlags.define(f)
 	f.StringVar(&m.auditLog, "audit-log", "", "append a JSON record of every open (who, what, outcome; never a value) to this file, or - for stderr")
 	f.DurationVar(&m.shutdownGrace, "shutdown-grace", 30*time.Second, "after an unmount, how long files still open are served before the daemon exits")
 	f.StringArrayVar(&m.templateFlags, "template", nil, "render a template as MOUNT/templates/NAME, NAME=FILE (repeatable)")
@@ -90,8 +85,11 @@ func parseMountFlags(args []string, stdout io.Writer) (*mountFlags, error) {
 	if m.flagSet.NArg() != 1 {
 		return nil, usagef("mount takes one argument, the mountpoint")
 	}
-	if m.ttl <= 0 || m.negTTL <= 0 || m.maxStale < 0 || m.maxEntries <= 0 || m.shutdownGrace < 0 {
-		return nil, usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale and --shutdown-grace not negative")
+	if err := m.cacheFlags.check(); err != nil {
+		return nil, err
+	}
+	if m.shutdownGrace < 0 {
+		return nil, usagef("--shutdown-grace must not be negative")
 	}
 	if _, err := m.level(); err != nil {
 		return nil, err
@@ -200,8 +198,8 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	}
 	r.Deadlines = deadlines
 	met := metrics.New(version())
-	copts := cache.Options{TTL: m.ttl, NegativeTTL: m.negTTL, MaxStale: m.maxStale, LeaseIdle: m.leaseIdle,
-		MaxEntries: m.maxEntries, Deadlines: deadlines, Logger: log, Observer: met}
+	copts := m.cacheFlags.options(deadlines, log)
+	copts.Observer = met
 	if arena != nil {
 		copts.Locker, cfg.Locker = arena, arena
 	}
@@ -380,4 +378,33 @@ func parseMode(flag, s string) (uint32, error) {
 		return 0, usagef("%s %q: want octal permission bits such as 0440", flag, s)
 	}
 	return uint32(n), nil
+}
+
+// cacheFlags are the engine's flags, of mount and exec.
+type cacheFlags struct {
+	ttl, negTTL time.Duration
+	maxStale    time.Duration
+	leaseIdle   time.Duration
+	maxEntries  int
+}
+
+func (c *cacheFlags) define(f *pflag.FlagSet) {
+	f.DurationVar(&c.ttl, "ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again")
+	f.DurationVar(&c.leaseIdle, "lease-idle", cache.DefaultLeaseIdle, "how long after its last read a leased secret (a Vault dynamic secret) is still renewed and replaced ahead of its end")
+	f.DurationVar(&c.negTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered")
+	f.DurationVar(&c.maxStale, "max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)")
+	f.IntVar(&c.maxEntries, "max-entries", cache.DefaultMaxEntries, "most values held in memory (and, apart, most listings and most negative answers)")
+}
+
+func (c *cacheFlags) check() error {
+	if c.ttl <= 0 || c.negTTL <= 0 || c.maxStale < 0 || c.maxEntries <= 0 {
+		return usagef("--ttl, --negative-ttl and --max-entries must be positive, --max-stale not negative")
+	}
+	return nil
+}
+
+// options are the engine's options of these flags.
+func (c *cacheFlags) options(d resolver.Deadlines, log *slog.Logger) cache.Options {
+	return cache.Options{TTL: c.ttl, NegativeTTL: c.negTTL, MaxStale: c.maxStale, LeaseIdle: c.leaseIdle,
+		MaxEntries: c.maxEntries, Deadlines: d, Logger: log}
 }
