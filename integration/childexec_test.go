@@ -64,6 +64,14 @@ func TestExecEnvironment(t *testing.T) {
 		t.Errorf("--override: exit %d, SFS_TAKEN=%q; want the secret", code, vars["SFS_TAKEN"])
 	}
 
+	// A mount's config file serves: its mount-only settings are passed over.
+	conf := filepath.Join(t.TempDir(), "secretfs.yaml")
+	os.WriteFile(conf, []byte("ttl: 1m\nuid: 0\naudit-log: /dev/null\nfile-mode: \"0440\"\n"), 0o600)
+	vars, stderr, code = execEnv(t, nil, append(base, "--config", conf, "--env", "DB_PASSWORD=test:db/pass")...)
+	if code != 0 || vars["DB_PASSWORD"] != "pw-1" {
+		t.Errorf("exec with a mount's config file: exit %d, %q", code, stderr)
+	}
+
 	b.write("clash/a-b", "1")
 	b.write("clash/a_b", "2")
 	b.write("bad/9lives", "3")

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/cache"
@@ -56,6 +57,12 @@ func newExecCmd() *execCmd {
 	f.BoolVar(&e.restart, "restart-on-change", false, "keep the secrets fresh and restart the command when one changes")
 	f.StringVar(&e.stopSignal, "stop-signal", "TERM", "the signal that asks the command to stop, for a restart")
 	f.DurationVar(&e.stopTimeout, "stop-timeout", 10*time.Second, "how long a stopping command has before SIGKILL")
+	// A mount's config file serves: its mount-only settings are passed over.
+	newMountFlags().flagSet.VisitAll(func(m *pflag.Flag) {
+		if f.Lookup(m.Name) == nil {
+			e.alsoKnown = append(e.alsoKnown, m.Name)
+		}
+	})
 	return e
 }
 

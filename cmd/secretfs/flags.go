@@ -132,6 +132,9 @@ type common struct {
 	templateSection *yaml.Node // the config file's templates:, for mount
 	execSection     *yaml.Node // the config file's exec-providers:, to tell a reload's changes
 	onChangeSection *yaml.Node // the config file's on-change:, for mount
+	// alsoKnown are keys of the config file this command passes over: a
+	// mount's settings, for exec, which takes a mount's file.
+	alsoKnown []string
 }
 
 func newCommon(name string) *common {
@@ -164,7 +167,7 @@ func (c *common) parse(args []string, stdout io.Writer, usage string) error {
 	if err != nil {
 		return usagef("%v%s", err, missingProviderHint(err))
 	}
-	names := []string{"rules", "exec-providers", "templates", "on-change"}
+	names := append([]string{"rules", "exec-providers", "templates", "on-change"}, c.alsoKnown...)
 	for _, o := range c.openers {
 		if o.section != "" {
 			names = append(names, o.section)
