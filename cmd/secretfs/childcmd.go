@@ -105,16 +105,11 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	// are the command's.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ps, err := e.open(ctx, log)
+	r, ps, err := e.openResolver(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer closeAll(ps)
-	r, err := resolver.New(ps...)
-	if err != nil {
-		return err
-	}
-	r.Deadlines = deadlines
 	c := cache.New(r, e.cacheFlags.options(deadlines, log))
 	defer c.Close()
 	env, err := child.Resolve(ctx, c, vars, dirs)

@@ -303,3 +303,23 @@ func closeAll(ps []resolver.Provider) {
 		}
 	}
 }
+
+// openResolver opens the enabled providers behind a resolver, under the
+// flags' deadlines. The caller closes the providers (closeAll).
+func (c *common) openResolver(ctx context.Context, log *slog.Logger) (*resolver.Resolver, []resolver.Provider, error) {
+	d, err := c.deadlines()
+	if err != nil {
+		return nil, nil, err
+	}
+	ps, err := c.open(ctx, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := resolver.New(ps...)
+	if err != nil {
+		closeAll(ps)
+		return nil, nil, err
+	}
+	r.Deadlines = d
+	return r, ps, nil
+}

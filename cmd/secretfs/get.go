@@ -35,18 +35,11 @@ func (c *common) withResolver(stderr io.Writer, f func(context.Context, *resolve
 	if err != nil {
 		return err
 	}
-	ps, err := c.open(ctx, log)
+	r, ps, err := c.openResolver(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer closeAll(ps)
-	r, err := resolver.New(ps...)
-	if err != nil {
-		return err
-	}
-	if r.Deadlines, err = c.deadlines(); err != nil {
-		return err
-	}
 	return f(ctx, r)
 }
 

@@ -184,19 +184,14 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	ps, err := m.open(ctx, log)
+	r, ps, err := m.openResolver(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer closeAll(ps)
-	r, err := resolver.New(ps...)
-	if err != nil {
-		return err
-	}
 	if err := reservedNames(r.Names(), len(m.templates)); err != nil {
 		return usagef("%v", err)
 	}
-	r.Deadlines = deadlines
 	met := metrics.New(version())
 	copts := m.cacheFlags.options(deadlines, log)
 	copts.Observer = met
