@@ -38,6 +38,8 @@ func realBackends(t *testing.T) []realBackend {
 	}
 	k := awsFixture(t)
 	v := vaultShared(t)
+	g := startGCP(t)
+	flat := func(key string) string { return strings.ReplaceAll(key, "/", "_") } // Secret Manager ids hold no "/"
 	dir := t.TempDir() // the test provider's files
 	files := func(t *testing.T) *testBackend { return &testBackend{t: t, Dir: dir} }
 	return []realBackend{
@@ -72,6 +74,14 @@ func realBackends(t *testing.T) []realBackend {
 					t.Fatal(err)
 				}
 			},
+		},
+		{
+			name:   "gcp",
+			mount:  func(t *testing.T, args ...string) *daemon { return gcpMount(t, g, args...) },
+			file:   func(key string) string { return "gcp/" + flat(key) },
+			ref:    func(key string) string { return "gcp:" + flat(key) },
+			write:  func(t *testing.T, key, value string) { g.Put(flat(key), []byte(value)) },
+			remove: func(t *testing.T, key string) { g.Delete(flat(key)) },
 		},
 		{
 			name:  "vault",
@@ -219,6 +229,15 @@ func TestAWSOutageServesDeepPathsAtOnce(t *testing.T) {
 	k := kumoWith(t, map[string]string{"svc/a/b/c/key": "cached svc/a/b/c/key", "svc/a/b/c/other": "cached svc/a/b/c/other"})
 	d := awsMount(t, k, "--ttl", "300ms", "--max-stale", "1h", "--timeout", "3s")
 	deepOutage(t, d, k.Stop, "aws/svc/a/b/c/key", "aws/svc/a/b/c/other", "cached svc/a/b/c/key", "cached svc/a/b/c/other")
+}
+
+func TestGCPOutageServesPathsAtOnce(t *testing.T) {
+	t.Parallel()
+	g := startGCP(t)
+	g.Put("svc_key", []byte("cached svc_key"))
+	g.Put("svc_other", []byte("cached svc_other"))
+	d := gcpMount(t, g, "--ttl", "300ms", "--max-stale", "1h", "--timeout", "3s")
+	deepOutage(t, d, g.Stop, "gcp/svc_key", "gcp/svc_other", "cached svc_key", "cached svc_other")
 }
 
 func TestVaultOutageServesDeepPathsAtOnce(t *testing.T) {

@@ -18,16 +18,18 @@ type subset struct {
 }
 
 var subsets = []subset{
-	{"all", "", "env, aws, vault", nil},
-	{"env", "secretfs_no_aws,secretfs_no_vault", "env", []string{"aws", "vault"}},
-	{"aws", "secretfs_no_env,secretfs_no_vault", "aws", []string{"env", "vault"}},
-	{"vault", "secretfs_no_env,secretfs_no_aws", "vault", []string{"env", "aws"}},
+	{"all", "", "env, aws, vault, gcp", nil},
+	{"env", "secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp", "env", []string{"aws", "vault", "gcp"}},
+	{"aws", "secretfs_no_env,secretfs_no_vault,secretfs_no_gcp", "aws", []string{"env", "vault", "gcp"}},
+	{"vault", "secretfs_no_env,secretfs_no_aws,secretfs_no_gcp", "vault", []string{"env", "aws", "gcp"}},
+	{"gcp", "secretfs_no_env,secretfs_no_aws,secretfs_no_vault", "gcp", []string{"env", "aws", "vault"}},
 }
 
 // What each provider links, and what must not be linked without it.
 var linkedBy = map[string]string{
 	"aws":   "github.com/aws/aws-sdk-go-v2",
 	"vault": "github.com/hashicorp/vault/api",
+	"gcp":   "cloud.google.com/go/secretmanager",
 }
 
 // buildSubset builds the binary of s (stripped, as a release is) and

@@ -62,7 +62,7 @@ var backends []backend
 // builtinProviders are the providers secretfs has, in the order they are
 // listed. A binary carries those whose build tag (secretfs_no_NAME) was
 // not given; exec providers are always there.
-var builtinProviders = []string{"env", "aws", "vault"}
+var builtinProviders = []string{"env", "aws", "vault", "gcp"}
 
 // compiled is backends in builtinProviders' order (others, test ones,
 // last).

@@ -1,0 +1,268 @@
+// Package gcp is the provider of Google Cloud Secret Manager secrets.
+//
+// A key is a secret's id in the one project the provider is given
+// ("db-password"); ids hold letters, digits, "_" and "-", never "/", so the
+// provider is one flat directory (labels are not paths). A version is a
+// number or "latest" (the default); a disabled or destroyed version is not
+// found, as is a secret or version that does not exist. Replicated and
+// user-managed secrets read alike. The value is the payload's data, byte
+// for byte, and its checksum (data_crc32c) is verified: a payload that does
+// not match is an error, never served.
+//
+// Credentials are Application Default Credentials (GOOGLE_APPLICATION_
+// CREDENTIALS, the metadata server, workload identity), found at the first
+// call and again at each call until found: missing credentials, like
+// rejected ones, are ErrUnavailable (they say nothing about the secret), so
+// the cache serves the last good value. Endpoint points the client
+// elsewhere; Insecure, with it, speaks plaintext gRPC and sends no
+// credentials, for a local fake or an emulator, and is refused unless the
+// endpoint is a loopback address.
+//
+// Errors are classified once, from the gRPC status: NotFound and
+// FailedPrecondition (a disabled or destroyed version) are ErrNotFound;
+// PermissionDenied is ErrPermission; Unauthenticated (our credentials),
+// Unavailable, DeadlineExceeded, Internal and the rest are ErrUnavailable;
+// ResourceExhausted (HTTP 429, quota) is ErrUnavailable and ErrThrottled.
+// The client library retries what the service documents as retryable,
+// always within the caller's deadline.
+//
+// Listing is one ListSecrets walk of the project, up to 25,000 names a page.
+package gcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/secretfs/secretfs/resolver"
+)
+
+// Name is the provider's name.
+const Name = "gcp"
+
+// pageSize is how many names a ListSecrets page asks for (the service's
+// most).
+const pageSize = 25000
+
+var (
+	secretID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
+	versionN = regexp.MustCompile(`^[1-9][0-9]{0,18}$`)
+	project  = regexp.MustCompile(`^[a-z0-9][a-z0-9.:-]{0,127}$`)
+)
+
+// Config configures a Provider.
+type Config struct {
+	Project string // the project's id or number
+	// Endpoint, when set, is HOST:PORT of the service.
+	Endpoint string
+	// Insecure speaks plaintext gRPC to Endpoint and sends no credentials;
+	// only to a loopback address.
+	Insecure bool
+	// Options are more client options (a pod's token source, tests).
+	Options []option.ClientOption
+	Logger  *slog.Logger
+}
+
+// Provider reads secrets of one project. It is safe for concurrent use.
+type Provider struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	client *secretmanager.Client // guarded by mu; made at the first call that can
+}
+
+// New checks cfg and returns a provider; the client is made at the first
+// call (credentials may come later than the mount).
+func New(cfg Config) (*Provider, error) {
+	if !project.MatchString(cfg.Project) {
+		return nil, fmt.Errorf("gcp: --gcp-project %q: want a project id or number", cfg.Project)
+	}
+	if cfg.Insecure {
+		if cfg.Endpoint == "" {
+			return nil, errors.New("gcp: --gcp-insecure needs --gcp-endpoint")
+		}
+		if !Loopback(cfg.Endpoint) {
+			return nil, fmt.Errorf("gcp: --gcp-insecure: %s is not a loopback address: plaintext is only for a local fake or emulator", cfg.Endpoint)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Insecure {
+		log.Warn("gcp: plaintext gRPC to a local endpoint, no credentials sent (--gcp-insecure)", "endpoint", cfg.Endpoint)
+	}
+	return &Provider{cfg: cfg, log: log}, nil
+}
+
+// Loopback reports whether HOST:PORT names a loopback address (an IP, or
+// localhost).
+func Loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Name implements resolver.Provider.
+func (p *Provider) Name() string { return Name }
+
+// Close closes the client.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client != nil {
+		return p.client.Close()
+	}
+	return nil
+}
+
+// api returns the client, made now if it was not yet.
+func (p *Provider) api(ctx context.Context) (*secretmanager.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client != nil {
+		return p.client, nil
+	}
+	opts := append([]option.ClientOption{}, p.cfg.Options...)
+	if p.cfg.Insecure {
+		conn, err := grpc.NewClient(p.cfg.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("gcp: %w: %v", resolver.ErrUnavailable, err)
+		}
+		opts = append(opts, option.WithGRPCConn(conn), option.WithoutAuthentication())
+	} else if p.cfg.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(p.cfg.Endpoint))
+	}
+	c, err := secretmanager.NewClient(ctx, opts...)
+	if err != nil {
+		// No credentials (yet): nothing about any secret.
+		return nil, fmt.Errorf("gcp: %w: no client: %s", resolver.ErrUnavailable, firstLine(err))
+	}
+	p.client = c
+	return c, nil
+}
+
+// Get implements resolver.Provider.
+func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
+	if !secretID.MatchString(key) {
+		return resolver.Secret{}, fmt.Errorf("gcp %s: %w (not a secret id)", key, resolver.ErrNotFound)
+	}
+	switch {
+	case version == "":
+		version = "latest"
+	case version == "latest" || versionN.MatchString(version):
+	default:
+		return resolver.Secret{}, fmt.Errorf("gcp %s@%s: %w (a version is a number or latest)", key, version, resolver.ErrNotFound)
+	}
+	c, err := p.api(ctx)
+	if err != nil {
+		return resolver.Secret{}, err
+	}
+	name := "projects/" + p.cfg.Project + "/secrets/" + key + "/versions/" + version
+	out, err := c.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: name})
+	if err != nil {
+		return resolver.Secret{}, p.mapError("AccessSecretVersion", key, err)
+	}
+	data := out.GetPayload().GetData()
+	if sum := out.GetPayload().DataCrc32C; sum != nil && int64(crc32.Checksum(data, castagnoli)) != *sum {
+		p.log.Error("gcp payload checksum mismatch: not served", "secret", key)
+		return resolver.Secret{}, fmt.Errorf("gcp %s: %w: the payload does not match its checksum", key, resolver.ErrUnavailable)
+	}
+	v := out.GetName()
+	if i := strings.LastIndexByte(v, '/'); i >= 0 {
+		v = v[i+1:]
+	}
+	return resolver.Secret{Value: data, Version: v}, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// List implements resolver.Lister: the project's secrets, at the top;
+// nothing is below a name.
+func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
+	if dir != "" {
+		return nil, fmt.Errorf("gcp %s/: %w (secret ids hold no /)", dir, resolver.ErrNotFound)
+	}
+	c, err := p.api(ctx)
+	if err != nil {
+		return nil, err
+	}
+	it := c.ListSecrets(ctx, &secretmanagerpb.ListSecretsRequest{Parent: "projects/" + p.cfg.Project, PageSize: pageSize})
+	var names []string
+	for {
+		s, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return names, nil
+		}
+		if err != nil {
+			return nil, p.mapError("ListSecrets", "", err)
+		}
+		n := s.GetName()
+		if i := strings.LastIndexByte(n, '/'); i >= 0 {
+			n = n[i+1:]
+		}
+		names = append(names, n)
+	}
+}
+
+// mapError classifies an error of the client (see the package doc).
+func (p *Provider) mapError(op, key string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("gcp %s %s: %w", op, key, err)
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("gcp %s %s: %w: timed out", op, key, resolver.ErrUnavailable)
+		}
+		return fmt.Errorf("gcp %s %s: %w: %s", op, key, resolver.ErrUnavailable, firstLine(err))
+	}
+	switch st.Code() {
+	case codes.NotFound, codes.FailedPrecondition, codes.InvalidArgument:
+		return fmt.Errorf("gcp %s: %w (%s)", key, resolver.ErrNotFound, st.Code())
+	case codes.PermissionDenied:
+		return fmt.Errorf("gcp %s %s: %w", op, key, resolver.ErrPermission)
+	case codes.ResourceExhausted:
+		return fmt.Errorf("gcp %s %s: %w: %w (%s)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled, st.Code())
+	case codes.Unauthenticated:
+		return fmt.Errorf("gcp %s %s: %w: credentials rejected", op, key, resolver.ErrUnavailable)
+	case codes.Canceled:
+		return fmt.Errorf("gcp %s %s: %w", op, key, context.Canceled)
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.Aborted:
+		return fmt.Errorf("gcp %s %s: %w: %s", op, key, resolver.ErrUnavailable, st.Code())
+	}
+	p.log.Error("gcp service error", "operation", op, "secret", key, "code", st.Code().String())
+	return fmt.Errorf("gcp %s %s: service error %s", op, key, st.Code())
+}
+
+// firstLine is the first line of an error's text, cut short: a library's
+// errors can be long.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
