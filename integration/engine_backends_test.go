@@ -40,7 +40,7 @@ func realBackends(t *testing.T) []realBackend {
 	v := vaultShared(t)
 	g := startGCP(t)
 	flat := func(key string) string { return strings.ReplaceAll(key, "/", "_") } // Secret Manager ids hold no "/"
-	dir := t.TempDir() // the test provider's files
+	dir := t.TempDir()                                                           // the test provider's files
 	files := func(t *testing.T) *testBackend { return &testBackend{t: t, Dir: dir} }
 	return []realBackend{
 		{
