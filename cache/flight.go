@@ -292,8 +292,15 @@ func (c *Cache) Hold(ref resolver.Reference) (release func()) {
 	c.mu.Lock()
 	c.holds[k]++
 	// Held after its refresh was due (and let pass, unread): refreshed now.
+	// Held with nothing to refresh (evicted, never fetched): fetched now.
+	// Held as not found or failing: asked again in time.
+	now := c.opts.Clock.Now()
 	e := c.entries[k]
-	start := e != nil && e.val != nil && e.lease == nil && !c.opts.Clock.Now().Before(e.refreshAt) && c.startRefresh(e)
+	start := e == nil ||
+		e != nil && e.val != nil && e.lease == nil && !now.Before(e.refreshAt) && c.startRefresh(e)
+	if e != nil && e.val == nil {
+		c.askAgainIfHeld(e, e.expires, now)
+	}
 	c.mu.Unlock()
 	if start {
 		c.refresh(k)

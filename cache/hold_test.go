@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -106,5 +107,41 @@ func TestHoldAfterTheRefreshWasDue(t *testing.T) {
 	c.WaitIdle()
 	if got, want := b.calls.Load(), int64(2); got != want {
 		t.Errorf("calls after the hold = %d, want %d (a refresh at once)", got, want)
+	}
+}
+
+// A held key is never evicted by reads of others, and a key held before it
+// was ever fetched (or while it fails) is fetched, and its change heard.
+func TestHeldKeysSurviveEvictionAndAreFetched(t *testing.T) {
+	clk := newClock()
+	b := &backend{value: "v1"}
+	c := newCache(t, clk, cache.Options{TTL: 100 * time.Second, MaxEntries: 2, ProbeMin: time.Second, ProbeMax: 4 * time.Second}, b)
+	var (
+		mu      sync.Mutex
+		changes int
+	)
+	c.OnChange(func(cache.Change) { mu.Lock(); changes++; mu.Unlock() })
+
+	held := resolver.Reference{Provider: "b", Key: "held"}
+	release := c.Hold(held) // never fetched: fetched now
+	defer release()
+	c.WaitIdle()
+	if got, want := b.calls.Load(), int64(1); got != want {
+		t.Fatalf("calls after holding a key never fetched = %d, want %d", got, want)
+	}
+	for i := range 5 {
+		if _, err := get(t, c, fmt.Sprintf("other%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.set("v2", nil)
+	for range 10 {
+		clk.Advance(10 * time.Second)
+		c.WaitIdle()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if changes != 1 {
+		t.Errorf("changes of a held key after five reads of others with room for two = %d, want 1", changes)
 	}
 }

@@ -168,8 +168,40 @@ func (c *Cache) put(e *entry) {
 	s.bytes += e.bytes
 	c.entries[e.key] = e
 	for s.lru.Len() > s.limit || s.byteLimit > 0 && s.bytes > s.byteLimit && s.lru.Len() > 1 {
-		c.drop(s.lru.Back().Value.(*entry))
+		// A held key (a watched file, an on-change entry's) is not evicted:
+		// nobody reads it, and its change must still be heard. Holds are
+		// bounded by what the kernel and the configuration hold.
+		victim := s.lru.Back()
+		for victim != nil && c.holds[victim.Value.(*entry).key] > 0 {
+			victim = victim.Prev()
+		}
+		if victim == nil {
+			break
+		}
+		c.drop(victim.Value.(*entry))
 	}
+}
+
+// askAgainIfHeld arms e's timer to ask for its key again at at (at the
+// soonest ProbeMin from now) while the key is held and e is its entry: a
+// held key whose answer is not a value (not found, a failure) is asked
+// again as a value is refreshed, so that its coming back is heard. Called
+// with mu held.
+func (c *Cache) askAgainIfHeld(e *entry, at, now time.Time) {
+	if e.key.op != opGet || c.holds[e.key] == 0 || c.ctx.Err() != nil {
+		return
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.timer = c.opts.Clock.AfterFunc(max(at.Sub(now), c.opts.ProbeMin), func() {
+		c.mu.Lock()
+		again := c.entries[e.key] == e && c.holds[e.key] > 0
+		c.mu.Unlock()
+		if again {
+			c.refresh(e.key)
+		}
+	})
 }
 
 // drop removes e. Called with mu held.
@@ -292,6 +324,7 @@ func (c *Cache) storeNegative(k key, err error, d time.Duration, gen uint64, beg
 	old := c.entries[k]
 	deleted := k.op == opGet && old != nil && old.val != nil
 	c.put(e)
+	c.askAgainIfHeld(e, e.expires, now)
 	subs := c.onChange
 	c.mu.Unlock()
 	if deleted {
@@ -330,7 +363,9 @@ func (c *Cache) storeFailure(k key, err error, gen uint64) answer {
 		failures = e.failures + 1 // zero for a negative answer
 	}
 	wait := c.backoff(failures)
-	c.put(&entry{key: k, gen: gen, err: err, fetched: now, expires: now.Add(wait), failures: failures, retryAt: now.Add(wait), epoch: epoch})
+	fe := &entry{key: k, gen: gen, err: err, fetched: now, expires: now.Add(wait), failures: failures, retryAt: now.Add(wait), epoch: epoch}
+	c.put(fe)
+	c.askAgainIfHeld(fe, fe.retryAt, now)
 	return answer{err: err}
 }
 
