@@ -193,6 +193,7 @@ type state struct {
 	last     map[string][32]byte // guarded by mu; by item: a hash of what it last read
 	releases map[string]func()   // guarded by mu; by held value: its release
 	globKeys map[string]bool     // guarded by mu; the keys the globs matched at the last listing, as provider:key
+	listed   bool                // guarded by mu; the globs were listed once (later keys are new against that)
 	changed  map[string]bool     // guarded by mu; items changed since the last run began
 	first    time.Time           // guarded by mu; the first change not yet run
 	timer    *time.Timer         // guarded by mu; the debounce
@@ -267,25 +268,41 @@ func New(entries []Entry, opts Options) (*Runner, error) {
 // with RunAtStart, and then takes changes (those that came meanwhile
 // too).
 func (r *Runner) Start() {
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for _, s := range r.entries {
-			r.relist(s, true)
+	// Each entry reads what it watches on its own, and changes are taken
+	// at once: one entry that waits on a backend holds back no other. A
+	// change of an item not read yet counts as a change.
+	var ready sync.WaitGroup
+	for _, s := range r.entries {
+		ready.Add(1)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.relist(s)
 			items := r.items(s)
 			for _, it := range items {
 				if h, ok := r.read(s, it); ok {
 					s.mu.Lock()
-					s.last[it] = h
+					if _, seen := s.last[it]; !seen {
+						s.last[it] = h
+					}
 					s.mu.Unlock()
 				}
 			}
+			ready.Done()
 			if s.RunAtStart && r.ctx.Err() == nil {
 				r.act(s, items, "start")
 			}
-		}
-		r.log.Info("on-change: watching", "entries", len(r.entries))
+		}()
+	}
+	r.wg.Add(2)
+	go func() {
+		defer r.wg.Done()
 		r.loop()
+	}()
+	go func() {
+		defer r.wg.Done()
+		ready.Wait()
+		r.log.Info("on-change: watching", "entries", len(r.entries))
 	}()
 }
 
@@ -333,7 +350,7 @@ func (r *Runner) loop() {
 			return
 		case <-relist.C:
 			for _, s := range r.entries {
-				r.relist(s, false)
+				r.relist(s)
 			}
 		case <-r.wake:
 			r.mu.Lock()

@@ -290,6 +290,23 @@ func TestSignalPidFile(t *testing.T) {
 	if err := signalPidFile(one, syscall.SIGHUP); err == nil {
 		t.Error("a pid file naming init: no error")
 	}
+	// Numbers the kernel would cut to 32 bits: -1 (every process), 1, a
+	// process group.
+	for _, big := range []string{"4294967295", "4294967297", "4294952785", "-1", "0"} {
+		p := filepath.Join(dir, "big.pid")
+		os.WriteFile(p, []byte(big+"\n"), 0o600)
+		if err := signalPidFile(p, syscall.Signal(0)); err == nil {
+			t.Errorf("a pid file holding %s: no error", big)
+		}
+	}
+	// A symlink in the pid file's place is not followed.
+	link := filepath.Join(dir, "link.pid")
+	self0 := filepath.Join(dir, "self0.pid")
+	os.WriteFile(self0, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+	os.Symlink(self0, link)
+	if err := signalPidFile(link, syscall.Signal(0)); err == nil {
+		t.Error("a pid file that is a symlink: no error")
+	}
 	if err := signalPidFile(filepath.Join(dir, "missing.pid"), syscall.SIGHUP); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing pid file: %v, want not exist", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/secretfs/secretfs/providers/exec"
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -74,8 +76,8 @@ func (r *Runner) read(s *state, item string) (h [32]byte, ok bool) {
 
 // relist holds what s watches: its references, its templates' inputs, and
 // the keys its globs match now (listed again). A key that appears under a
-// glob after the first listing is a change.
-func (r *Runner) relist(s *state, first bool) {
+// glob after the first listing that succeeded is a change.
+func (r *Runner) relist(s *state) {
 	hold := map[string]resolver.Reference{}
 	keys := map[string]bool{}
 	globsListed := true
@@ -119,11 +121,11 @@ func (r *Runner) relist(s *state, first bool) {
 			}
 		}
 		for k := range keys {
-			if !s.globKeys[k] && !first {
+			if !s.globKeys[k] && s.listed {
 				added = append(added, k)
 			}
 		}
-		s.globKeys = keys
+		s.globKeys, s.listed = keys, true
 	}
 	s.mu.Unlock()
 	if len(added) > 0 {
@@ -225,23 +227,35 @@ func (r *Runner) act(s *state, changed []string, why string) {
 }
 
 // signalPidFile sends sig to the process whose pid file holds, as root
-// only from a file only root (or this daemon's user) could write.
+// only from a file only root (or this daemon's user) could write: its path
+// is checked, then the file is opened without following a last symlink and
+// checked again as opened. The pid is one process's: above 1 and within
+// the kernel's 32 bits (a larger number would wrap to a group, or to
+// every process).
 func signalPidFile(file string, sig syscall.Signal) error {
 	if err := exec.TrustedPath(file); err != nil {
 		return err
 	}
-	f, err := os.Open(file)
+	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
+		return &os.PathError{Op: "open", Path: file, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), file)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}
-	defer f.Close()
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Mode&0o022 != 0 || st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return errors.New("the pid file is not a regular file that only root or this daemon's user may write")
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxPidFile))
 	if err != nil {
 		return err
 	}
-	pid, err := strconv.Atoi(string(bytes.TrimSpace(data)))
+	pid, err := strconv.ParseInt(string(bytes.TrimSpace(data)), 10, 32)
 	if err != nil || pid <= 1 {
-		return errors.New("the pid file holds no pid")
+		return errors.New("the pid file holds no pid of a process")
 	}
-	return syscall.Kill(pid, sig)
+	return syscall.Kill(int(pid), sig)
 }
