@@ -102,6 +102,10 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 		s.mntID, _ = mountID(dir)
 	}
 	root.sys.notifier.dir = dir
+	var rst syscall.Stat_t // the mount's root, just mounted: its device is the mount's
+	if err := syscall.Stat(dir, &rst); err == nil && rst.Ino == 1 {
+		root.sys.notifier.dev = uint64(rst.Dev)
+	}
 	go root.sys.notifier.run(s.done)
 	go func() { srv.Wait(); close(s.done) }()
 	return s, nil

@@ -3,8 +3,8 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -61,11 +61,12 @@ type notifier struct {
 	// never); dir is the mountpoint, for retire.
 	sweepEvery time.Duration
 	dir        string
+	dev        uint64 // the mount's device: retire looks up only through it
 
 	mu      sync.Mutex
-	watched map[resolver.Reference]map[shownAt]any // guarded by mu; by value (no Field): the names that show it, and the node shown
-	pending map[resolver.Reference]bool            // guarded by mu; changed values not yet told: true when the value changed, false when only attributes did
-	retired map[shownAt]retiring                   // guarded by mu; the node the daemon's own lookup of a name gets while it is retired
+	watched map[resolver.Reference]map[shownAt]nodes // guarded by mu; by value (no Field): the names that show it, and every node shown there that the kernel has not let go of
+	pending map[resolver.Reference]bool              // guarded by mu; changed values not yet told: true when the value changed, false when only attributes did
+	retired map[shownAt]retiring                     // guarded by mu; the node the daemon's own lookup of a name gets while it is retired
 }
 
 // retiring is a node retire shows under its name to one thread of the
@@ -74,6 +75,11 @@ type retiring struct {
 	node shownNode
 	tid  uint32
 }
+
+// nodes are the nodes shown under a name: the one shown last, and older
+// ones the kernel may still hold (a watch, a descriptor), which must hear
+// of a change too.
+type nodes map[any]struct{}
 
 // shownNode is what the notifier needs of a node it watches (a fileNode;
 // tests give other values, which are only invalidated).
@@ -104,7 +110,7 @@ func newNotifier(log *slog.Logger) *notifier {
 	return &notifier{
 		log:     log,
 		wake:    make(chan struct{}, 1),
-		watched: make(map[resolver.Reference]map[shownAt]any),
+		watched: make(map[resolver.Reference]map[shownAt]nodes),
 		pending: make(map[resolver.Reference]bool),
 		retired: make(map[shownAt]retiring),
 	}
@@ -149,10 +155,14 @@ func (n *notifier) watch(base resolver.Reference, parent *gofs.Inode, name strin
 	n.mu.Lock()
 	set := n.watched[base]
 	if set == nil {
-		set = make(map[shownAt]any)
+		set = make(map[shownAt]nodes)
 		n.watched[base] = set
 	}
-	set[shownAt{parent, name}] = node
+	at := shownAt{parent, name}
+	if set[at] == nil {
+		set[at] = nodes{}
+	}
+	set[at][node] = struct{}{}
 	raced := n.gen.Load() != gen
 	if raced && !n.pending[base] {
 		// What changed may not be this value: the name is forgotten, and
@@ -165,16 +175,22 @@ func (n *notifier) watch(base resolver.Reference, parent *gofs.Inode, name strin
 	}
 }
 
-// unwatch forgets that name in parent shows base through node, unless
-// another node shows it now.
+// unwatch forgets that name in parent showed base through node (the
+// kernel let go of node).
 func (n *notifier) unwatch(base resolver.Reference, parent *gofs.Inode, name string, node any) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if set := n.watched[base]; set != nil && set[shownAt{parent, name}] == node {
-		delete(set, shownAt{parent, name})
-		if len(set) == 0 {
-			delete(n.watched, base)
-		}
+	set := n.watched[base]
+	at := shownAt{parent, name}
+	if set == nil || set[at] == nil {
+		return
+	}
+	delete(set[at], node)
+	if len(set[at]) == 0 {
+		delete(set, at)
+	}
+	if len(set) == 0 {
+		delete(n.watched, base)
 	}
 }
 
@@ -227,8 +243,14 @@ func (n *notifier) tell(done <-chan struct{}) {
 		changed []resolver.Reference
 	)
 	for ref, replace := range n.pending {
-		for at, node := range n.watched[ref] {
-			names = append(names, told{at, node, replace})
+		for at, ns := range n.watched[ref] {
+			if !replace {
+				names = append(names, told{at, nil, false}) // the name only
+				continue
+			}
+			for node := range ns {
+				names = append(names, told{at, node, true})
+			}
 		}
 		delete(n.watched, ref)
 		if replace {
@@ -286,18 +308,27 @@ func (n *notifier) sweep(since time.Time) []shownNode {
 	n.mu.Lock()
 	var (
 		names []shownAt
-		nodes []shownNode
+		nodes []shownNode // unseen: held by something else if not let go of
 	)
-	seen := map[shownAt]bool{}
+	done := map[shownAt]bool{}
 	for _, set := range n.watched {
-		for at, node := range set {
-			sn, ok := node.(shownNode)
-			if !ok || seen[at] || sn.seenSince(since) {
+		for at, ns := range set {
+			if done[at] {
 				continue
 			}
-			seen[at] = true
-			names = append(names, at)
-			nodes = append(nodes, sn)
+			done[at] = true
+			used := false
+			for node := range ns {
+				sn, ok := node.(shownNode)
+				if !ok || sn.seenSince(since) {
+					used = true
+					continue
+				}
+				nodes = append(nodes, sn)
+			}
+			if !used {
+				names = append(names, at)
+			}
 		}
 	}
 	n.mu.Unlock()
@@ -312,13 +343,19 @@ func (n *notifier) sweep(since time.Time) []shownNode {
 
 // maxRetireTries bounds how often retire shows a node again when a lookup
 // of someone else's takes the name in between.
-const maxRetireTries = 3
+const maxRetireTries = 10
 
 // retire deletes, as the kernel sees it, nodes the kernel holds without a
 // name: the name is forgotten, looked up by the daemon itself (which is
 // shown the old node, see retiredNode), and the old node deleted under
 // it. Nobody else is ever shown the old node.
 func (n *notifier) retire(nodes []sweptName, done <-chan struct{}) {
+	root, err := n.root()
+	if err != nil {
+		n.log.Warn("a changed file's watchers cannot be told", "error", err)
+		return
+	}
+	defer unix.Close(root)
 	// The lookup is this thread's, and known by its id.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -330,15 +367,17 @@ func (n *notifier) retire(nodes []sweptName, done <-chan struct{}) {
 				return
 			default:
 			}
-			if r.node.forgotten() || n.dir == "" {
+			if r.node.forgotten() {
 				break
 			}
 			r.parent.NotifyEntry(r.name)
 			n.mu.Lock()
 			n.retired[r.shownAt] = retiring{r.node, tid}
 			n.mu.Unlock()
+			// Below the mount's root every name is this daemon's: no one
+			// can redirect it elsewhere.
 			var st unix.Stat_t
-			unix.Stat(filepath.Join(n.dir, r.node.mountPath()), &st)
+			unix.Fstatat(root, r.node.mountPath(), &st, unix.AT_SYMLINK_NOFOLLOW)
 			n.mu.Lock()
 			delete(n.retired, r.shownAt)
 			n.mu.Unlock()
@@ -347,6 +386,46 @@ func (n *notifier) retire(nodes []sweptName, done <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// rootWait bounds how long retire waits to open the mount's root.
+const rootWait = 5 * time.Second
+
+// root opens the mount's root (O_PATH), and checks it is this mount's: the
+// mountpoint's path could have been moved and another put in its place.
+func (n *notifier) root() (int, error) {
+	if n.dir == "" {
+		return -1, errors.New("no mountpoint")
+	}
+	type opened struct {
+		fd  int
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		fd, err := unix.Open(n.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		ch <- opened{fd, err}
+	}()
+	var o opened
+	select {
+	case o = <-ch:
+	case <-time.After(rootWait):
+		go func() {
+			if o := <-ch; o.err == nil {
+				unix.Close(o.fd)
+			}
+		}()
+		return -1, fmt.Errorf("opening %s took more than %v", n.dir, rootWait)
+	}
+	if o.err != nil {
+		return -1, o.err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(o.fd, &st); err != nil || st.Dev != n.dev || st.Ino != 1 {
+		unix.Close(o.fd)
+		return -1, fmt.Errorf("%s is no longer this mount's root", n.dir)
+	}
+	return o.fd, nil
 }
 
 // retiredNode is the node a lookup of name in parent shows, when the

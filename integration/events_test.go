@@ -3,11 +3,13 @@ package integration
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,5 +250,49 @@ func TestWatchedFileCost(t *testing.T) {
 	d.syncLog(t, "test")
 	if got := backendCalls(d, "test:cost/watched"); got != after {
 		t.Errorf("backend calls went on after the watch ended: %d, then %d", after, got)
+	}
+}
+
+// Lookups of the name racing each change (another user's stat loop) do not
+// keep a watcher of the file from hearing of it: every node the kernel may
+// hold under the name is deleted, and one it holds without the name is
+// retired.
+func TestFileEventsUnderLookups(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"raced": "r0"})
+	d := testMount(t, b, "--ttl", "500ms")
+	p := d.Path("test", "raced")
+	if _, err := os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					os.Stat(p)
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	heard := 0
+	const rotations = 5
+	for i := range rotations {
+		w := inotifywait(t, p)
+		time.Sleep(1200 * time.Millisecond) // past a sweep
+		b.write("raced", fmt.Sprintf("r%d", i+1))
+		if ev := w.next(5 * time.Second); ev == "DELETE_SELF" {
+			heard++
+		}
+	}
+	if heard != rotations {
+		t.Errorf("a watcher heard %d of %d changes while others looked the name up", heard, rotations)
 	}
 }
