@@ -11,6 +11,7 @@ import (
 
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	gcpfake "github.com/secretfs/secretfs/integration/backends/gcp"
 )
@@ -190,5 +191,33 @@ func TestGCPCallsAtScale(t *testing.T) {
 	}
 	if got := g.Calls("ListSecrets"); got > 1 {
 		t.Errorf("ls after the lookup: %d ListSecrets in all, want the one (cached)", got)
+	}
+}
+
+// csi-provider offers gcp with the node's credentials, only with
+// --allow-node-credentials; a class that asks for a pod's own Google
+// identity is refused (not offered yet).
+func TestCSIGCPNodeCredentials(t *testing.T) {
+	t.Parallel()
+	g := startGCP(t)
+	g.Put("csi-db", []byte(`{"password":"csi-pw"}`))
+	objects := map[string]string{"objects": "- ref: gcp:csi-db#password\n  path: pw\n"}
+
+	p := startCSI(t, nil, append(g.args(), "--allow-node-credentials")...)
+	target := t.TempDir()
+	if _, err := p.mount(t, pod{Namespace: "team-a", Name: "gcp-1", ServiceAccount: "app-a"}, objects, target); err != nil {
+		t.Fatalf("a class reading gcp with the node's credentials: %v", err)
+	}
+	if got, _ := readTarget(t, target, "pw"); got != "csi-pw" {
+		t.Errorf("pw = %q, want csi-pw", got)
+	}
+	withIdentity := map[string]string{"objects": objects["objects"], "gcpWorkloadIdentityProvider": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"}
+	if _, err := p.mount(t, pod{Namespace: "team-a", Name: "gcp-2", ServiceAccount: "app-a"}, withIdentity, t.TempDir()); err == nil {
+		t.Error("a class asking for a pod's own Google identity was served")
+	}
+
+	strict := startCSI(t, nil, g.args()...)
+	if _, err := strict.mount(t, pod{Namespace: "team-a", Name: "gcp-3", ServiceAccount: "app-a"}, objects, t.TempDir()); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("without --allow-node-credentials: %v, want PermissionDenied", err)
 	}
 }
