@@ -102,9 +102,12 @@ func Mount(dir string, e Engine, cfg Config, mo MountOptions) (*Server, error) {
 		s.mntID, _ = mountID(dir)
 	}
 	root.sys.notifier.dir = dir
-	var rst syscall.Stat_t // the mount's root, just mounted: its device is the mount's
-	if err := syscall.Stat(dir, &rst); err == nil && rst.Ino == 1 {
-		root.sys.notifier.dev = uint64(rst.Dev)
+	// The mount's device, for retire. statx asking for the mount ID alone
+	// sends the daemon nothing, so the kernel caches no attribute of the
+	// root (a dead mount's next stat must still say so).
+	var rst unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &rst); err == nil && rst.Ino == 1 {
+		root.sys.notifier.dev = unix.Mkdev(rst.Dev_major, rst.Dev_minor)
 	}
 	go root.sys.notifier.run(s.done)
 	go func() { srv.Wait(); close(s.done) }()
