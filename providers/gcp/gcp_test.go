@@ -76,3 +76,16 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// Two more tries of what is retryable, then the engine decides.
+func TestRetries(t *testing.T) {
+	r := &retryer{}
+	for i, want := range []bool{true, true, false} {
+		if _, ok := r.Retry(status.Error(codes.Unavailable, "x")); ok != want {
+			t.Errorf("try %d after UNAVAILABLE: retry %v, want %v", i+1, ok, want)
+		}
+	}
+	if _, ok := (&retryer{}).Retry(status.Error(codes.NotFound, "x")); ok {
+		t.Error("NOT_FOUND retried")
+	}
+}
