@@ -48,4 +48,3 @@ func gcpFlags(set *pflag.FlagSet) opener {
 		},
 	}
 }
-
