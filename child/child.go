@@ -22,6 +22,7 @@
 package child
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -148,6 +149,9 @@ func Resolve(ctx context.Context, eng Engine, vars []Var, dirs []Dir) (Env, erro
 			if err != nil {
 				return Env{}, fmt.Errorf("--env-from %s: %w: %v", d, ErrName, err)
 			}
+			if changesHowProgramsRun(name) {
+				return Env{}, fmt.Errorf("--env-from %s: %w %s (from %s) would change how programs run; only --env sets it", d, ErrName, name, rel)
+			}
 			if err := add(name, resolver.Reference{Provider: d.Provider, Key: k}, d.String()+rel); err != nil {
 				return Env{}, err
 			}
@@ -220,7 +224,33 @@ func Environ(base []string, env Env, override bool) ([]string, error) {
 		out = append(out, kv)
 	}
 	for _, n := range env.Names {
+		if bytes.IndexByte(env.Vals[n], 0) >= 0 {
+			return nil, fmt.Errorf("%w: the value of %s holds a NUL byte, which no environment can hold", errValue, n)
+		}
 		out = append(out, n+"="+string(env.Vals[n]))
 	}
 	return out, nil
+}
+
+// errValue is a value that cannot be put in an environment.
+var errValue = errors.New("cannot be set")
+
+// loaderNames are variables that change how programs run (the dynamic
+// loader, shells, interpreters): --env-from never sets them, so that who
+// may create a secret below a directory may not run code in the command.
+// --env names them on purpose.
+var loaderNames = []string{"LD_", "DYLD_", "BASH_ENV", "ENV", "IFS", "PS4", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE",
+	"NODE_OPTIONS", "NODE_PATH", "PYTHON", "PERL5", "PERLLIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+	"GCONV_PATH", "LOCPATH", "MALLOC_", "GLIBC_TUNABLES", "PATH", "HOME", "TMPDIR", "SSL_CERT_", "GIT_"}
+
+// changesHowProgramsRun reports whether n is, or starts with, one of
+// loaderNames (ENV, IFS, PS4, PATH, HOME, TMPDIR and the like exactly).
+func changesHowProgramsRun(n string) bool {
+	for _, p := range loaderNames {
+		if strings.HasSuffix(p, "_") && strings.HasPrefix(n, p) || n == p ||
+			(p == "PYTHON" || p == "PERL5") && strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -134,12 +135,26 @@ func Run(eng Engine, env Env, vars []Var, dirs []Dir, opts Options) (int, error)
 	}
 
 	start := func(environ []string) (*exec.Cmd, <-chan struct{}, error) {
-		cmd := &exec.Cmd{Path: path, Args: opts.Argv, Env: environ, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr}
-		if err := cmd.Start(); err != nil {
+		// The program dies with secretfs (SIGKILL included): its death
+		// signal fires when the thread that started it ends, so that
+		// thread is held, locked, until the program has exited.
+		cmd := &exec.Cmd{Path: path, Args: opts.Argv, Env: environ, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
+			SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}}
+		exited := make(chan struct{})
+		started := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, after the program
+			if err := cmd.Start(); err != nil {
+				started <- err
+				return
+			}
+			started <- nil
+			cmd.Wait()
+			close(exited)
+		}()
+		if err := <-started; err != nil {
 			return nil, nil, err
 		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
 		return cmd, exited, nil
 	}
 	environ, err := Environ(opts.Base, env, opts.Override)
@@ -164,7 +179,11 @@ func Run(eng Engine, env Env, vars []Var, dirs []Dir, opts Options) (int, error)
 		case <-relist:
 			poke()
 		case <-changed:
-			settle = time.After(opts.Debounce)
+			// The first change starts the wait; later ones (a relist,
+			// steady rotations) do not push it back.
+			if settle == nil {
+				settle = time.After(opts.Debounce)
+			}
 		case <-settle:
 			settle = nil
 			ctx, cancel := context.WithTimeout(context.Background(), opts.Budget)

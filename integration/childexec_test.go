@@ -75,6 +75,8 @@ func TestExecEnvironment(t *testing.T) {
 	b.write("clash/a-b", "1")
 	b.write("clash/a_b", "2")
 	b.write("bad/9lives", "3")
+	b.write("loader/ld_preload", "/tmp/evil.so")
+	b.write("nul", "a\x00b")
 	ran := filepath.Join(t.TempDir(), "ran")
 	for _, tc := range []struct {
 		args []string
@@ -84,6 +86,8 @@ func TestExecEnvironment(t *testing.T) {
 		{[]string{"--env-from", "test:clash/"}, 2, "A_B is given twice"},
 		{[]string{"--env", "API_KEY=test:db/pass", "--env-from", "test:app/"}, 2, "API_KEY is given twice"},
 		{[]string{"--env-from", "test:bad/"}, 2, "cannot be an environment variable's name"},
+		{[]string{"--env-from", "test:loader/"}, 2, "LD_PRELOAD (from ld_preload) would change how programs run"},
+		{[]string{"--env", "X=test:nul"}, 1, "X holds a NUL byte"},
 		{[]string{"--env", "1X=test:db/pass"}, 2, "want NAME=REF"},
 		{[]string{"--env", "X=test:db/missing"}, 3, "test:db/missing"},
 		{[]string{"--env-from", "test:nowhere/"}, 3, "test:nowhere/"},
@@ -127,8 +131,8 @@ func TestExecExitStatus(t *testing.T) {
 		}
 	}
 	_, stderr, code := secretfs(t, nil, "exec", "--providers", "test", "--test-dir", b.Dir, "--env", "K=test:k", "--", "/nonexistent/program")
-	if code != 1 || !strings.Contains(stderr, "/nonexistent/program") {
-		t.Errorf("a missing program: exit %d, %q; want 1 and its name", code, stderr)
+	if code != 127 || !strings.Contains(stderr, "/nonexistent/program") {
+		t.Errorf("a missing program: exit %d, %q; want 127 (as a shell says) and its name", code, stderr)
 	}
 }
 
@@ -259,5 +263,28 @@ func TestExecKeepsTheCommandWhenARefreshFails(t *testing.T) {
 	eventually(t, 15*time.Second, "the command restarts once the backend is back", func() bool { return len(lines(out)) == 3 })
 	if got := lines(out); got[1] != "term" || !strings.HasSuffix(got[2], " v2") {
 		t.Errorf("after the outage the command wrote %q; want term, then v2", got)
+	}
+}
+
+// --env-from with a TTL under the debounce still restarts (its relists do
+// not push the restart back), and the command dies with secretfs, even
+// killed with SIGKILL.
+func TestExecEnvFromRestartsAndDiesWithSecretfs(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"app/secret": "s1"})
+	out := filepath.Join(t.TempDir(), "out")
+	cmd, done := startExec(t, nil, []string{"--providers", "test", "--test-dir", b.Dir, "--ttl", "500ms", "--restart-on-change", "--env-from", "test:app/"}, childScript(out))
+	eventually(t, 5*time.Second, "the command starts", func() bool { return len(lines(out)) == 1 })
+	b.write("app/secret", "s2")
+	eventually(t, 10*time.Second, "the command restarts with the new value", func() bool { return len(lines(out)) == 3 })
+	got := lines(out)
+	if !strings.HasSuffix(got[2], " s2") {
+		t.Fatalf("after the rotation the command wrote %q", got)
+	}
+	pid := strings.Fields(got[2])[0]
+	cmd.Process.Kill()
+	<-done
+	if !waitFor(5*time.Second, func() bool { _, err := os.Stat("/proc/" + pid); return err != nil }) {
+		t.Errorf("the command (pid %s) outlived secretfs killed with SIGKILL", pid)
 	}
 }

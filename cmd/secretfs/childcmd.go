@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	osexec "os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -123,8 +125,10 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	if e.cleanEnv {
 		base = []string{"PATH=" + os.Getenv("PATH")}
 	}
-	if _, err := child.Environ(base, env, e.override); err != nil {
+	if _, err := child.Environ(base, env, e.override); errors.Is(err, child.ErrName) {
 		return usagef("%v", err)
+	} else if err != nil {
+		return err
 	}
 	stop()
 	code, err := child.Run(c, env, vars, dirs, child.Options{
@@ -134,7 +138,13 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 		Relist: e.ttl, Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("%s: %w", e.flagSet.Arg(0), err)
+		// As a shell says it: 127 for a command not found, 126 for one
+		// that cannot run.
+		fmt.Fprintf(stderr, "secretfs: %s: %v\n", e.flagSet.Arg(0), err)
+		if errors.Is(err, osexec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return &childExit{127}
+		}
+		return &childExit{126}
 	}
 	if code != 0 {
 		return &childExit{code}
