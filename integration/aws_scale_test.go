@@ -76,6 +76,12 @@ func scaleFixture(t testing.TB) *kumo {
 func calls(t *testing.T, d *daemon) map[string]int {
 	t.Helper()
 	d.syncLog(t, "aws")
+	// The SDK's line of the marker's own call may come after the cache's:
+	// wait for it, so that it is not counted as a later call.
+	d.mu.Lock()
+	syncs := d.syncs
+	d.mu.Unlock()
+	waitFor(2*time.Second, func() bool { return apiCalls(d, "GetSecretValue") >= syncs })
 	out := map[string]int{}
 	for _, op := range []string{"GetSecretValue", "ListSecrets", "BatchGetSecretValue"} {
 		out[op] = apiCalls(d, op)
