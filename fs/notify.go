@@ -259,7 +259,7 @@ func (n *notifier) tell(done <-chan struct{}) {
 	}
 	clear(n.pending)
 	n.mu.Unlock()
-	var retire []sweptName
+	var retire []nodeAt
 	for _, t := range names {
 		var errno syscall.Errno
 		sn, ok := t.node.(shownNode)
@@ -270,7 +270,7 @@ func (n *notifier) tell(done <-chan struct{}) {
 				// The kernel holds the node but not by this name (any
 				// more): its watchers hear of the change once it is shown
 				// there again.
-				retire = append(retire, sweptName{t.at, sn})
+				retire = append(retire, nodeAt{t.at, sn})
 				continue
 			}
 		} else {
@@ -291,8 +291,8 @@ func (n *notifier) tell(done <-chan struct{}) {
 	}
 }
 
-// sweptName is a name and the node it showed.
-type sweptName struct {
+// nodeAt is a node and a name it was shown under.
+type nodeAt struct {
 	shownAt
 	node shownNode
 }
@@ -349,7 +349,7 @@ const maxRetireTries = 10
 // name: the name is forgotten, looked up by the daemon itself (which is
 // shown the old node, see retiredNode), and the old node deleted under
 // it. Nobody else is ever shown the old node.
-func (n *notifier) retire(nodes []sweptName, done <-chan struct{}) {
+func (n *notifier) retire(nodes []nodeAt, done <-chan struct{}) {
 	root, err := n.root()
 	if err != nil {
 		n.log.Warn("a changed file's watchers cannot be told", "error", err)

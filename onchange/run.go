@@ -203,7 +203,7 @@ func (r *Runner) act(s *state, changed []string, why string) {
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, s.Timeout)
 	defer cancel()
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "SECRETFS_CHANGED=" + names, "SECRETFS_REASON=" + why}
+	env := exec.MinimalEnv("SECRETFS_CHANGED="+names, "SECRETFS_REASON="+why)
 	argv := append([]string{s.prog.Path()}, s.Command[1:]...)
 	began := time.Now()
 	out, err := exec.Run(ctx, exec.Cmd{Argv: argv, Env: env, Credential: s.Credential, Reaper: r.opts.Reaper, MaxOutput: 64 << 10})

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/secretfs/secretfs/cache"
 	"github.com/secretfs/secretfs/child"
@@ -84,7 +83,7 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	if err := e.cacheFlags.check(); err != nil {
 		return err
 	}
-	sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(e.stopSignal), "SIG"))
+	sig := signalNamed(e.stopSignal)
 	if sig == 0 {
 		return usagef("--stop-signal %q: want a name such as TERM or INT", e.stopSignal)
 	}
@@ -107,7 +106,7 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	// are the command's.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, ps, err := e.openResolver(ctx, log)
+	r, ps, err := e.openResolver(ctx, log, deadlines)
 	if err != nil {
 		return err
 	}

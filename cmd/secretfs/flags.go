@@ -304,13 +304,10 @@ func closeAll(ps []resolver.Provider) {
 	}
 }
 
-// openResolver opens the enabled providers behind a resolver, under the
-// flags' deadlines. The caller closes the providers (closeAll).
-func (c *common) openResolver(ctx context.Context, log *slog.Logger) (*resolver.Resolver, []resolver.Provider, error) {
-	d, err := c.deadlines()
-	if err != nil {
-		return nil, nil, err
-	}
+// openResolver opens the enabled providers behind a resolver, under
+// deadlines d (the flags', c.deadlines). The caller closes the providers
+// (closeAll).
+func (c *common) openResolver(ctx context.Context, log *slog.Logger, d resolver.Deadlines) (*resolver.Resolver, []resolver.Provider, error) {
 	ps, err := c.open(ctx, log)
 	if err != nil {
 		return nil, nil, err

@@ -35,7 +35,11 @@ func (c *common) withResolver(stderr io.Writer, f func(context.Context, *resolve
 	if err != nil {
 		return err
 	}
-	r, ps, err := c.openResolver(ctx, log)
+	d, err := c.deadlines()
+	if err != nil {
+		return err
+	}
+	r, ps, err := c.openResolver(ctx, log, d)
 	if err != nil {
 		return err
 	}

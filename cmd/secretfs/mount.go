@@ -184,7 +184,7 @@ func runMount(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	r, ps, err := m.openResolver(ctx, log)
+	r, ps, err := m.openResolver(ctx, log, deadlines)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -105,7 +106,7 @@ func (d onChangeDef) entry(i int) (onchange.Entry, error) {
 	case len(d.Command) == 0 && d.Signal == "":
 		return fail("needs a command or a signal (with pid-file)")
 	case d.Signal != "":
-		sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(d.Signal), "SIG"))
+		sig := signalNamed(d.Signal)
 		if sig == 0 {
 			return fail("signal %q: want a name such as HUP or USR1", d.Signal)
 		}
@@ -139,4 +140,9 @@ func (d onChangeDef) entry(i int) (onchange.Entry, error) {
 	}
 	e.Credential = cred
 	return e, nil
+}
+
+// signalNamed is the signal a name gives (HUP, SIGHUP, hup); zero for none.
+func signalNamed(name string) syscall.Signal {
+	return unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(name), "SIG"))
 }

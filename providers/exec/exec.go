@@ -589,13 +589,19 @@ func Run(ctx context.Context, c Cmd) (Output, error) {
 }
 
 func (p *Provider) env() []string {
-	out := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	out := MinimalEnv()
 	for _, name := range p.cfg.Env {
 		if v, ok := os.LookupEnv(name); ok {
 			out = append(out, name+"="+v)
 		}
 	}
 	return out
+}
+
+// MinimalEnv is the environment a program starts from: this process's
+// PATH and HOME, and the assignments given.
+func MinimalEnv(set ...string) []string {
+	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, set...)
 }
 
 // capped keeps at most max bytes and notes that there were more.
