@@ -282,11 +282,12 @@ func (c *Cache) rearm(e *entry, now time.Time) {
 // Hold keeps ref's value (ref.Field is ignored) in use until release is
 // called, as if it were read all the while: it is refreshed ahead (a
 // change is reported within about a TTL), a failed refresh is tried again
-// with the key's back-off, and a lease of it is kept. The filesystem holds
-// the values of the files the kernel holds: a program that read a file
-// once and waits on inotify for its change reads nothing more. A held key
-// costs one backend call per TTL (less the jitter) whether or not anyone
-// reads it. Release is idempotent.
+// with the key's back-off, a not-found answer is asked again, it is never
+// evicted, and a lease of it is kept. The filesystem holds the values of
+// the files the kernel holds: a program that read a file once and waits on
+// inotify for its change reads nothing more. A held key costs one backend
+// call per three quarters of its TTL (less the jitter) whether or not
+// anyone reads it. Release is idempotent.
 func (c *Cache) Hold(ref resolver.Reference) (release func()) {
 	k := key{op: opGet, provider: ref.Provider, name: ref.Key, version: ref.Version}
 	c.mu.Lock()
@@ -296,8 +297,7 @@ func (c *Cache) Hold(ref resolver.Reference) (release func()) {
 	// Held as not found or failing: asked again in time.
 	now := c.opts.Clock.Now()
 	e := c.entries[k]
-	start := e == nil ||
-		e != nil && e.val != nil && e.lease == nil && !now.Before(e.refreshAt) && c.startRefresh(e)
+	start := e == nil || e.val != nil && e.lease == nil && !now.Before(e.refreshAt) && c.startRefresh(e)
 	if e != nil && e.val == nil {
 		c.askAgainIfHeld(e, e.expires, now)
 	}
