@@ -40,6 +40,10 @@ const (
 	ParamAWSRegion      = "awsRegion"
 	ParamAWSRoleARN     = "awsRoleArn"
 	ParamAWSAudience    = "awsAudience"
+	ParamGCPProvider    = "gcpWorkloadIdentityProvider"
+	ParamGCPSA          = "gcpServiceAccount"
+	ParamGCPAudience    = "gcpAudience"
+	ParamGCPProject     = "gcpProject"
 )
 
 // Limits of a request.
@@ -57,14 +61,19 @@ const (
 // also sends secretProviderClass (the volume's attribute), which is read by
 // the driver itself.
 var params = map[string]func(string) error{
-	ParamVaultAddress:     checkURL,
-	ParamVaultRole:        matches(`^[A-Za-z0-9][A-Za-z0-9_.@-]*$`, "a Vault role name"),
-	ParamVaultAuthMount:   matches(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`, "a mount path such as kubernetes or jwt, without slashes at the ends"),
-	ParamVaultNamespace:   matches(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$`, "a Vault namespace such as team or team/app"),
-	ParamVaultAudience:    matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
-	ParamAWSRegion:        matches(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`, "an AWS region such as eu-west-1"),
-	ParamAWSRoleARN:       matches(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$`, "an IAM role ARN such as arn:aws:iam::123456789012:role/app"),
-	ParamAWSAudience:      matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
+	ParamVaultAddress:   checkURL,
+	ParamVaultRole:      matches(`^[A-Za-z0-9][A-Za-z0-9_.@-]*$`, "a Vault role name"),
+	ParamVaultAuthMount: matches(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`, "a mount path such as kubernetes or jwt, without slashes at the ends"),
+	ParamVaultNamespace: matches(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$`, "a Vault namespace such as team or team/app"),
+	ParamVaultAudience:  matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
+	ParamAWSRegion:      matches(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`, "an AWS region such as eu-west-1"),
+	ParamAWSRoleARN:     matches(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$`, "an IAM role ARN such as arn:aws:iam::123456789012:role/app"),
+	ParamAWSAudience:    matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
+	ParamGCPProvider: matches(`^//iam\.googleapis\.com/projects/[0-9]{1,19}/locations/global/workloadIdentityPools/[a-z0-9-]{4,32}/providers/[a-z0-9-]{4,32}$`,
+		"a workload identity pool provider such as //iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/POOL/providers/PROVIDER"),
+	ParamGCPSA:            matches(`^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$`, "a service account's email such as app@project.iam.gserviceaccount.com"),
+	ParamGCPAudience:      matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
+	ParamGCPProject:       matches(`^[a-z0-9][a-z0-9.:-]{0,127}$`, "a Google Cloud project id or number"),
 	"secretProviderClass": func(string) error { return nil },
 }
 

@@ -68,8 +68,11 @@ type Backend struct {
 	// Backend at all.
 	Role string
 	// Audience is the parameter naming the audience of the pod's token
-	// to log in with, DefaultAudience its default.
+	// to log in with, DefaultAudience its default, or AudienceOf the
+	// default as the Role parameter's value decides it (gcp: the pool
+	// provider's own audience).
 	Audience, DefaultAudience string
+	AudienceOf                func(role string) string
 	// Params are the class parameters that configure the provider; with
 	// the namespace and service account they make the identity.
 	Params []string
@@ -452,6 +455,10 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 				"audience %q is another backend's (%s): a %s login never uses another backend's audience", aud, param, b.Name)}
 		}
 	}
+	if b.Audience != ParamGCPAudience && GoogleAudience(aud) {
+		return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
+			"audience %q is Google's STS's: a %s login never uses another backend's audience", aud, b.Name)}
+	}
 	tok, ok := req.Tokens[aud]
 	if !ok {
 		return Identity{}, b, "", &ParamError{Param: AttrTokens, Problem: fmt.Sprintf(
@@ -468,10 +475,26 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 // their audience parameter, whether or not this build carries them.
 var knownAudiences = map[string]string{ParamVaultAudience: DefaultVaultAudience, ParamAWSAudience: DefaultAWSAudience}
 
+// GoogleAudience reports whether aud is an audience Google's STS accepts
+// for a workload identity pool provider (its default audience, or the
+// provider's name): only gcp logins use such tokens, whatever a class says.
+func GoogleAudience(aud string) bool {
+	return strings.HasPrefix(aud, "https://iam.googleapis.com/") || strings.HasPrefix(aud, "//iam.googleapis.com/")
+}
+
+// GCPDefaultAudience is the audience a pool provider accepts unless it
+// lists others: its name, as an https URL.
+func GCPDefaultAudience(provider string) string {
+	return "https:" + provider
+}
+
 // audience is the audience of the pod's token a login at b uses.
 func (s *Server) audience(req *Request, b Backend) string {
 	if a := req.Params[b.Audience]; a != "" {
 		return a
+	}
+	if b.AudienceOf != nil {
+		return b.AudienceOf(req.Params[b.Role])
 	}
 	return b.DefaultAudience
 }

@@ -30,7 +30,7 @@ func startGCP(t *testing.T) *gcpServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(f.Stop)
+	t.Cleanup(f.Close)
 	return &gcpServer{f, addr}
 }
 
@@ -195,8 +195,7 @@ func TestGCPCallsAtScale(t *testing.T) {
 }
 
 // csi-provider offers gcp with the node's credentials, only with
-// --allow-node-credentials; a class that asks for a pod's own Google
-// identity is refused (not offered yet).
+// --allow-node-credentials.
 func TestCSIGCPNodeCredentials(t *testing.T) {
 	t.Parallel()
 	g := startGCP(t)
@@ -211,13 +210,127 @@ func TestCSIGCPNodeCredentials(t *testing.T) {
 	if got, _ := readTarget(t, target, "pw"); got != "csi-pw" {
 		t.Errorf("pw = %q, want csi-pw", got)
 	}
-	withIdentity := map[string]string{"objects": objects["objects"], "gcpWorkloadIdentityProvider": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"}
-	if _, err := p.mount(t, pod{Namespace: "team-a", Name: "gcp-2", ServiceAccount: "app-a"}, withIdentity, t.TempDir()); err == nil {
-		t.Error("a class asking for a pod's own Google identity was served")
+	impersonating := map[string]string{"objects": objects["objects"], "gcpServiceAccount": "reader-a@test-project.iam.gserviceaccount.com"}
+	if _, err := p.mount(t, pod{Namespace: "team-a", Name: "gcp-2", ServiceAccount: "app-a"}, impersonating, t.TempDir()); err == nil {
+		t.Error("a class impersonating a service account with the node's credentials was served")
 	}
 
 	strict := startCSI(t, nil, g.args()...)
 	if _, err := strict.mount(t, pod{Namespace: "team-a", Name: "gcp-3", ServiceAccount: "app-a"}, objects, t.TempDir()); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("without --allow-node-credentials: %v, want PermissionDenied", err)
+	}
+}
+
+// A pod reads as itself: its service-account token is exchanged at
+// (fake) Google STS for its class's workload identity pool provider, and
+// the federated token reads what IAM grants the pod's principal, or
+// impersonates the class's service account. Secret Manager and STS are
+// served over TLS that the provider trusts through SSL_CERT_FILE, and the
+// fake checks every call's bearer token.
+func TestCSIGCPPodIdentity(t *testing.T) {
+	t.Parallel()
+	f := gcpfake.New("test-project")
+	addr, err := f.StartTLS("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	base, err := f.ServeSTS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := f.CAFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const provider = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s-pool/providers/cluster-1"
+	audience := "https:" + provider
+	f.Pool(provider, audience)
+	f.Put("a-db", []byte(`{"password":"pw-a"}`))
+	f.Put("b-db", []byte("pw-b"))
+	subA, subB := "system:serviceaccount:team-a:app-a", "system:serviceaccount:team-b:app-b"
+	f.Grant(f.Subject(subA), "a-db")
+	const reader = "reader-b@test-project.iam.gserviceaccount.com"
+	f.AllowImpersonation(f.Subject(subB), reader)
+	f.Grant("serviceAccount:"+reader, "b-db")
+
+	p := startCSI(t, []string{"SSL_CERT_FILE=" + ca}, "--providers", "gcp", "--gcp-project", "test-project", "--gcp-endpoint", addr,
+		"--gcp-sts-url", base+"/v1/token", "--gcp-iam-credentials-url", base)
+	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{audience: gcpfake.UnsignedJWT(subA, audience)}}
+	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{audience: gcpfake.UnsignedJWT(subB, audience)}}
+	class := func(ref string, more ...string) map[string]string {
+		m := map[string]string{"objects": "- ref: " + ref + "\n  path: s\n", "gcpWorkloadIdentityProvider": provider}
+		for i := 0; i+1 < len(more); i += 2 {
+			m[more[i]] = more[i+1]
+		}
+		return m
+	}
+
+	t.Run("direct access", func(t *testing.T) {
+		target := t.TempDir()
+		if _, err := p.mount(t, podA, class("gcp:a-db#password"), target); err != nil {
+			t.Fatalf("pod a reading what its principal is granted: %v", err)
+		}
+		if got, _ := readTarget(t, target, "s"); got != "pw-a" {
+			t.Errorf("s = %q, want pw-a", got)
+		}
+		if got := f.Calls("sts.token"); got != 1 {
+			t.Errorf("%d token exchanges, want 1", got)
+		}
+		if _, err := p.mount(t, podA, class("gcp:b-db"), t.TempDir()); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("pod a reading b-db: %v, want PermissionDenied", err)
+		}
+	})
+	t.Run("impersonation", func(t *testing.T) {
+		target := t.TempDir()
+		if _, err := p.mount(t, podB, class("gcp:b-db", "gcpServiceAccount", reader), target); err != nil {
+			t.Fatalf("pod b impersonating %s: %v", reader, err)
+		}
+		if got, _ := readTarget(t, target, "s"); got != "pw-b" {
+			t.Errorf("s = %q, want pw-b", got)
+		}
+		if got := f.Calls("generateAccessToken"); got < 1 {
+			t.Errorf("%d generateAccessToken calls, want at least 1", got)
+		}
+		// Pod a may not impersonate the reader: no access, not the value.
+		if _, err := p.mount(t, podA, class("gcp:b-db", "gcpServiceAccount", reader), t.TempDir()); err == nil {
+			t.Error("pod a impersonated a service account it was not let")
+		}
+	})
+	t.Run("audiences", func(t *testing.T) {
+		for _, tc := range []struct {
+			name   string
+			params map[string]string
+		}{
+			{"another backend's audience", class("gcp:a-db", "gcpAudience", "sts.amazonaws.com")},
+			{"no token for the audience", class("gcp:a-db", "gcpAudience", "elsewhere")},
+			{"another pool provider", class("gcp:a-db", "gcpWorkloadIdentityProvider", strings.Replace(provider, "cluster-1", "cluster-2", 1), "gcpAudience", audience)},
+			{"not a pool provider", class("gcp:a-db", "gcpWorkloadIdentityProvider", "https://evil.example/token")},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if _, err := p.mount(t, podA, tc.params, t.TempDir()); err == nil {
+					t.Errorf("served")
+				}
+			})
+		}
+	})
+	t.Run("the token stays out of the log", func(t *testing.T) {
+		if strings.Contains(p.Stderr(), podA.Tokens[audience]) || strings.Contains(p.Stderr(), "ya29.fake-") {
+			t.Error("a token reached csi-provider's log")
+		}
+	})
+}
+
+// A node operator's STS and IAM credentials URLs must be https: a pod's
+// token goes there.
+func TestGCPFederationURLsMustBeHTTPS(t *testing.T) {
+	t.Parallel()
+	for _, flag := range []string{"--gcp-sts-url", "--gcp-iam-credentials-url"} {
+		t.Run(flag, func(t *testing.T) {
+			_, out, code := secretfs(t, nil, "get", "--providers", "gcp", "--gcp-project", "p", flag, "http://sts.example/v1/token", "gcp:x")
+			if code != 2 || !strings.Contains(out, flag) {
+				t.Errorf("exit %d, %q; want 2 naming %s", code, out, flag)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 
 	"github.com/spf13/pflag"
 
@@ -18,20 +19,30 @@ func init() {
 	backends = append(backends, backend{name: gcp.Name, flags: gcpFlags})
 }
 
-// paramGCPIdentity would give a pod its own Google identity (workload
-// identity federation); csi-provider does not offer that yet, so a class
-// gets the node's credentials, with --allow-node-credentials, or nothing.
-const paramGCPIdentity = "gcpWorkloadIdentityProvider"
-
 func gcpFlags(set *pflag.FlagSet) opener {
 	project := set.String("gcp-project", "", "Google Cloud project whose Secret Manager secrets gcp:NAME reads (id or number)")
 	endpoint := set.String("gcp-endpoint", "", "HOST:PORT of Secret Manager (default: Google's)")
 	plain := set.Bool("gcp-insecure", false, "with --gcp-endpoint on a loopback address: plaintext gRPC and no credentials (a local fake or emulator)")
-	open := func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
+	sts := set.String("gcp-sts-url", gcp.DefaultSTSURL, "csi-provider: the https URL where a pod's token is exchanged for a Google token (workload identity federation)")
+	iam := set.String("gcp-iam-credentials-url", gcp.DefaultIAMCredentialsURL, "csi-provider: the https base URL of the IAM credentials API (a class's gcpServiceAccount is impersonated there)")
+	config := func() (gcp.Config, error) {
 		if *project == "" {
-			return nil, usagef("the gcp provider needs --gcp-project")
+			return gcp.Config{}, usagef("the gcp provider needs --gcp-project")
 		}
-		p, err := gcp.New(gcp.Config{Project: *project, Endpoint: *endpoint, Insecure: *plain, Logger: log})
+		for name, v := range map[string]string{"gcp-sts-url": *sts, "gcp-iam-credentials-url": *iam} {
+			if u, err := url.Parse(v); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+				return gcp.Config{}, usagef("--%s %q: want an https URL (a pod's token goes there)", name, v)
+			}
+		}
+		return gcp.Config{Project: *project, Endpoint: *endpoint, Insecure: *plain}, nil
+	}
+	open := func(ctx context.Context, log *slog.Logger) (resolver.Provider, error) {
+		c, err := config()
+		if err != nil {
+			return nil, err
+		}
+		c.Logger = log
+		p, err := gcp.New(c)
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
@@ -39,12 +50,28 @@ func gcpFlags(set *pflag.FlagSet) opener {
 	}
 	return opener{
 		open: open,
-		csi:  csi.Backend{Role: paramGCPIdentity},
+		csi: csi.Backend{Role: csi.ParamGCPProvider, Audience: csi.ParamGCPAudience, AudienceOf: csi.GCPDefaultAudience,
+			Params: []string{csi.ParamGCPProvider, csi.ParamGCPSA, csi.ParamGCPAudience, csi.ParamGCPProject}},
+		// A pod's token is exchanged at the node's STS for its class's
+		// pool provider, and impersonates the class's service account if
+		// it names one; the class may name another project.
 		pod: func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error) {
-			if !id.NodeCredentials {
-				return nil, fmt.Errorf("gcp: %w: a pod's own Google identity (%s) is not supported yet; the node's credentials serve with --allow-node-credentials", resolver.ErrPermission, paramGCPIdentity)
+			c, err := config()
+			if err != nil {
+				return nil, err
 			}
-			return open(ctx, log)
+			c.Logger = log
+			if p := id.Settings[csi.ParamGCPProject]; p != "" {
+				c.Project = p
+			}
+			if id.NodeCredentials && id.Settings[csi.ParamGCPSA] != "" {
+				return nil, fmt.Errorf("gcp: %w: %s needs %s (the node's own credentials impersonate nobody)", resolver.ErrPermission, csi.ParamGCPSA, csi.ParamGCPProvider)
+			}
+			if !id.NodeCredentials {
+				c.Federation = &gcp.Federation{Provider: id.Settings[csi.ParamGCPProvider], ServiceAccount: id.Settings[csi.ParamGCPSA],
+					Token: id.Token, STSURL: *sts, IAMCredentialsURL: *iam}
+			}
+			return gcp.New(c)
 		},
 	}
 }

@@ -18,6 +18,14 @@
 // credentials, for a local fake or an emulator, and is refused unless the
 // endpoint is a loopback address.
 //
+// With Federation, the provider acts as a Kubernetes service account that a
+// workload identity pool trusts: its token is exchanged at Google's STS for
+// a federated access token, and that for a service account's token when
+// the pool's principal impersonates one (golang's cloud.google.com/go/auth
+// externalaccount does the exchange and caches the result until it ends).
+// The pool provider's audience is the STS audience; where STS and the IAM
+// credentials API are is the node's choice, never a class's.
+//
 // Errors are classified once, from the gRPC status: NotFound and
 // FailedPrecondition (a disabled or destroyed version) are ErrNotFound;
 // PermissionDenied is ErrPermission; Unauthenticated (our credentials),
@@ -31,17 +39,22 @@
 package gcp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"net"
+	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"cloud.google.com/go/auth"
+	"cloud.google.com/go/auth/credentials/externalaccount"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/googleapis/gax-go/v2"
@@ -76,9 +89,63 @@ type Config struct {
 	// Insecure speaks plaintext gRPC to Endpoint and sends no credentials;
 	// only to a loopback address.
 	Insecure bool
-	// Options are more client options (a pod's token source, tests).
+	// Options are more client options (tests).
 	Options []option.ClientOption
-	Logger  *slog.Logger
+	// Federation, when set, gives the provider a pod's own identity.
+	Federation *Federation
+	Logger     *slog.Logger
+}
+
+// Federation is a Kubernetes service account's Google identity through a
+// workload identity pool.
+type Federation struct {
+	// Provider is the pool provider's name, the STS audience:
+	// //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/ID.
+	Provider string
+	// ServiceAccount, when set, is the email of the service account the
+	// pool's principal impersonates; otherwise the federated token itself
+	// is used (direct resource access).
+	ServiceAccount string
+	// Token returns the service account's newest token.
+	Token func() (string, error)
+	// STSURL is the token exchange endpoint (DefaultSTSURL when empty);
+	// IAMCredentialsURL the IAM credentials API's base (DefaultIAMCredentialsURL).
+	STSURL, IAMCredentialsURL string
+}
+
+// Google's endpoints of the exchange.
+const (
+	DefaultSTSURL            = "https://sts.googleapis.com/v1/token"
+	DefaultIAMCredentialsURL = "https://iamcredentials.googleapis.com"
+	cloudPlatform            = "https://www.googleapis.com/auth/cloud-platform"
+)
+
+// credentials are f's credentials: checked now, exchanged at the first call.
+func (f *Federation) credentials() (*auth.Credentials, error) {
+	sts := cmp.Or(f.STSURL, DefaultSTSURL)
+	opts := &externalaccount.Options{
+		Audience:             f.Provider,
+		SubjectTokenType:     "urn:ietf:params:oauth:token-type:jwt",
+		TokenURL:             sts,
+		Scopes:               []string{cloudPlatform},
+		SubjectTokenProvider: subjectToken(f.Token),
+	}
+	if f.ServiceAccount != "" {
+		base := strings.TrimRight(cmp.Or(f.IAMCredentialsURL, DefaultIAMCredentialsURL), "/")
+		opts.ServiceAccountImpersonationURL = base + "/v1/projects/-/serviceAccounts/" + url.PathEscape(f.ServiceAccount) + ":generateAccessToken"
+	}
+	c, err := externalaccount.NewCredentials(opts)
+	if err != nil {
+		return nil, fmt.Errorf("gcp: workload identity %s: %s", f.Provider, firstLine(err))
+	}
+	return c, nil
+}
+
+// subjectToken is the pod's token as the exchange asks for it.
+type subjectToken func() (string, error)
+
+func (t subjectToken) SubjectToken(context.Context, *externalaccount.RequestOptions) (string, error) {
+	return t()
 }
 
 // Provider reads secrets of one project. It is safe for concurrent use.
@@ -103,6 +170,16 @@ func New(cfg Config) (*Provider, error) {
 		if !Loopback(cfg.Endpoint) {
 			return nil, fmt.Errorf("gcp: --gcp-insecure: %s is not a loopback address: plaintext is only for a local fake or emulator", cfg.Endpoint)
 		}
+	}
+	if cfg.Federation != nil {
+		if cfg.Insecure {
+			return nil, errors.New("gcp: a pod's identity is never sent in plaintext (--gcp-insecure)")
+		}
+		creds, err := cfg.Federation.credentials()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Options = append(slices.Clip(cfg.Options), option.WithAuthCredentials(creds))
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -277,7 +354,9 @@ func (p *Provider) mapError(op, key string, err error) error {
 	case codes.ResourceExhausted:
 		return fmt.Errorf("gcp %s %s: %w: %w (%s)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled, st.Code())
 	case codes.Unauthenticated:
-		return fmt.Errorf("gcp %s %s: %w: credentials rejected", op, key, resolver.ErrUnavailable)
+		// Why (a token exchange's error, say) helps whoever set the
+		// identity up; it never holds a token.
+		return fmt.Errorf("gcp %s %s: %w: credentials rejected: %s", op, key, resolver.ErrUnavailable, firstLine(errors.New(st.Message())))
 	case codes.Canceled:
 		return fmt.Errorf("gcp %s %s: %w", op, key, context.Canceled)
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.Aborted:

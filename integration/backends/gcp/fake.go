@@ -22,6 +22,7 @@ package gcp
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"hash/crc32"
 	"net"
@@ -54,6 +55,17 @@ type Fake struct {
 	corrupt map[string]bool    // guarded by mu; ids whose checksum is wrong
 	srv     *grpc.Server       // guarded by mu
 	addr    string             // guarded by mu
+
+	// Identities (federation.go).
+	checkTokens   bool                       // guarded by mu; StartTLS: calls need a token the fake issued
+	cert          *tls.Certificate           // guarded by mu
+	caPEM         []byte                     // guarded by mu
+	pool          string                     // guarded by mu; the trusted pool provider
+	poolAudience  string                     // guarded by mu; its tokens' audience
+	tokens        map[string]string          // guarded by mu; principal by access token
+	grants        map[string]map[string]bool // guarded by mu; ids by principal
+	impersonators map[string]bool            // guarded by mu; principal NUL email
+	stops         []func()                   // guarded by mu; servers Stop ends besides the gRPC one
 }
 
 type secret struct {
@@ -69,7 +81,8 @@ type version struct {
 
 // New returns a fake of project's secrets.
 func New(project string) *Fake {
-	return &Fake{Project: project, secrets: map[string]*secret{}, calls: map[string]int{}, corrupt: map[string]bool{}}
+	return &Fake{Project: project, secrets: map[string]*secret{}, calls: map[string]int{}, corrupt: map[string]bool{},
+		tokens: map[string]string{}, grants: map[string]map[string]bool{}, impersonators: map[string]bool{}}
 }
 
 // Start serves on addr ("127.0.0.1:0" for any port) and returns the
@@ -80,7 +93,7 @@ func (f *Fake) Start(addr string) (string, error) {
 		return "", err
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(f.intercept))
-	secretmanagerpb.RegisterSecretManagerServiceServer(srv, f)
+	registerService(srv, f)
 	f.mu.Lock()
 	f.srv, f.addr = srv, lis.Addr().String()
 	f.mu.Unlock()
@@ -88,7 +101,12 @@ func (f *Fake) Start(addr string) (string, error) {
 	return lis.Addr().String(), nil
 }
 
-// Stop stops serving (an outage); Start on the same address serves again.
+func registerService(srv *grpc.Server, f *Fake) {
+	secretmanagerpb.RegisterSecretManagerServiceServer(srv, f)
+}
+
+// Stop stops serving the API (an outage); Start on the same address
+// serves again.
 func (f *Fake) Stop() {
 	f.mu.Lock()
 	srv := f.srv
@@ -96,6 +114,18 @@ func (f *Fake) Stop() {
 	f.mu.Unlock()
 	if srv != nil {
 		srv.Stop()
+	}
+}
+
+// Close stops everything the fake serves.
+func (f *Fake) Close() {
+	f.Stop()
+	f.mu.Lock()
+	stops := f.stops
+	f.stops = nil
+	f.mu.Unlock()
+	for _, stop := range stops {
+		stop()
 	}
 }
 
@@ -209,7 +239,12 @@ func (f *Fake) secretPB(id string, s *secret) *secretmanagerpb.Secret {
 	return &secretmanagerpb.Secret{Name: f.parent() + "/secrets/" + id, CreateTime: timestamppb.New(s.created)}
 }
 
-func (f *Fake) AccessSecretVersion(_ context.Context, req *secretmanagerpb.AccessSecretVersionRequest) (*secretmanagerpb.AccessSecretVersionResponse, error) {
+func (f *Fake) AccessSecretVersion(ctx context.Context, req *secretmanagerpb.AccessSecretVersionRequest) (*secretmanagerpb.AccessSecretVersionResponse, error) {
+	// IAM comes first: without access, whether it exists is not told.
+	id, _, _ := strings.Cut(strings.TrimPrefix(req.GetName(), f.parent()+"/secrets/"), "/")
+	if err := f.authorize(ctx, id); err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id, n, v, err := f.versionOf(req.GetName())
@@ -229,7 +264,10 @@ func (f *Fake) AccessSecretVersion(_ context.Context, req *secretmanagerpb.Acces
 	}, nil
 }
 
-func (f *Fake) ListSecrets(_ context.Context, req *secretmanagerpb.ListSecretsRequest) (*secretmanagerpb.ListSecretsResponse, error) {
+func (f *Fake) ListSecrets(ctx context.Context, req *secretmanagerpb.ListSecretsRequest) (*secretmanagerpb.ListSecretsResponse, error) {
+	if err := f.authorize(ctx, ""); err != nil {
+		return nil, err
+	}
 	if req.GetParent() != f.parent() {
 		return nil, status.Errorf(codes.NotFound, "project %q not found", req.GetParent())
 	}
