@@ -15,7 +15,7 @@ DIST      := $(CURDIR)/dist
 
 # Providers a binary carries: make build PROVIDERS="env vault". Each one
 # left out is the build tag secretfs_no_NAME; exec providers are always in.
-ALL_PROVIDERS := env aws vault gcp
+ALL_PROVIDERS := env aws vault gcp azure
 PROVIDERS     ?= $(ALL_PROVIDERS)
 comma := ,
 empty :=
@@ -25,7 +25,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)
 # Every tag set CI checks: each provider alone, and all of them.
-TAG_SETS := secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp secretfs_no_env,secretfs_no_vault,secretfs_no_gcp secretfs_no_env,secretfs_no_aws,secretfs_no_gcp secretfs_no_env,secretfs_no_aws,secretfs_no_vault all
+TAG_SETS := secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp,secretfs_no_azure secretfs_no_env,secretfs_no_vault,secretfs_no_gcp,secretfs_no_azure secretfs_no_env,secretfs_no_aws,secretfs_no_gcp,secretfs_no_azure secretfs_no_env,secretfs_no_aws,secretfs_no_vault,secretfs_no_azure secretfs_no_env,secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp all
 
 .PHONY: build run test test-unit test-providers test-integration backends fuse-tools docker-tools pg-tools inotify-tools lint bench fuzz clean install release release-check licenses check-providers
 

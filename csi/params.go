@@ -44,6 +44,10 @@ const (
 	ParamGCPSA          = "gcpServiceAccount"
 	ParamGCPAudience    = "gcpAudience"
 	ParamGCPProject     = "gcpProject"
+	ParamAzureVault     = "keyvaultName"
+	ParamAzureClientID  = "clientID"
+	ParamAzureTenantID  = "tenantId"
+	ParamAzureAudience  = "azureAudience"
 )
 
 // Limits of a request.

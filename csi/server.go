@@ -46,6 +46,7 @@ const (
 const (
 	DefaultVaultAudience = "vault"
 	DefaultAWSAudience   = "sts.amazonaws.com"
+	DefaultAzureAudience = "api://AzureADTokenExchange"
 )
 
 // Defaults of Options fields left zero.
@@ -473,7 +474,8 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 
 // knownAudiences are the default audiences of the backends there are, by
 // their audience parameter, whether or not this build carries them.
-var knownAudiences = map[string]string{ParamVaultAudience: DefaultVaultAudience, ParamAWSAudience: DefaultAWSAudience}
+var knownAudiences = map[string]string{ParamVaultAudience: DefaultVaultAudience, ParamAWSAudience: DefaultAWSAudience,
+	ParamAzureAudience: DefaultAzureAudience}
 
 // GoogleAudience reports whether aud is an audience Google's STS accepts
 // for a workload identity pool provider (its default audience, or the
