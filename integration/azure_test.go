@@ -1,7 +1,13 @@
 package integration
 
 import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	azfake "github.com/secretfs/secretfs/integration/backends/azure"
 )
@@ -43,9 +49,184 @@ func azureMount(t *testing.T, a *azureServer, args ...string) *daemon {
 	return mount(t, a.env, append(a.args(), args...)...)
 }
 
-func TestAzureSmoke(t *testing.T) {
+// Reads through the real SDK: the current version and given ones, fields,
+// the flat listing across pages, names served only under the spelling the
+// vault lists, disabled, expired, not-yet-valid and deleted secrets (not
+// found), and get's exit codes.
+func TestAzureReads(t *testing.T) {
+	t.Parallel()
 	a := startAzure(t)
-	a.Put("db", `{"password":"pw-1"}`)
-	out, errOut, code := secretfs(t, a.env, append([]string{"get"}, append(a.args(), "azure:db#password")...)...)
-	t.Logf("out=%q err=%q code=%d calls list=%d get=%d token=%d challenge=%d", out, errOut, code, a.Calls("ListSecrets"), a.Calls("GetSecret"), a.Calls("Token"), a.Calls("Challenge"))
+	a.MaxPage = 7 // the listing takes several pages
+	v1 := a.Put("db", `{"user":"app","password":"pw-1"}`)
+	a.Put("db", `{"user":"app","password":"pw-2"}`)
+	a.Put("Mixed-Case", "mc")
+	for _, n := range []string{"off", "expired", "early", "gone"} {
+		a.Put(n, n+"-value")
+	}
+	for i := range 20 {
+		a.Put(fmt.Sprintf("bulk-%02d", i), "b")
+	}
+	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	a.Set("off", false, nil, nil)
+	a.Set("expired", true, &past, nil)
+	a.Set("early", true, nil, &future)
+	a.Delete("gone")
+	d := azureMount(t, a, "--ttl", "1s")
+
+	for _, tc := range []struct{ path, want string }{
+		{"azure/db#password", "pw-2"},
+		{"azure/db@" + v1 + "#password", "pw-1"},
+		{"azure/db@latest#user", "app"},
+		{"azure/Mixed-Case", "mc"},
+	} {
+		if got, err := os.ReadFile(d.Path(tc.path)); err != nil || string(got) != tc.want {
+			t.Errorf("cat %s = %q, %v; want %q", tc.path, got, err, tc.want)
+		}
+	}
+	for _, p := range []string{"azure/mixed-case", "azure/MIXED-CASE", "azure/off", "azure/expired", "azure/early", "azure/gone",
+		"azure/db@" + strings.Repeat("0", 32), "azure/db@3", "azure/missing", "azure/a/b", "azure/under_score"} {
+		_, err := os.ReadFile(d.Path(p))
+		wantErrno(t, "cat "+p, err, syscall.ENOENT)
+	}
+	names := readDir(t, d.Path("azure"))
+	if len(names) != 22 || !slices.Contains(names, "bulk-19") || !slices.Contains(names, "Mixed-Case") || slices.Contains(names, "off") {
+		t.Errorf("ls azure = %d names %q; want the 22 served, across pages of 7", len(names), names)
+	}
+
+	for _, tc := range []struct {
+		ref  string
+		code int
+	}{{"azure:db#password", 0}, {"azure:Mixed-Case", 0}, {"azure:mixed-case", 3}, {"azure:missing", 3}, {"azure:off", 3}, {"azure:expired", 3}, {"azure:early", 3}} {
+		out, stderr, code := secretfs(t, a.env, append([]string{"get"}, append(a.args(), tc.ref)...)...)
+		if code != tc.code {
+			t.Errorf("get %s: exit %d, want %d (%s)", tc.ref, code, tc.code, stderr)
+		}
+		if code == 0 && out == "" {
+			t.Errorf("get %s printed nothing", tc.ref)
+		}
+	}
+	// Were the service to answer in the request's spelling, the listing
+	// still decides.
+	a.EchoSpelling = true
+	if _, stderr, code := secretfs(t, a.env, append([]string{"get"}, append(a.args(), "azure:MIXED-case")...)...); code != 3 {
+		t.Errorf("get azure:MIXED-case from a vault that echoes the spelling: exit %d, want 3 (%s)", code, stderr)
+	}
+	a.EchoSpelling = false
+	// A private cloud: the vault's URL, the authority from the environment.
+	env := append(slices.Clone(a.env), "AZURE_AUTHORITY_HOST=https://login.fake-cloud.test/")
+	out, stderr, code := secretfs(t, env, "get", "--providers", "azure", "--azure-vault", "https://"+a.Vault+".vault.fake-cloud.test", "azure:db#password")
+	if code != 0 || out != "pw-2" {
+		t.Errorf("get from a private cloud: exit %d, %q (%s); want pw-2", code, out, stderr)
+	}
+	if strings.Contains(d.Stderr(), "pw-2") || strings.Contains(d.Stderr(), "node-secret") {
+		t.Error("the log holds a secret value or the client secret")
+	}
+}
+
+// Errors: denied is EACCES (exit 5); throttled (429 with Retry-After) and
+// an outage serve the last good value; a refused endpoint and missing or
+// rejected credentials are unavailable (exit 6) within --timeout; a bad
+// vault is a usage error.
+func TestAzureFailures(t *testing.T) {
+	t.Parallel()
+	a := startAzure(t)
+	a.Put("svc-key", "cached")
+	d := azureMount(t, a, "--ttl", "300ms")
+	p := d.Path("azure", "svc-key")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "cached" {
+		t.Fatalf("first read %q, %v", got, err)
+	}
+	for _, tc := range []struct {
+		name string
+		fail func()
+	}{
+		{"throttled", func() { a.Throttle(5) }},
+		{"503", func() { a.Fail(503) }},
+		{"500", func() { a.Fail(500) }},
+		{"stopped", a.Stop},
+	} {
+		tc.fail()
+		time.Sleep(400 * time.Millisecond) // past the TTL
+		start := time.Now()
+		got, err := os.ReadFile(p)
+		if err != nil || string(got) != "cached" || time.Since(start) > 3*time.Second {
+			t.Errorf("%s: read %q, %v after %v; want the last good value", tc.name, got, err, time.Since(start))
+		}
+		a.Fail(0)
+		a.Start()
+	}
+	a.Put("svc-key", "after")
+	eventually(t, 15*time.Second, "the new value once the vault is back", func() bool {
+		got, err := os.ReadFile(p)
+		return err == nil && string(got) == "after"
+	})
+
+	denied := startAzure(t)
+	denied.Put("svc-key", "x")
+	other := "00000000-0000-0000-0000-0000000000b2"
+	denied.App(other, "other-secret")
+	denyEnv, err := denied.Env(t.TempDir(), other) // an application not granted the vault
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCreds := slices.DeleteFunc(slices.Clone(a.env), func(e string) bool { return strings.HasPrefix(e, "AZURE_CLIENT_") })
+	badSecret := append(slices.Clone(a.env), "AZURE_CLIENT_SECRET=wrong")
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		vault string
+		code  int
+	}{
+		{"not granted", denyEnv, denied.Vault, 5},
+		{"a vault nobody answers", a.env, "no-such-vault", 6},
+		{"no credentials", append(noCreds, "AZURE_TOKEN_CREDENTIALS=EnvironmentCredential"), a.Vault, 6},
+		{"a rejected client secret", badSecret, a.Vault, 6},
+		{"a vault URL in plaintext", a.env, "http://" + a.Vault + ".vault.azure.net", 2},
+		{"no vault", a.env, "", 2},
+	} {
+		start := time.Now()
+		_, stderr, code := secretfs(t, tc.env, "get", "--providers", "azure", "--azure-vault", tc.vault, "--timeout", "2s", "azure:svc-key")
+		if took := time.Since(start); code != tc.code || took > 8*time.Second {
+			t.Errorf("%s: exit %d after %v, %q; want %d within the timeout", tc.name, code, took.Round(time.Millisecond), stderr, tc.code)
+		}
+		if strings.Contains(stderr, "wrong") || strings.Contains(stderr, "node-secret") {
+			t.Errorf("%s: the error holds the client secret: %q", tc.name, stderr)
+		}
+	}
+}
+
+// What a first read costs at 1,000 secrets: a lookup lists the vault
+// (40 pages of 25, the service's most) and reads the one secret; the
+// listing serves the spelling check too.
+func TestAzureCallsAtScale(t *testing.T) {
+	t.Parallel()
+	a := startAzure(t)
+	const n = 1000
+	for i := range n {
+		a.Put(fmt.Sprintf("s%04d", i), fmt.Sprint(i))
+	}
+	d := azureMount(t, a)
+	if got, err := os.ReadFile(d.Path("azure", "s0500")); err != nil || string(got) != "500" {
+		t.Fatalf("first read %q, %v", got, err)
+	}
+	list, get := a.Calls("ListSecrets"), a.Calls("GetSecret")
+	t.Logf("first read at %d secrets: %d list pages, %d GetSecret, %d tokens", n, list, get, a.Calls("Token"))
+	if list != n/25 || get != 1 {
+		t.Errorf("first read at %d secrets: %d list pages, %d GetSecret; want %d (one walk) and 1", n, list, get, n/25)
+	}
+	if names := readDir(t, d.Path("azure")); len(names) != n {
+		t.Errorf("ls azure: %d names, want %d", len(names), n)
+	}
+	if got := a.Calls("ListSecrets"); got != n/25 {
+		t.Errorf("ls after the lookup: %d list pages in all, want the one walk's %d (cached)", got, n/25)
+	}
+}
+
+func TestAzureOutageServesPathsAtOnce(t *testing.T) {
+	t.Parallel()
+	a := startAzure(t)
+	a.Put("svc-key", "cached svc-key")
+	a.Put("svc-other", "cached svc-other")
+	d := azureMount(t, a, "--ttl", "300ms", "--max-stale", "1h", "--timeout", "3s")
+	deepOutage(t, d, a.Stop, "azure/svc-key", "azure/svc-other", "cached svc-key", "cached svc-other")
 }

@@ -39,6 +39,8 @@ func realBackends(t *testing.T) []realBackend {
 	k := awsFixture(t)
 	v := vaultShared(t)
 	g := startGCP(t)
+	az := startAzure(t)
+	dashed := strings.NewReplacer("/", "-", "_", "-").Replace                    // Key Vault names hold letters, digits and "-"
 	flat := func(key string) string { return strings.ReplaceAll(key, "/", "_") } // Secret Manager ids hold no "/"
 	dir := t.TempDir()                                                           // the test provider's files
 	files := func(t *testing.T) *testBackend { return &testBackend{t: t, Dir: dir} }
@@ -82,6 +84,14 @@ func realBackends(t *testing.T) []realBackend {
 			ref:    func(key string) string { return "gcp:" + flat(key) },
 			write:  func(t *testing.T, key, value string) { g.Put(flat(key), []byte(value)) },
 			remove: func(t *testing.T, key string) { g.Delete(flat(key)) },
+		},
+		{
+			name:   "azure",
+			mount:  func(t *testing.T, args ...string) *daemon { return azureMount(t, az, args...) },
+			file:   func(key string) string { return "azure/" + dashed(key) },
+			ref:    func(key string) string { return "azure:" + dashed(key) },
+			write:  func(t *testing.T, key, value string) { az.Put(dashed(key), value) },
+			remove: func(t *testing.T, key string) { az.Delete(dashed(key)) },
 		},
 		{
 			name:  "vault",

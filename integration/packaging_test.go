@@ -18,11 +18,12 @@ type subset struct {
 }
 
 var subsets = []subset{
-	{"all", "", "env, aws, vault, gcp", nil},
-	{"env", "secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp", "env", []string{"aws", "vault", "gcp"}},
-	{"aws", "secretfs_no_env,secretfs_no_vault,secretfs_no_gcp", "aws", []string{"env", "vault", "gcp"}},
-	{"vault", "secretfs_no_env,secretfs_no_aws,secretfs_no_gcp", "vault", []string{"env", "aws", "gcp"}},
-	{"gcp", "secretfs_no_env,secretfs_no_aws,secretfs_no_vault", "gcp", []string{"env", "aws", "vault"}},
+	{"all", "", "env, aws, vault, gcp, azure", nil},
+	{"env", "secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp,secretfs_no_azure", "env", []string{"aws", "vault", "gcp", "azure"}},
+	{"aws", "secretfs_no_env,secretfs_no_vault,secretfs_no_gcp,secretfs_no_azure", "aws", []string{"env", "vault", "gcp", "azure"}},
+	{"vault", "secretfs_no_env,secretfs_no_aws,secretfs_no_gcp,secretfs_no_azure", "vault", []string{"env", "aws", "gcp", "azure"}},
+	{"gcp", "secretfs_no_env,secretfs_no_aws,secretfs_no_vault,secretfs_no_azure", "gcp", []string{"env", "aws", "vault", "azure"}},
+	{"azure", "secretfs_no_env,secretfs_no_aws,secretfs_no_vault,secretfs_no_gcp", "azure", []string{"env", "aws", "vault", "gcp"}},
 }
 
 // What each provider links, and what must not be linked without it.
@@ -30,6 +31,7 @@ var linkedBy = map[string]string{
 	"aws":   "github.com/aws/aws-sdk-go-v2",
 	"vault": "github.com/hashicorp/vault/api",
 	"gcp":   "cloud.google.com/go/secretmanager",
+	"azure": "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets",
 }
 
 // buildSubset builds the binary of s (stripped, as a release is) and

@@ -62,7 +62,7 @@ var backends []backend
 // builtinProviders are the providers secretfs has, in the order they are
 // listed. A binary carries those whose build tag (secretfs_no_NAME) was
 // not given; exec providers are always there.
-var builtinProviders = []string{"env", "aws", "vault", "gcp"}
+var builtinProviders = []string{"env", "aws", "vault", "gcp", "azure"}
 
 // compiled is backends in builtinProviders' order (others, test ones,
 // last).
@@ -79,7 +79,7 @@ func compiled() []backend {
 }
 
 // flagPrefixes tell which provider a flag (or config key) belongs to.
-var flagPrefixes = map[string]string{"aws-": "aws", "vault-": "vault", "env-allow": "env"}
+var flagPrefixes = map[string]string{"aws-": "aws", "vault-": "vault", "env-allow": "env", "gcp-": "gcp", "azure-": "azure"}
 
 // missingProviderHint explains an unknown flag or key that belongs to a
 // provider this binary lacks.

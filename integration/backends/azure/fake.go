@@ -71,6 +71,10 @@ type Fake struct {
 	Vault, Tenant string
 	// MaxPage bounds a listing page below the service's 25.
 	MaxPage int
+	// EchoSpelling answers a secret's id in the request's spelling, not
+	// the one it was created with: whether the real service does is not
+	// documented, so a test can check that secretfs does not rely on it.
+	EchoSpelling bool
 
 	srv   *httptest.Server
 	proxy *httptest.Server
@@ -551,7 +555,11 @@ func (f *Fake) get(w http.ResponseWriter, host, name, ver string) {
 		kvError(w, http.StatusForbidden, "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled")
 		return
 	}
-	writeJSONLocked(w, http.StatusOK, map[string]any{"value": v.value, "id": "https://" + host + "/secrets/" + s.name + "/" + v.id, "attributes": attributes(v)})
+	spelled := s.name
+	if f.EchoSpelling {
+		spelled = name
+	}
+	writeJSONLocked(w, http.StatusOK, map[string]any{"value": v.value, "id": "https://" + host + "/secrets/" + spelled + "/" + v.id, "attributes": attributes(v)})
 }
 
 func attributes(v *version) map[string]any {
