@@ -77,6 +77,10 @@ var params = map[string]func(string) error{
 		"a workload identity pool provider such as //iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/POOL/providers/PROVIDER"),
 	ParamGCPSA:            matches(`^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$`, "a service account's email such as app@project.iam.gserviceaccount.com"),
 	ParamGCPAudience:      matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
+	ParamAzureVault:       matches(`^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$|^https://[a-z0-9.-]+(:[0-9]+)?/?$`, "a Key Vault name such as my-vault, or its https URL"),
+	ParamAzureClientID:    matches(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`, "an application (client) id, a GUID"),
+	ParamAzureTenantID:    matches(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$|^[a-z0-9-]+(\.[a-z0-9-]+)+$`, "a tenant id (a GUID) or domain"),
+	ParamAzureAudience:    matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
 	ParamGCPProject:       matches(`^[a-z0-9][a-z0-9.:-]{0,127}$`, "a Google Cloud project id or number"),
 	"secretProviderClass": func(string) error { return nil },
 }

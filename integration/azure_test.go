@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	azfake "github.com/secretfs/secretfs/integration/backends/azure"
 )
 
@@ -229,4 +232,80 @@ func TestAzureOutageServesPathsAtOnce(t *testing.T) {
 	a.Put("svc-other", "cached svc-other")
 	d := azureMount(t, a, "--ttl", "300ms", "--max-stale", "1h", "--timeout", "3s")
 	deepOutage(t, d, a.Stop, "azure/svc-key", "azure/svc-other", "cached svc-key", "cached svc-other")
+}
+
+// csi-provider gives a pod its own Azure identity (workload identity
+// federation: the pod's token is the client assertion of its class's
+// application), reads only vaults the node allows, and offers the node's
+// own application only with --allow-node-credentials.
+func TestCSIAzure(t *testing.T) {
+	t.Parallel()
+	a := startAzure(t)
+	a.Put("db", `{"password":"pw-a"}`)
+	const (
+		issuer = "https://oidc.cluster.test"
+		appA   = "00000000-0000-0000-0000-0000000000c1"
+		appB   = "00000000-0000-0000-0000-0000000000c2"
+		aud    = "api://AzureADTokenExchange"
+	)
+	subA, subB := "system:serviceaccount:team-a:app-a", "system:serviceaccount:team-b:app-b"
+	a.Federate(appA, issuer, subA, aud)
+	a.Grant(appA)
+	a.Federate(appB, issuer, subB, aud) // not granted the vault
+	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{aud: azfake.KubernetesToken(issuer, subA, aud)}}
+	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{aud: azfake.KubernetesToken(issuer, subB, aud)}}
+	class := func(more ...string) map[string]string {
+		m := map[string]string{"objects": "- ref: azure:db#password\n  path: pw\n"}
+		for i := 0; i+1 < len(more); i += 2 {
+			m[more[i]] = more[i+1]
+		}
+		return m
+	}
+
+	p := startCSI(t, a.env, a.args()...)
+	t.Run("the pod's own identity", func(t *testing.T) {
+		target := t.TempDir()
+		if _, err := p.mount(t, podA, class("clientID", appA), target); err != nil {
+			t.Fatalf("pod a as its application: %v", err)
+		}
+		if got, _ := readTarget(t, target, "pw"); got != "pw-a" {
+			t.Errorf("pw = %q, want pw-a", got)
+		}
+		if _, err := p.mount(t, podA, class("clientID", appA, "keyvaultName", a.Vault), t.TempDir()); err != nil {
+			t.Errorf("naming the node's vault: %v", err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		pd     pod
+		params map[string]string
+		want   codes.Code
+	}{
+		{"an application not granted the vault", podB, class("clientID", appB), codes.PermissionDenied},
+		{"another pod's application", podA, class("clientID", appB), codes.Unavailable},
+		{"a vault the node does not allow", podA, class("clientID", appA, "keyvaultName", "attacker-vault"), codes.InvalidArgument},
+		{"another backend's audience", podA, class("clientID", appA, "azureAudience", "sts.amazonaws.com"), codes.InvalidArgument},
+		{"not a client id", podA, class("clientID", "app-a"), codes.InvalidArgument},
+		{"no identity, no node credentials", podA, class(), codes.PermissionDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := p.mount(t, tc.pd, tc.params, t.TempDir()); status.Code(err) != tc.want {
+				t.Errorf("mount: %v, want %v", err, tc.want)
+			}
+		})
+	}
+
+	t.Run("node credentials", func(t *testing.T) {
+		node := startCSI(t, a.env, append(a.args(), "--allow-node-credentials")...)
+		target := t.TempDir()
+		if _, err := node.mount(t, podA, class(), target); err != nil {
+			t.Fatalf("with the node's application: %v", err)
+		}
+		if got, _ := readTarget(t, target, "pw"); got != "pw-a" {
+			t.Errorf("pw = %q, want pw-a", got)
+		}
+	})
+	if log := p.Stderr(); strings.Contains(log, podA.Tokens[aud]) || strings.Contains(log, "node-secret") || strings.Contains(log, ".fake-") {
+		t.Error("a token or the client secret reached csi-provider's log")
+	}
 }

@@ -41,8 +41,9 @@ A SecretProviderClass names the files in its "objects" parameter:
 
 Every provider this binary has is offered to pods, except env (--allow-env).
 A pod reads as itself: vaultRole (Kubernetes or JWT auth), awsRoleArn
-(web identity) and gcpWorkloadIdentityProvider (workload identity
-federation, --gcp-sts-url) log in with the pod's service-account token. Without them
+(web identity), gcpWorkloadIdentityProvider (workload identity
+federation, --gcp-sts-url) and clientID (Entra ID workload identity) log
+in with the pod's service-account token. Without them
 the node's own credentials are used only with --allow-node-credentials.
 One line is printed to stdout when the socket is served.
 `
