@@ -110,11 +110,11 @@ func TestAzureReads(t *testing.T) {
 	}
 	// Were the service to answer in the request's spelling, the listing
 	// still decides.
-	a.EchoSpelling = true
+	a.EchoSpelling(true)
 	if _, stderr, code := secretfs(t, a.env, append([]string{"get"}, append(a.args(), "azure:MIXED-case")...)...); code != 3 {
 		t.Errorf("get azure:MIXED-case from a vault that echoes the spelling: exit %d, want 3 (%s)", code, stderr)
 	}
-	a.EchoSpelling = false
+	a.EchoSpelling(false)
 	// A private cloud: the vault's URL, the authority from the environment.
 	env := append(slices.Clone(a.env), "AZURE_AUTHORITY_HOST=https://login.fake-cloud.test/")
 	out, stderr, code := secretfs(t, env, "get", "--providers", "azure", "--azure-vault", "https://"+a.Vault+".vault.fake-cloud.test", "azure:db#password")

@@ -71,10 +71,6 @@ type Fake struct {
 	Vault, Tenant string
 	// MaxPage bounds a listing page below the service's 25.
 	MaxPage int
-	// EchoSpelling answers a secret's id in the request's spelling, not
-	// the one it was created with: whether the real service does is not
-	// documented, so a test can check that secretfs does not rely on it.
-	EchoSpelling bool
 
 	srv   *httptest.Server
 	proxy *httptest.Server
@@ -90,6 +86,7 @@ type Fake struct {
 	tokens  map[string]issued  // guarded by mu; by access token
 	readers map[string]bool    // guarded by mu; client ids granted the vault
 	tunnels map[net.Conn]bool  // guarded by mu; open CONNECT tunnels
+	echo    bool               // guarded by mu; see EchoSpelling
 }
 
 type secret struct {
@@ -261,6 +258,15 @@ func (f *Fake) Start() {
 	f.mu.Lock()
 	f.down = false
 	f.mu.Unlock()
+}
+
+// EchoSpelling makes the vault answer a secret's id in the request's
+// spelling, not the one it was created with: whether the real service does
+// is not documented, so a test can check that secretfs does not rely on it.
+func (f *Fake) EchoSpelling(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.echo = on
 }
 
 // Fail makes every vault call answer status (0: none).
@@ -556,7 +562,7 @@ func (f *Fake) get(w http.ResponseWriter, host, name, ver string) {
 		return
 	}
 	spelled := s.name
-	if f.EchoSpelling {
+	if f.echo {
 		spelled = name
 	}
 	writeJSONLocked(w, http.StatusOK, map[string]any{"value": v.value, "id": "https://" + host + "/secrets/" + spelled + "/" + v.id, "attributes": attributes(v)})
