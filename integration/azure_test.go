@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -308,4 +309,30 @@ func TestCSIAzure(t *testing.T) {
 	if log := p.Stderr(); strings.Contains(log, podA.Tokens[aud]) || strings.Contains(log, "node-secret") || strings.Contains(log, ".fake-") {
 		t.Error("a token or the client secret reached csi-provider's log")
 	}
+}
+
+// An expiry is a bound: a value is not served past its exp, not from the
+// cache and not stale in an outage, whatever the TTL and --max-stale.
+func TestAzureExpiryBoundsTheCache(t *testing.T) {
+	t.Parallel()
+	a := startAzure(t)
+	a.Put("soon", "short-lived")
+	exp := time.Now().Add(2 * time.Second)
+	a.Set("soon", true, &exp, nil)
+	a.Put("other", "x")
+	d := azureMount(t, a, "--ttl", "1h", "--max-stale", "1h")
+	p := d.Path("azure", "soon")
+	if got, err := os.ReadFile(p); err != nil || string(got) != "short-lived" {
+		t.Fatalf("before its expiry: %q, %v", got, err)
+	}
+	a.Stop()
+	time.Sleep(time.Until(exp) + 300*time.Millisecond)
+	if got, err := os.ReadFile(p); err == nil {
+		t.Errorf("after its expiry, with the vault down: %q served; want an error", got)
+	}
+	a.Start()
+	eventually(t, 15*time.Second, "ENOENT once the vault is back (the failure's back-off ends)", func() bool {
+		_, err := os.ReadFile(p)
+		return errors.Is(err, syscall.ENOENT)
+	})
 }

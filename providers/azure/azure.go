@@ -13,7 +13,9 @@
 // it) and with the name the service returns.
 //
 // A disabled secret, an expired one (exp) and one not yet valid (nbf) are
-// not served, and not listed: they are not found. A deleted secret is not
+// not served, and not listed: they are not found. A value with an expiry
+// is cached no longer than until then (Secret.MaxAge), and never served
+// stale past it. A deleted secret is not
 // found. Secret values are strings; the value is served byte for byte.
 //
 // Credentials are azidentity.DefaultAzureCredential unless Config gives
@@ -195,7 +197,15 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 	if why := unservable(out.Attributes, time.Now()); why != "" {
 		return resolver.Secret{}, fmt.Errorf("azure %s: %w (%s)", key, resolver.ErrNotFound, why)
 	}
-	return resolver.Secret{Value: []byte(*out.Value), Version: out.ID.Version()}, nil
+	sec := resolver.Secret{Value: []byte(*out.Value), Version: out.ID.Version()}
+	if a := out.Attributes; a != nil && a.Expires != nil {
+		// Never cached, nor served stale in an outage, past its expiry.
+		sec.MaxAge = time.Until(*a.Expires)
+	}
+	if a := out.Attributes; a != nil && a.Created != nil {
+		sec.Created = *a.Created
+	}
+	return sec, nil
 }
 
 // unservable says why a secret with attrs is not served at now, or "".
