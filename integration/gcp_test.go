@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/secretfs/secretfs/integration/backends/fakejwt"
 	gcpfake "github.com/secretfs/secretfs/integration/backends/gcp"
 )
 
@@ -256,8 +257,8 @@ func TestCSIGCPPodIdentity(t *testing.T) {
 
 	p := startCSI(t, []string{"SSL_CERT_FILE=" + ca}, "--providers", "gcp", "--gcp-project", "test-project", "--gcp-endpoint", addr,
 		"--gcp-sts-url", base+"/v1/token", "--gcp-iam-credentials-url", base)
-	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{audience: gcpfake.UnsignedJWT(subA, audience)}}
-	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{audience: gcpfake.UnsignedJWT(subB, audience)}}
+	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{audience: fakejwt.Make("", subA, audience)}}
+	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{audience: fakejwt.Make("", subB, audience)}}
 	class := func(ref string, more ...string) map[string]string {
 		m := map[string]string{"objects": "- ref: " + ref + "\n  path: s\n", "gcpWorkloadIdentityProvider": provider}
 		for i := 0; i+1 < len(more); i += 2 {

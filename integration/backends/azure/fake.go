@@ -63,6 +63,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/secretfs/secretfs/integration/backends/fakejwt"
 )
 
 // Fake is one vault and its tenant.
@@ -104,8 +106,8 @@ type version struct {
 }
 
 type app struct {
-	secret                   string // client secret
-	issuer, subject, audence string // the federated credential
+	secret                    string // client secret
+	issuer, subject, audience string // the federated credential
 }
 
 type issued struct {
@@ -307,7 +309,7 @@ func (f *Fake) App(clientID, clientSecret string) {
 func (f *Fake) Federate(clientID, issuer, subject, audience string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.apps[clientID] = &app{issuer: issuer, subject: subject, audence: audience}
+	f.apps[clientID] = &app{issuer: issuer, subject: subject, audience: audience}
 }
 
 // Grant gives clientID Key Vault Secrets User on the vault.
@@ -438,8 +440,8 @@ func (f *Fake) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case r.PostForm.Get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
-		c, ok := claimsOf(r.PostForm.Get("client_assertion"))
-		if !ok || a.subject == "" || c.Iss != a.issuer || c.Sub != a.subject || !c.has(a.audence) {
+		c, ok := fakejwt.Parse(r.PostForm.Get("client_assertion"))
+		if !ok || a.subject == "" || c.Iss != a.issuer || c.Sub != a.subject || !c.HasAudience(a.audience) {
 			deny("invalid_client", "AADSTS700213: No matching federated identity record found for presented assertion.")
 			return
 		}
@@ -595,41 +597,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // writeJSONLocked is writeJSON while mu is held (it takes no lock).
 func writeJSONLocked(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
-
-type claims struct {
-	Iss string          `json:"iss"`
-	Sub string          `json:"sub"`
-	Aud json.RawMessage `json:"aud"`
-}
-
-func (c claims) has(aud string) bool {
-	var one string
-	if json.Unmarshal(c.Aud, &one) == nil {
-		return one == aud
-	}
-	var many []string
-	return json.Unmarshal(c.Aud, &many) == nil && slices.Contains(many, aud)
-}
-
-// claimsOf reads a JWT's claims without checking its signature.
-func claimsOf(tok string) (claims, bool) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return claims{}, false
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	var c claims
-	if err != nil || json.Unmarshal(b, &c) != nil {
-		return claims{}, false
-	}
-	return c, true
-}
-
-// KubernetesToken is a service-account token of issuer, sub and audience
-// as a test's driver would hand it over (unsigned: the fake does not
-// check signatures).
-func KubernetesToken(issuer, sub, audience string) string {
-	enc := base64.RawURLEncoding.EncodeToString
-	body, _ := json.Marshal(map[string]any{"iss": issuer, "sub": sub, "aud": []string{audience}, "exp": time.Now().Add(time.Hour).Unix()})
-	return enc([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + enc(body) + "." + enc([]byte("unsigned"))
-}

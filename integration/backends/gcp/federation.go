@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/secretfs/secretfs/integration/backends/fakejwt"
 )
 
 // The fake's identities, for a test of a pod's own Google identity
@@ -184,8 +186,8 @@ func (f *Fake) exchange(w http.ResponseWriter, r *http.Request) {
 		stsError(w, http.StatusBadRequest, "invalid_target", "The target service indicated by the \"audience\" parameters is invalid.")
 		return
 	}
-	claims, ok := jwtClaims(r.PostForm.Get("subject_token"))
-	if !ok || claims.Sub == "" || !claims.hasAudience(poolAudience) {
+	claims, ok := fakejwt.Parse(r.PostForm.Get("subject_token"))
+	if !ok || claims.Sub == "" || !claims.HasAudience(poolAudience) {
 		stsError(w, http.StatusBadRequest, "invalid_grant", "The audience in ID Token does not match the expected audience.")
 		return
 	}
@@ -278,47 +280,4 @@ func (f *Fake) authorize(ctx context.Context, id string) error {
 		return nil
 	}
 	return status.Errorf(codes.PermissionDenied, "Permission denied on resource (or it might not exist).")
-}
-
-type claims struct {
-	Sub string          `json:"sub"`
-	Aud json.RawMessage `json:"aud"`
-}
-
-func (c claims) hasAudience(aud string) bool {
-	var one string
-	if json.Unmarshal(c.Aud, &one) == nil {
-		return one == aud
-	}
-	var many []string
-	if json.Unmarshal(c.Aud, &many) == nil {
-		for _, a := range many {
-			if a == aud {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// jwtClaims reads a JWT's claims without checking its signature.
-func jwtClaims(tok string) (claims, bool) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return claims{}, false
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	var c claims
-	if err != nil || json.Unmarshal(b, &c) != nil {
-		return claims{}, false
-	}
-	return c, true
-}
-
-// UnsignedJWT is a token of sub for audience as a test's driver would hand
-// it over (the fake does not check signatures).
-func UnsignedJWT(sub, audience string) string {
-	enc := base64.RawURLEncoding.EncodeToString
-	body, _ := json.Marshal(map[string]any{"sub": sub, "aud": []string{audience}, "exp": time.Now().Add(time.Hour).Unix()})
-	return enc([]byte(`{"alg":"RS256","typ":"JWT"}`)) + "." + enc(body) + "." + enc([]byte("unsigned"))
 }
