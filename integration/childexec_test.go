@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,6 +194,49 @@ func TestExecForwardsSignals(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("SIGTERM did not end the command")
+	}
+}
+
+// Ctrl-C (or TERM) while the secrets are still being read ends secretfs
+// at once, with the status a shell gives a command the signal ends, and
+// the command never starts.
+func TestExecInterruptedWhileReading(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			// A backend that takes the connection and never answers.
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lis.Close() })
+			go func() {
+				for {
+					c, err := lis.Accept()
+					if err != nil {
+						return
+					}
+					t.Cleanup(func() { c.Close() })
+				}
+			}()
+			out := filepath.Join(t.TempDir(), "out")
+			cmd, done := startExec(t, nil, []string{"--providers", "gcp", "--gcp-project", "p", "--gcp-endpoint", lis.Addr().String(),
+				"--gcp-insecure", "--timeout", "30s", "--env", "SECRET=gcp:k"}, "echo started > "+out)
+			time.Sleep(500 * time.Millisecond) // reading
+			cmd.Process.Signal(sig)
+			select {
+			case err := <-done:
+				if got, want := exitStatus(err), 128+int(sig); got != want {
+					t.Errorf("exit %d, want %d", got, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%v did not end secretfs exec while it read", sig)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("the command started")
+			}
+		})
 	}
 }
 

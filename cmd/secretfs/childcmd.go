@@ -10,6 +10,8 @@ import (
 	osexec "os/exec"
 	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,11 +104,15 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Until the command starts, SIGINT and SIGTERM end secretfs; then they
-	// are the command's.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// Until the command starts, SIGINT and SIGTERM end secretfs, with
+	// the status a shell gives a command they end (128+N); then they are
+	// the command's.
+	ctx, stop, interrupted := untilSignal(syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	r, ps, err := e.openResolver(ctx, log, deadlines)
+	if s := interrupted(); s != 0 {
+		return &childExit{128 + int(s)}
+	}
 	if err != nil {
 		return err
 	}
@@ -114,6 +120,9 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	c := cache.New(r, e.cacheFlags.options(deadlines, log))
 	defer c.Close()
 	env, err := child.Resolve(ctx, c, vars, dirs)
+	if s := interrupted(); s != 0 {
+		return &childExit{128 + int(s)}
+	}
 	if errors.Is(err, child.ErrName) {
 		return usagef("%v", err)
 	}
@@ -149,6 +158,35 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 		return &childExit{code}
 	}
 	return nil
+}
+
+// untilSignal is a context that ends at the first of sigs; interrupted
+// says which one came (0: none). stop lets the signals go.
+func untilSignal(sigs ...os.Signal) (ctx context.Context, stop func(), interrupted func() syscall.Signal) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var got atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			if n, ok := s.(syscall.Signal); ok {
+				got.Store(int32(n))
+			}
+			cancel()
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			signal.Stop(ch)
+			close(done)
+			cancel()
+		})
+	}
+	return ctx, stop, func() syscall.Signal { return syscall.Signal(got.Load()) }
 }
 
 // sources reads --env and --env-from, and enables their providers.
