@@ -208,7 +208,7 @@ func Run(eng Engine, env Env, vars []Var, dirs []Dir, opts Options) (int, error)
 				continue
 			}
 			log.Info("a secret of the environment changed: restarting the program", "variables", strings.Join(diff(env, next), " "), "stop_signal", opts.StopSignal.String())
-			if gone := stop(cmd, exited, opts.StopSignal, opts.StopTimeout); !gone {
+			if gone, quit := stop(cmd, exited, opts.StopSignal, opts.StopTimeout, sigs); !gone || quit {
 				return status(cmd.ProcessState), nil
 			}
 			env, sum = next, next.sum()
@@ -222,21 +222,39 @@ func Run(eng Engine, env Env, vars []Var, dirs []Dir, opts Options) (int, error)
 
 // stop asks the program to stop with sig, kills it after timeout, and
 // waits for it; gone is false when it had exited already on its own.
-func stop(cmd *exec.Cmd, exited <-chan struct{}, sig syscall.Signal, timeout time.Duration) (gone bool) {
+// Signals that come meanwhile go to the program as ever; quit says one of
+// them asked secretfs to end (TERM, INT, QUIT): then no program is started
+// again.
+func stop(cmd *exec.Cmd, exited <-chan struct{}, sig syscall.Signal, timeout time.Duration, sigs <-chan os.Signal) (gone, quit bool) {
 	select {
 	case <-exited:
-		return false
+		return false, false
 	default:
 	}
 	cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-exited
+	deadline := time.After(timeout)
+	for {
+		select {
+		case <-exited:
+			return true, quit
+		case s := <-sigs:
+			if slices.Contains(ending, s) {
+				quit = true
+			}
+			if !slices.Contains(fromTerminal, s) || !foreground() {
+				cmd.Process.Signal(s)
+			}
+		case <-deadline:
+			cmd.Process.Kill()
+			<-exited
+			return true, quit
+		}
 	}
-	return true
 }
+
+// ending are the signals that ask secretfs to end, not to pass something
+// on: during a restart, they end it with the program it is stopping.
+var ending = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT}
 
 // diff names the variables whose value differs between a and b.
 func diff(a, b Env) []string {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -237,6 +238,36 @@ func TestExecInterruptedWhileReading(t *testing.T) {
 				t.Error("the command started")
 			}
 		})
+	}
+}
+
+// A TERM that comes while a restart waits for the old command to stop ends
+// secretfs with it: the new command is never started.
+func TestExecTermDuringARestartEndsIt(t *testing.T) {
+	t.Parallel()
+	b := newTestBackend(t, map[string]string{"k": "v1"})
+	out := filepath.Join(t.TempDir(), "out")
+	// The command takes a second to stop.
+	script := `trap 'echo term >> ` + out + `; sleep 1; exit 42' TERM
+echo "$$ $SECRET" >> ` + out + `
+while :; do sleep 0.05; done`
+	cmd, done := startExec(t, nil, []string{"--providers", "test", "--test-dir", b.Dir, "--ttl", "300ms", "--restart-on-change",
+		"--stop-timeout", "10s", "--env", "SECRET=test:k"}, script)
+	eventually(t, 5*time.Second, "the command starts", func() bool { return len(lines(out)) == 1 })
+	b.write("k", "v2")
+	eventually(t, 10*time.Second, "the restart asks the command to stop", func() bool { return len(lines(out)) == 2 })
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if got := exitStatus(err); got != 42 {
+			t.Errorf("exit %d, want the command's 42", got)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("TERM during a restart did not end secretfs exec")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := lines(out); slices.ContainsFunc(got, func(l string) bool { return strings.HasSuffix(l, " v2") }) {
+		t.Errorf("the command wrote %q; want no new command started with v2", got)
 	}
 }
 
