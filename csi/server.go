@@ -451,7 +451,7 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 		}
 	}
 	for param, def := range others {
-		if param != b.Audience && (aud == def || aud == req.Params[param]) {
+		if param != b.Audience && (strings.EqualFold(aud, def) || strings.EqualFold(aud, req.Params[param])) {
 			return Identity{}, b, "", &ParamError{Param: b.Audience, Problem: fmt.Sprintf(
 				"audience %q is another backend's (%s): a %s login never uses another backend's audience", aud, param, b.Name)}
 		}
@@ -477,11 +477,14 @@ func (s *Server) identity(req *Request, provider string) (Identity, Backend, str
 var knownAudiences = map[string]string{ParamVaultAudience: DefaultVaultAudience, ParamAWSAudience: DefaultAWSAudience,
 	ParamAzureAudience: DefaultAzureAudience}
 
-// GoogleAudience reports whether aud is an audience Google's STS accepts
-// for a workload identity pool provider (its default audience, or the
+// GoogleAudience reports whether aud looks like an audience Google's STS
+// accepts for a workload identity pool provider (its default audience, the
 // provider's name): only gcp logins use such tokens, whatever a class says.
+// GKE's own pools (PROJECT.svc.id.goog, identitynamespace:...) included,
+// in any case.
 func GoogleAudience(aud string) bool {
-	return strings.HasPrefix(aud, "https://iam.googleapis.com/") || strings.HasPrefix(aud, "//iam.googleapis.com/")
+	a := strings.ToLower(aud)
+	return strings.Contains(a, "iam.googleapis.com") || strings.Contains(a, ".svc.id.goog") || strings.HasPrefix(a, "identitynamespace:")
 }
 
 // GCPDefaultAudience is the audience a pool provider accepts unless it

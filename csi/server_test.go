@@ -249,6 +249,9 @@ func TestIdentityNeedsARoleAndAToken(t *testing.T) {
 		{"an address the node lists", false, map[string]string{ParamVaultAddress: "https://vault.node:8200"}, codes.OK, ""},
 		{"another backend's audience", false, map[string]string{ParamVaultAudience: DefaultAWSAudience, AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, "parameter " + ParamVaultAudience},
 		{"another backend's audience, that one moved away", false, map[string]string{ParamVaultAudience: DefaultAWSAudience, ParamAWSAudience: "unused", AttrTokens: `{"sts.amazonaws.com":{"token":"t"}}`}, codes.InvalidArgument, "parameter " + ParamVaultAudience},
+		{"a Google audience in capitals", false, map[string]string{ParamVaultAudience: "HTTPS://IAM.GOOGLEAPIS.COM/projects/1/locations/global/workloadIdentityPools/p/providers/k", AttrTokens: `{"HTTPS://IAM.GOOGLEAPIS.COM/projects/1/locations/global/workloadIdentityPools/p/providers/k":{"token":"t"}}`}, codes.InvalidArgument, "Google's STS"},
+		{"GKE's pool audience", false, map[string]string{ParamVaultAudience: "my-project.svc.id.goog", AttrTokens: `{"my-project.svc.id.goog":{"token":"t"}}`}, codes.InvalidArgument, "Google's STS"},
+		{"another backend's audience in capitals", false, map[string]string{ParamVaultAudience: "STS.AMAZONAWS.COM", AttrTokens: `{"STS.AMAZONAWS.COM":{"token":"t"}}`}, codes.InvalidArgument, "parameter " + ParamVaultAudience},
 		{"a Google pool provider's audience", false, map[string]string{ParamVaultAudience: "https://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k", AttrTokens: `{"https://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k":{"token":"t"}}`}, codes.InvalidArgument, "Google's STS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

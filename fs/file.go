@@ -59,14 +59,17 @@ func (f *fsys) fileInode(ctx context.Context, parent *gofs.Inode, name string, c
 	}
 	node.setValid(valid)
 	node.seen()
+	ino := existing
+	if ino == nil {
+		ino = parent.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
+	}
+	// Watched once made: the notifier may tell the kernel of it at once,
+	// and go-fuse gives an inode its id in NewInode.
 	for _, r := range c.reads {
 		r.Field = ""
 		f.notifier.watch(r, parent, name, node, gen)
 	}
-	if existing != nil {
-		return existing
-	}
-	return parent.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG})
+	return ino
 }
 
 // fileNode is one version of one secret's content (with its field). Its

@@ -215,6 +215,10 @@ func TestCSIGCPNodeCredentials(t *testing.T) {
 	if _, err := p.mount(t, pod{Namespace: "team-a", Name: "gcp-2", ServiceAccount: "app-a"}, impersonating, t.TempDir()); err == nil {
 		t.Error("a class impersonating a service account with the node's credentials was served")
 	}
+	otherProject := map[string]string{"objects": objects["objects"], "gcpProject": "other-project"}
+	if _, err := p.mount(t, pod{Namespace: "team-a", Name: "gcp-4", ServiceAccount: "app-a"}, otherProject, t.TempDir()); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a class sending the node's credentials to another project: %v, want PermissionDenied", err)
+	}
 
 	strict := startCSI(t, nil, g.args()...)
 	if _, err := strict.mount(t, pod{Namespace: "team-a", Name: "gcp-3", ServiceAccount: "app-a"}, objects, t.TempDir()); status.Code(err) != codes.PermissionDenied {
@@ -252,11 +256,13 @@ func TestCSIGCPPodIdentity(t *testing.T) {
 	subA, subB := "system:serviceaccount:team-a:app-a", "system:serviceaccount:team-b:app-b"
 	f.Grant(f.Subject(subA), "a-db")
 	const reader = "reader-b@test-project.iam.gserviceaccount.com"
-	f.AllowImpersonation(f.Subject(subB), reader)
+	f.AllowImpersonation(f.Subject(subB), reader, true)
 	f.Grant("serviceAccount:"+reader, "b-db")
 
-	p := startCSI(t, []string{"SSL_CERT_FILE=" + ca}, "--providers", "gcp", "--gcp-project", "test-project", "--gcp-endpoint", addr,
-		"--gcp-sts-url", base+"/v1/token", "--gcp-iam-credentials-url", base)
+	// The Google libraries' own debug logging (tokens, payloads) stays off
+	// whatever the environment says.
+	p := startCSI(t, []string{"SSL_CERT_FILE=" + ca, "GOOGLE_SDK_GO_LOGGING_LEVEL=debug"}, "--providers", "gcp", "--gcp-project", "test-project",
+		"--gcp-endpoint", addr, "--gcp-sts-url", base+"/v1/token", "--gcp-iam-credentials-url", base, "--ttl", "300ms")
 	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{audience: fakejwt.Make("", subA, audience)}}
 	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{audience: fakejwt.Make("", subB, audience)}}
 	class := func(ref string, more ...string) map[string]string {
@@ -296,6 +302,25 @@ func TestCSIGCPPodIdentity(t *testing.T) {
 		// Pod a may not impersonate the reader: no access, not the value.
 		if _, err := p.mount(t, podA, class("gcp:b-db", "gcpServiceAccount", reader), t.TempDir()); err == nil {
 			t.Error("pod a impersonated a service account it was not let")
+		}
+	})
+	t.Run("a binding removed is refused, not served stale", func(t *testing.T) {
+		// Tokens of a second: the exchange runs again at the next call.
+		f.TokenLifetime(time.Second)
+		defer f.TokenLifetime(0)
+		subC := "system:serviceaccount:team-c:app-c"
+		const readerC = "reader-c@test-project.iam.gserviceaccount.com"
+		f.AllowImpersonation(f.Subject(subC), readerC, true)
+		f.Grant("serviceAccount:"+readerC, "b-db")
+		podC := pod{Namespace: "team-c", Name: "c-1", ServiceAccount: "app-c", Tokens: map[string]string{audience: fakejwt.Make("", subC, audience)}}
+		if _, err := p.mount(t, podC, class("gcp:b-db", "gcpServiceAccount", readerC), t.TempDir()); err != nil {
+			t.Fatalf("pod c impersonating %s: %v", readerC, err)
+		}
+		f.AllowImpersonation(f.Subject(subC), readerC, false)
+		time.Sleep(1200 * time.Millisecond) // past the TTL and the token's life
+		if _, err := p.mount(t, podC, class("gcp:b-db", "gcpServiceAccount", readerC), t.TempDir()); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("pod c once its binding is removed: %v, want PermissionDenied (never the cached value)", err)
+			t.Logf("calls: sts %d iam %d\n%s", f.Calls("sts.token"), f.Calls("generateAccessToken"), p.Stderr())
 		}
 	})
 	t.Run("audiences", func(t *testing.T) {

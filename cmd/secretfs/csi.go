@@ -67,7 +67,7 @@ func newCSIFlags() *csiFlags {
 		endpoint:        f.String("endpoint", "", "unix socket to serve the driver on, e.g. /etc/kubernetes/secrets-store-csi-providers/secretfs.sock"),
 		healthAddr:      f.String("health-addr", "", "serve /healthz, /readyz and Prometheus /metrics on HOST:PORT (e.g. :8989)"),
 		allowEnv:        f.Bool("allow-env", false, "offer the env provider to pods: it shows this process's environment (mind --env-allow)"),
-		allowNode:       f.Bool("allow-node-credentials", false, "let classes without vaultRole or awsRoleArn read with the node's own credentials: only for single-tenant clusters"),
+		allowNode:       f.Bool("allow-node-credentials", false, "let classes that give no identity of the pod's own (vaultRole, awsRoleArn, gcpWorkloadIdentityProvider, clientID) read with the node's own credentials: only for single-tenant clusters"),
 		ttl:             f.Duration("ttl", cache.DefaultTTL, "how long a value is served from memory before the backend is asked again"),
 		negTTL:          f.Duration("negative-ttl", cache.DefaultNegativeTTL, "how long a not-found answer is remembered"),
 		maxStale:        f.Duration("max-stale", cache.DefaultMaxStale, "how long past its TTL a value is served while its backend is unavailable (0: never)"),

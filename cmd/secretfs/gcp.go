@@ -54,18 +54,25 @@ func gcpFlags(set *pflag.FlagSet) opener {
 			Params: []string{csi.ParamGCPProvider, csi.ParamGCPSA, csi.ParamGCPAudience, csi.ParamGCPProject}},
 		// A pod's token is exchanged at the node's STS for its class's
 		// pool provider, and impersonates the class's service account if
-		// it names one; the class may name another project.
+		// it names one; the class may name another project (its own
+		// identity is what IAM checks there).
 		pod: func(ctx context.Context, log *slog.Logger, id csi.Identity) (resolver.Provider, error) {
 			c, err := config()
 			if err != nil {
 				return nil, err
 			}
 			c.Logger = log
-			if p := id.Settings[csi.ParamGCPProject]; p != "" {
+			if id.NodeCredentials {
+				// The node's credentials read the node's project, as
+				// themselves, and nothing else.
+				if p := id.Settings[csi.ParamGCPProject]; p != "" && p != c.Project {
+					return nil, fmt.Errorf("gcp: %w: %s %q is not the node's project, and node credentials read no other", resolver.ErrPermission, csi.ParamGCPProject, p)
+				}
+				if id.Settings[csi.ParamGCPSA] != "" {
+					return nil, fmt.Errorf("gcp: %w: %s needs %s (the node's own credentials impersonate nobody)", resolver.ErrPermission, csi.ParamGCPSA, csi.ParamGCPProvider)
+				}
+			} else if p := id.Settings[csi.ParamGCPProject]; p != "" {
 				c.Project = p
-			}
-			if id.NodeCredentials && id.Settings[csi.ParamGCPSA] != "" {
-				return nil, fmt.Errorf("gcp: %w: %s needs %s (the node's own credentials impersonate nobody)", resolver.ErrPermission, csi.ParamGCPSA, csi.ParamGCPProvider)
 			}
 			if !id.NodeCredentials {
 				c.Federation = &gcp.Federation{Provider: id.Settings[csi.ParamGCPProvider], ServiceAccount: id.Settings[csi.ParamGCPSA],

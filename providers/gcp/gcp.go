@@ -41,14 +41,17 @@ package gcp
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +132,9 @@ func (f *Federation) credentials() (*auth.Credentials, error) {
 		TokenURL:             sts,
 		Scopes:               []string{cloudPlatform},
 		SubjectTokenProvider: subjectToken(f.Token),
+		// The library logs tokens at debug level when
+		// GOOGLE_SDK_GO_LOGGING_LEVEL says so: never.
+		Logger: slog.New(slog.DiscardHandler),
 	}
 	if f.ServiceAccount != "" {
 		base := strings.TrimRight(cmp.Or(f.IAMCredentialsURL, DefaultIAMCredentialsURL), "/")
@@ -150,8 +156,9 @@ func (t subjectToken) SubjectToken(context.Context, *externalaccount.RequestOpti
 
 // Provider reads secrets of one project. It is safe for concurrent use.
 type Provider struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	creds *auth.Credentials // a pod's (Federation), or nil
 
 	mu     sync.Mutex
 	client *secretmanager.Client // guarded by mu; made at the first call that can
@@ -171,15 +178,17 @@ func New(cfg Config) (*Provider, error) {
 			return nil, fmt.Errorf("gcp: --gcp-insecure: %s is not a loopback address: plaintext is only for a local fake or emulator", cfg.Endpoint)
 		}
 	}
+	var creds *auth.Credentials
 	if cfg.Federation != nil {
 		if cfg.Insecure {
-			return nil, errors.New("gcp: a pod's identity is never sent in plaintext (--gcp-insecure)")
+			return nil, fmt.Errorf("gcp: %w: this node speaks plaintext to Secret Manager (--gcp-insecure), and a pod's identity is never sent over it", resolver.ErrPermission)
 		}
-		creds, err := cfg.Federation.credentials()
+		c, err := cfg.Federation.credentials()
 		if err != nil {
 			return nil, err
 		}
-		cfg.Options = append(slices.Clip(cfg.Options), option.WithAuthCredentials(creds))
+		creds = c
+		cfg.Options = append(slices.Clip(cfg.Options), option.WithAuthCredentials(c))
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -188,7 +197,7 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Insecure {
 		log.Warn("gcp: plaintext gRPC to a local endpoint, no credentials sent (--gcp-insecure)", "endpoint", cfg.Endpoint)
 	}
-	return &Provider{cfg: cfg, log: log}, nil
+	return &Provider{cfg: cfg, log: log, creds: creds}, nil
 }
 
 // Loopback reports whether HOST:PORT names a loopback address (an IP, or
@@ -225,7 +234,9 @@ func (p *Provider) api(ctx context.Context) (*secretmanager.Client, error) {
 	if p.client != nil {
 		return p.client, nil
 	}
-	opts := append([]option.ClientOption{}, p.cfg.Options...)
+	// The library logs requests and responses, payloads included, at
+	// debug level when GOOGLE_SDK_GO_LOGGING_LEVEL says so: never.
+	opts := append([]option.ClientOption{option.WithLogger(slog.New(slog.DiscardHandler))}, p.cfg.Options...)
 	if p.cfg.Insecure {
 		conn, err := grpc.NewClient(p.cfg.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -256,6 +267,9 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 	default:
 		return resolver.Secret{}, fmt.Errorf("gcp %s@%s: %w (a version is a number or latest)", key, version, resolver.ErrNotFound)
 	}
+	if err := p.exchange(ctx); err != nil {
+		return resolver.Secret{}, err
+	}
 	c, err := p.api(ctx)
 	if err != nil {
 		return resolver.Secret{}, err
@@ -285,6 +299,9 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	if dir != "" {
 		return nil, fmt.Errorf("gcp %s/: %w (secret ids hold no /)", dir, resolver.ErrNotFound)
 	}
+	if err := p.exchange(ctx); err != nil {
+		return nil, err
+	}
 	c, err := p.api(ctx)
 	if err != nil {
 		return nil, err
@@ -305,6 +322,82 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 		}
 		names = append(names, n)
 	}
+}
+
+// exchange makes sure a pod's identity has a Google token (cached until it
+// ends; exchanged again then), so that a refusal is told apart from an
+// outage: the pod's token or its binding refused (HTTP 400, 401, 403 from
+// STS or the IAM credentials API) is ErrPermission, and the cache then
+// stops serving what that identity read; anything else is ErrUnavailable.
+// The error says the status and the OAuth error code, never the body (an
+// endpoint may echo what it was sent).
+func (p *Provider) exchange(ctx context.Context) error {
+	if p.creds == nil {
+		return nil
+	}
+	_, err := p.creds.Token(ctx)
+	if err == nil {
+		return nil
+	}
+	switch code, body := exchangeStatus(err); {
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("gcp workload identity: %w", err)
+	case code == http.StatusBadRequest || code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return fmt.Errorf("gcp workload identity: %w: the token exchange was refused (HTTP %d %s)", resolver.ErrPermission, code, oauthError(body))
+	case code != 0:
+		return fmt.Errorf("gcp workload identity: %w: the token exchange failed (HTTP %d)", resolver.ErrUnavailable, code)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("gcp workload identity: %w: the token exchange timed out", resolver.ErrUnavailable)
+	}
+	return fmt.Errorf("gcp workload identity: %w: the token exchange could not be made", resolver.ErrUnavailable)
+}
+
+var (
+	oauthCode = regexp.MustCompile(`^[A-Za-z_]{1,64}$`)
+	// statusText is how the library's STS and impersonation calls say an
+	// answer that is not 200 ("credentials: status code 403: BODY").
+	statusText = regexp.MustCompile(`(?s)status code ([1-5][0-9][0-9]): (.*)$`)
+)
+
+// exchangeStatus is the HTTP status and body of a refused or failed
+// exchange: from an auth.Error, or the text the library makes of an answer
+// that is not 200; 0 when the error holds none (a transport error).
+func exchangeStatus(err error) (int, []byte) {
+	var ae *auth.Error
+	if errors.As(err, &ae) && ae.Response != nil {
+		return ae.Response.StatusCode, ae.Body
+	}
+	m := statusText.FindStringSubmatch(err.Error())
+	if m == nil {
+		return 0, nil
+	}
+	code, _ := strconv.Atoi(m[1])
+	return code, []byte(m[2])
+}
+
+// oauthError is the error code of an OAuth or Google API error body
+// ({"error":"invalid_grant"}, {"error":{"status":"PERMISSION_DENIED"}}),
+// or "" when it has none that looks like one.
+func oauthError(body []byte) string {
+	var b struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(body, &b) != nil {
+		return ""
+	}
+	var code string
+	if json.Unmarshal(b.Error, &code) != nil {
+		var obj struct {
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(b.Error, &obj) == nil {
+			code = obj.Status
+		}
+	}
+	if !oauthCode.MatchString(code) {
+		return ""
+	}
+	return code
 }
 
 // retries replaces the library's retries (every UNAVAILABLE until the
@@ -354,9 +447,7 @@ func (p *Provider) mapError(op, key string, err error) error {
 	case codes.ResourceExhausted:
 		return fmt.Errorf("gcp %s %s: %w: %w (%s)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled, st.Code())
 	case codes.Unauthenticated:
-		// Why (a token exchange's error, say) helps whoever set the
-		// identity up; it never holds a token.
-		return fmt.Errorf("gcp %s %s: %w: credentials rejected: %s", op, key, resolver.ErrUnavailable, firstLine(errors.New(st.Message())))
+		return fmt.Errorf("gcp %s %s: %w: credentials rejected", op, key, resolver.ErrUnavailable)
 	case codes.Canceled:
 		return fmt.Errorf("gcp %s %s: %w", op, key, context.Canceled)
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.Aborted:

@@ -89,3 +89,17 @@ func TestRetries(t *testing.T) {
 		t.Error("NOT_FOUND retried")
 	}
 }
+
+func TestOAuthError(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"error":"invalid_grant","error_description":"The audience does not match."}`, "invalid_grant"},
+		{`{"error":{"code":403,"status":"PERMISSION_DENIED","message":"denied"}}`, "PERMISSION_DENIED"},
+		{`{"error":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}`, ""}, // an echoed token is no code
+		{`not json`, ""},
+		{``, ""},
+	} {
+		if got := oauthError([]byte(tc.body)); got != tc.want {
+			t.Errorf("oauthError(%s) = %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}

@@ -65,6 +65,7 @@ type Fake struct {
 	tokens        map[string]string          // guarded by mu; principal by access token
 	grants        map[string]map[string]bool // guarded by mu; ids by principal
 	impersonators map[string]bool            // guarded by mu; principal NUL email
+	lifetime      time.Duration              // guarded by mu; of issued tokens
 	stops         []func()                   // guarded by mu; servers Stop ends besides the gRPC one
 }
 

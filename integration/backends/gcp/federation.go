@@ -45,7 +45,7 @@ import (
 // token, or one the fake did not issue, is UNAUTHENTICATED; one the grants
 // do not cover is PERMISSION_DENIED.
 //
-// Not covered: token expiry and refresh (tokens last an hour), attribute
+// Not covered: attribute
 // mappings and conditions, workforce pools, the token info endpoint.
 
 // StartTLS is Start over TLS, with bearer tokens checked.
@@ -138,11 +138,28 @@ func (f *Fake) Grant(principal string, ids ...string) {
 	}
 }
 
-// AllowImpersonation lets principal take email's tokens.
-func (f *Fake) AllowImpersonation(principal, email string) {
+// AllowImpersonation lets principal take email's tokens, or no longer.
+func (f *Fake) AllowImpersonation(principal, email string, allowed bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.impersonators[principal+"\x00"+email] = true
+	f.impersonators[principal+"\x00"+email] = allowed
+}
+
+// TokenLifetime sets how long the tokens STS and generateAccessToken issue
+// last (an hour unless set).
+func (f *Fake) TokenLifetime(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lifetime = d
+}
+
+func (f *Fake) tokenLifetime() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lifetime <= 0 {
+		return time.Hour
+	}
+	return f.lifetime
 }
 
 // ServeSTS serves STS and the IAM credentials API until the test ends and
@@ -193,7 +210,7 @@ func (f *Fake) exchange(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := f.issue(f.Subject(claims.Sub))
 	writeJSON(w, map[string]any{"access_token": tok, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-		"token_type": "Bearer", "expires_in": 3600})
+		"token_type": "Bearer", "expires_in": int(f.tokenLifetime().Seconds())})
 }
 
 // generateAccessToken is projects/-/serviceAccounts/EMAIL:generateAccessToken.
@@ -216,7 +233,7 @@ func (f *Fake) generateAccessToken(w http.ResponseWriter, r *http.Request) {
 			"message": "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist)."}})
 	default:
 		writeJSON(w, map[string]any{"accessToken": f.issue("serviceAccount:" + email),
-			"expireTime": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+			"expireTime": time.Now().Add(f.tokenLifetime()).UTC().Format(time.RFC3339)})
 	}
 }
 
