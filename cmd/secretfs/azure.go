@@ -78,7 +78,7 @@ func azureFlags(set *pflag.FlagSet) opener {
 			if err != nil {
 				return nil, fmt.Errorf("azure: %w: %v", resolver.ErrPermission, err)
 			}
-			c.Credential = cred
+			c.Credential, c.PodIdentity = cred, true
 			return azure.New(c)
 		},
 	}

@@ -52,6 +52,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	azlog "github.com/Azure/azure-sdk-for-go/sdk/azcore/log"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
@@ -75,6 +76,11 @@ type Config struct {
 	Vault string
 	// Credential, when set, replaces DefaultAzureCredential.
 	Credential azcore.TokenCredential
+	// PodIdentity says Credential is a pod's own (csi-provider): Entra ID
+	// refusing it (HTTP 400, 401, 403: no federated credential matches,
+	// the application is gone) is ErrPermission, so that what it read is
+	// no longer served; the node's credentials refused are an outage.
+	PodIdentity bool
 	// ListTTL bounds how old a listing Get trusts for a name's spelling
 	// (default 5 s): a name missing from a listing is looked for again at
 	// most that often.
@@ -117,6 +123,9 @@ func VaultURL(vault string) (string, error) {
 // New checks cfg and returns a provider; the credential is asked for a
 // token at the first call.
 func New(cfg Config) (*Provider, error) {
+	// The SDK logs every request, and Entra ID's answers, to stderr when
+	// AZURE_SDK_GO_LOGGING=all: never in secretfs.
+	azlog.SetListener(nil)
 	u, err := VaultURL(cfg.Vault)
 	if err != nil {
 		return nil, err
@@ -346,6 +355,10 @@ func (p *Provider) mapError(op, key string, err error) error {
 	}
 	var auth *azidentity.AuthenticationFailedError
 	if errors.As(err, &auth) {
+		if r := auth.RawResponse; p.cfg.PodIdentity && r != nil &&
+			(r.StatusCode == http.StatusBadRequest || r.StatusCode == http.StatusUnauthorized || r.StatusCode == http.StatusForbidden) {
+			return fmt.Errorf("azure %s %s: %w: Entra ID refused the pod's identity (HTTP %d)", op, key, resolver.ErrPermission, r.StatusCode)
+		}
 		return fmt.Errorf("azure %s %s: %w: credentials rejected", op, key, resolver.ErrUnavailable)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
