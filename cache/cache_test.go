@@ -522,6 +522,52 @@ func TestLeaseBoundsTTLAndStale(t *testing.T) {
 	}
 }
 
+// A value's NotAfter bounds it: fresh and stale until then, never after,
+// whatever the TTL and MaxStale.
+func TestNotAfterBoundsTTLAndStale(t *testing.T) {
+	clk := newClock()
+	b := &expiringBackend{notAfter: clk.Now().Add(10 * time.Minute)}
+	c := newCache(t, clk, cache.Options{TTL: time.Hour, MaxStale: time.Hour}, b)
+	ref := resolver.Reference{Provider: "expiring", Key: "k"}
+	if v, err := c.Get(context.Background(), ref); err != nil || v.FreshFor != 10*time.Minute {
+		t.Fatalf("Get = fresh for %v, %v; want 10m, until NotAfter", v.FreshFor, err)
+	}
+	b.down.Store(true)
+	clk.Advance(9 * time.Minute) // past the refresh ahead, before NotAfter
+	if v, err := c.Get(context.Background(), ref); err != nil || string(v.Value) != "x" {
+		t.Errorf("before NotAfter, with the backend down: %q, %v; want the value", v.Value, err)
+	}
+	clk.Advance(2 * time.Minute)
+	if v, err := c.Get(context.Background(), ref); !errors.Is(err, resolver.ErrUnavailable) {
+		t.Errorf("past NotAfter, with the backend down: %q, %v; want ErrUnavailable (never stale past it)", v.Value, err)
+	}
+
+	// Far away, it does not take stale serving away.
+	far := &expiringBackend{notAfter: clk.Now().Add(365 * 24 * time.Hour)}
+	c2 := newCache(t, clk, cache.Options{TTL: time.Minute, MaxStale: time.Hour}, far)
+	if _, err := c2.Get(context.Background(), ref); err != nil {
+		t.Fatal(err)
+	}
+	far.down.Store(true)
+	clk.Advance(30 * time.Minute)
+	if v, err := c2.Get(context.Background(), ref); err != nil || string(v.Value) != "x" {
+		t.Errorf("a year before NotAfter, in an outage past the TTL: %q, %v; want the value served stale", v.Value, err)
+	}
+}
+
+type expiringBackend struct {
+	notAfter time.Time
+	down     atomic.Bool
+}
+
+func (e *expiringBackend) Name() string { return "expiring" }
+func (e *expiringBackend) Get(context.Context, string, string) (resolver.Secret, error) {
+	if e.down.Load() {
+		return resolver.Secret{}, resolver.ErrUnavailable
+	}
+	return resolver.Secret{Value: []byte("x"), NotAfter: e.notAfter}, nil
+}
+
 type leaseBackend struct {
 	calls atomic.Int64
 	down  atomic.Bool

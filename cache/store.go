@@ -261,6 +261,16 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	if staleFor > 0 {
 		e.staleUntil = e.expires.Add(staleFor)
 	}
+	if s, ok := val.(resolver.Secret); ok && !s.NotAfter.IsZero() {
+		// Valid until then: neither fresh nor stale past it.
+		if s.NotAfter.Before(e.expires) {
+			e.expires = s.NotAfter
+			e.refreshAt = began.Add(e.expires.Sub(began) * 3 / 4)
+		}
+		if !e.staleUntil.IsZero() && s.NotAfter.Before(e.staleUntil) {
+			e.staleUntil = s.NotAfter
+		}
+	}
 	if e.lease = leaseOf(val); e.lease != nil {
 		c.leaseTimes(e) // the lease's times, not the TTL's
 	}

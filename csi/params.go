@@ -79,7 +79,7 @@ var params = map[string]func(string) error{
 	ParamGCPAudience:      matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
 	ParamAzureVault:       matches(`^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$|^https://[a-z0-9.-]+(:[0-9]+)?/?$`, "a Key Vault name such as my-vault, or its https URL"),
 	ParamAzureClientID:    matches(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`, "an application (client) id, a GUID"),
-	ParamAzureTenantID:    matches(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$|^[a-z0-9-]+(\.[a-z0-9-]+)+$`, "a tenant id (a GUID) or domain"),
+	ParamAzureTenantID:    matches(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`, "a tenant id, a GUID (the vault's challenge names its tenant by id)"),
 	ParamAzureAudience:    matches(`^[!-~]+$`, "an audience of the CSIDriver's tokenRequests"),
 	ParamGCPProject:       matches(`^[a-z0-9][a-z0-9.:-]{0,127}$`, "a Google Cloud project id or number"),
 	"secretProviderClass": func(string) error { return nil },

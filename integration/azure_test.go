@@ -72,6 +72,11 @@ func TestAzureReads(t *testing.T) {
 		a.Put(fmt.Sprintf("bulk-%02d", i), "b")
 	}
 	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	// A staged rotation: the current version is not valid yet, the last
+	// good one is pinned.
+	good := a.Put("staged", "good")
+	a.Put("staged", "next")
+	a.Set("staged", true, nil, &future)
 	a.Set("off", false, nil, nil)
 	a.Set("expired", true, &past, nil)
 	a.Set("early", true, nil, &future)
@@ -83,19 +88,20 @@ func TestAzureReads(t *testing.T) {
 		{"azure/db@" + v1 + "#password", "pw-1"},
 		{"azure/db@latest#user", "app"},
 		{"azure/Mixed-Case", "mc"},
+		{"azure/staged@" + good, "good"},
 	} {
 		if got, err := os.ReadFile(d.Path(tc.path)); err != nil || string(got) != tc.want {
 			t.Errorf("cat %s = %q, %v; want %q", tc.path, got, err, tc.want)
 		}
 	}
-	for _, p := range []string{"azure/mixed-case", "azure/MIXED-CASE", "azure/off", "azure/expired", "azure/early", "azure/gone",
+	for _, p := range []string{"azure/staged", "azure/mixed-case", "azure/MIXED-CASE", "azure/off", "azure/expired", "azure/early", "azure/gone",
 		"azure/db@" + strings.Repeat("0", 32), "azure/db@3", "azure/missing", "azure/a/b", "azure/under_score"} {
 		_, err := os.ReadFile(d.Path(p))
 		wantErrno(t, "cat "+p, err, syscall.ENOENT)
 	}
 	names := readDir(t, d.Path("azure"))
 	if len(names) != 22 || !slices.Contains(names, "bulk-19") || !slices.Contains(names, "Mixed-Case") || slices.Contains(names, "off") {
-		t.Errorf("ls azure = %d names %q; want the 22 served, across pages of 7", len(names), names)
+		t.Errorf("ls azure = %d names %q; want the 22 served (not staged, off, expired, early or gone), across pages of 7", len(names), names)
 	}
 
 	for _, tc := range []struct {
@@ -265,7 +271,7 @@ func TestCSIAzure(t *testing.T) {
 	}
 
 	// The SDK's own logging stays off whatever the environment says.
-	p := startCSI(t, append(slices.Clone(a.env), "AZURE_SDK_GO_LOGGING=all"), a.args()...)
+	p := startCSI(t, append(slices.Clone(a.env), "AZURE_SDK_GO_LOGGING=all"), append(a.args(), "--ttl", "1s", "--negative-ttl", "1s")...)
 	t.Run("the pod's own identity", func(t *testing.T) {
 		target := t.TempDir()
 		if _, err := p.mount(t, podA, class("clientID", appA), target); err != nil {
@@ -298,6 +304,29 @@ func TestCSIAzure(t *testing.T) {
 		})
 	}
 
+	t.Run("a rename that changes only the case", func(t *testing.T) {
+		a.Put("Renamed", "old-spelling")
+		// A name the latest listing lacks is looked for again at most every
+		// 5 s.
+		eventually(t, 15*time.Second, "a new secret is served once the vault is listed again", func() bool {
+			_, err := p.mount(t, podA, map[string]string{"objects": "- ref: azure:Renamed\n  path: r\n", "clientID": appA}, t.TempDir())
+			return err == nil
+		})
+		a.Delete("Renamed")
+		a.Put("renamed", "new-spelling")
+		target := t.TempDir()
+		eventually(t, 15*time.Second, "the new spelling is served once the vault is listed again", func() bool {
+			_, err := p.mount(t, podA, map[string]string{"objects": "- ref: azure:renamed\n  path: r\n", "clientID": appA}, target)
+			return err == nil
+		})
+		if got, _ := readTarget(t, target, "r"); got != "new-spelling" {
+			t.Errorf("r = %q, want new-spelling", got)
+		}
+		eventually(t, 15*time.Second, "the old spelling is not found once its value's TTL ends", func() bool {
+			_, err := p.mount(t, podA, map[string]string{"objects": "- ref: azure:Renamed\n  path: r\n", "clientID": appA}, t.TempDir())
+			return status.Code(err) == codes.NotFound
+		})
+	})
 	t.Run("node credentials", func(t *testing.T) {
 		node := startCSI(t, a.env, append(a.args(), "--allow-node-credentials")...)
 		target := t.TempDir()

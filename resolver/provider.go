@@ -95,6 +95,11 @@ type Secret struct {
 	// MaxAge, when positive, bounds how long the value may be cached (a
 	// Vault lease, for example).
 	MaxAge time.Duration
+	// NotAfter, when set, is when the value stops being valid (an expiry
+	// date the backend keeps but does not enforce): it is neither fresh
+	// nor served stale from then on, while until then it is served stale
+	// in an outage as any value is.
+	NotAfter time.Time
 	// Key is the key the value was read under, set by the Resolver: the
 	// reference's Key, or "Key@Version" when a secret is named exactly
 	// so (see Resolver.Fetch). Rules are matched on it.

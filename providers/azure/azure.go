@@ -10,12 +10,14 @@
 // lists, and any other spelling is not found, so that no spelling gets
 // around a path rule: Get compares the name with the provider's latest
 // listing (listing again at most once per ListTTL when the name is not in
-// it) and with the name the service returns.
+// it, or is there under another spelling) and with the name the service
+// returns. A vault that denies listing therefore serves nothing.
 //
 // A disabled secret, an expired one (exp) and one not yet valid (nbf) are
-// not served, and not listed: they are not found. A value with an expiry
-// is cached no longer than until then (Secret.MaxAge), and never served
-// stale past it. A deleted secret is not
+// not served, and not listed: they are not found; a version given
+// explicitly is served if that version is valid (a rollback to the last
+// good version while the current one is staged). A value with an expiry
+// is neither fresh nor stale past it (Secret.NotAfter). A deleted secret is not
 // found. Secret values are strings; the value is served byte for byte.
 //
 // Credentials are azidentity.DefaultAzureCredential unless Config gives
@@ -47,6 +49,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -96,8 +99,10 @@ type Provider struct {
 
 	mu       sync.Mutex
 	client   *azsecrets.Client // guarded by mu; made at the first call
-	spelling map[string]string // guarded by mu; listed name by lower case, from the latest listing
-	listedAt time.Time         // guarded by mu; when spelling was listed
+	spelling map[string]string // guarded by mu; every listed name by lower case, from the latest walk
+	served   []string          // guarded by mu; the names the latest walk found servable
+	listedAt time.Time         // guarded by mu; when the latest walk ended
+	walkTook time.Duration     // guarded by mu; how long it took
 	listing  *listCall         // guarded by mu; the walk in flight
 }
 
@@ -201,6 +206,10 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 		return resolver.Secret{}, fmt.Errorf("azure %s: %w: the service answered without an id or a value", key, resolver.ErrUnavailable)
 	}
 	if n := out.ID.Name(); n != key {
+		// The listing is behind (a rename): the next read lists again.
+		p.mu.Lock()
+		p.listedAt = time.Time{}
+		p.mu.Unlock()
 		return resolver.Secret{}, fmt.Errorf("azure %s: %w (the vault spells it otherwise)", key, resolver.ErrNotFound)
 	}
 	if why := unservable(out.Attributes, time.Now()); why != "" {
@@ -208,8 +217,8 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 	}
 	sec := resolver.Secret{Value: []byte(*out.Value), Version: out.ID.Version()}
 	if a := out.Attributes; a != nil && a.Expires != nil {
-		// Never cached, nor served stale in an outage, past its expiry.
-		sec.MaxAge = time.Until(*a.Expires)
+		// Neither fresh nor served stale in an outage past its expiry.
+		sec.NotAfter = *a.Expires
 	}
 	if a := out.Attributes; a != nil && a.Created != nil {
 		sec.Created = *a.Created
@@ -232,16 +241,22 @@ func unservable(attrs *azsecrets.SecretAttributes, now time.Time) string {
 	return ""
 }
 
-// spelledAsListed checks key against the latest listing, listing again
-// when the name is not in one younger than ListTTL.
+// spelledAsListed checks key against the latest walk, walking again when
+// the name is not in it, or under another spelling (a rename), and the
+// walk is older than ListTTL. Every listed name counts, servable or not: a
+// version of it may be (a rollback to the last good version).
 func (p *Provider) spelledAsListed(ctx context.Context, key string) error {
 	lower := strings.ToLower(key)
 	p.mu.Lock()
 	listed, ok := p.spelling[lower]
 	fresh := time.Since(p.listedAt) < p.cfg.ListTTL
 	p.mu.Unlock()
-	if !ok && !fresh {
-		if _, err := p.List(ctx, ""); err != nil {
+	if (!ok || listed != key) && !fresh {
+		if _, err := p.walkNow(ctx); err != nil {
+			if errors.Is(err, resolver.ErrPermission) {
+				return fmt.Errorf("azure %s: %w: the vault denies listing, which secretfs needs to check a name's spelling "+
+					"(Key Vault Secrets User has it; an access policy needs list as well as get)", key, resolver.ErrPermission)
+			}
 			return err
 		}
 		p.mu.Lock()
@@ -258,11 +273,26 @@ func (p *Provider) spelledAsListed(ctx context.Context, key string) error {
 }
 
 // List implements resolver.Lister: the vault's secrets that are served,
-// at the top; nothing is below a name. Walks that overlap share one.
+// at the top; nothing is below a name. Walks that overlap share one, and
+// a slow vault's walk serves as long as it took (whoever gave up waiting
+// for it finds it then).
 func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	if dir != "" {
 		return nil, fmt.Errorf("azure %s/: %w (secret names hold no /)", dir, resolver.ErrNotFound)
 	}
+	p.mu.Lock()
+	if p.served != nil && p.walkTook > time.Second && time.Since(p.listedAt) < p.walkTook {
+		names := slices.Clone(p.served)
+		p.mu.Unlock()
+		return names, nil
+	}
+	p.mu.Unlock()
+	return p.walkNow(ctx)
+}
+
+// walkNow joins the walk in flight or starts one, and waits for it within
+// ctx.
+func (p *Provider) walkNow(ctx context.Context) ([]string, error) {
 	p.mu.Lock()
 	call := p.listing
 	if call == nil {
@@ -273,41 +303,56 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 	p.mu.Unlock()
 	select {
 	case <-call.done:
-		return call.names, call.err
+		return slices.Clone(call.names), call.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("azure list: %w", ctx.Err())
+		return nil, fmt.Errorf("azure list: %w: %w", resolver.ErrUnavailable, ctx.Err())
 	}
 }
 
-// walkTimeout bounds a listing walk that nobody waits for any more.
-const walkTimeout = 30 * time.Second
+// walkTimeout bounds a listing walk, which runs on when its waiters have
+// given up: at 25 names a page, some 10,000 names at 300 ms a page.
+const walkTimeout = 2 * time.Minute
 
 // walk lists the vault, under its own budget (a waiter's deadline bounds
 // only its wait), and records the spellings.
 func (p *Provider) walk(call *listCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), walkTimeout)
 	defer cancel()
-	call.names, call.err = p.walkPages(ctx)
+	began := time.Now()
+	all, err := p.walkPages(ctx)
 	p.mu.Lock()
 	p.listing = nil
-	if call.err == nil {
-		p.spelling = make(map[string]string, len(call.names))
-		for _, n := range call.names {
-			p.spelling[strings.ToLower(n)] = n
+	if err == nil {
+		p.spelling = make(map[string]string, len(all))
+		p.served = p.served[:0:0]
+		for _, n := range all {
+			p.spelling[strings.ToLower(n.name)] = n.name
+			if n.servable {
+				p.served = append(p.served, n.name)
+			}
 		}
+		call.names = p.served
 		p.listedAt = time.Now()
+		p.walkTook = p.listedAt.Sub(began)
 	}
+	call.err = err
 	p.mu.Unlock()
 	close(call.done)
 }
 
-func (p *Provider) walkPages(ctx context.Context) ([]string, error) {
+// listed is a name a walk found.
+type listed struct {
+	name     string
+	servable bool // its current version is enabled and within its dates
+}
+
+func (p *Provider) walkPages(ctx context.Context) ([]listed, error) {
 	c, err := p.api()
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	var names []string
+	var names []listed
 	pager := c.NewListSecretPropertiesPager(nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
@@ -315,11 +360,11 @@ func (p *Provider) walkPages(ctx context.Context) ([]string, error) {
 			return nil, p.mapError("ListSecretProperties", "", err)
 		}
 		for _, s := range page.Value {
-			if s == nil || s.ID == nil || unservable(s.Attributes, now) != "" {
+			if s == nil || s.ID == nil {
 				continue
 			}
 			if n := s.ID.Name(); secretName.MatchString(n) {
-				names = append(names, n)
+				names = append(names, listed{n, unservable(s.Attributes, now) == ""})
 			}
 		}
 	}
@@ -346,7 +391,7 @@ func (p *Provider) mapError(op, key string, err error) error {
 			return fmt.Errorf("azure %s %s: %w: %w (429)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled)
 		case code >= 500 || code == http.StatusRequestTimeout:
 			return fmt.Errorf("azure %s %s: %w: HTTP %d", op, key, resolver.ErrUnavailable, code)
-		case code == http.StatusBadRequest:
+		case code == http.StatusBadRequest && op == "GetSecret":
 			// A name or version the service refuses: nothing there.
 			return fmt.Errorf("azure %s: %w (%s)", key, resolver.ErrNotFound, re.ErrorCode)
 		}

@@ -42,13 +42,18 @@ func TestErrorsAreClassified(t *testing.T) {
 		{"429", responseError(429, `{"error":{"code":"Throttled","message":"m"}}`), resolver.KindUnavailable, true},
 		{"503", responseError(503, ``), resolver.KindUnavailable, false},
 		{"400", responseError(400, `{"error":{"code":"BadParameter","message":"m"}}`), resolver.KindNotFound, false},
+		{"400 on a listing", responseError(400, `{"error":{"code":"BadParameter","message":"m"}}`), resolver.KindUnknown, false},
 		{"409", responseError(409, `{"error":{"code":"Conflict","message":"m"}}`), resolver.KindUnknown, false},
 		{"deadline", context.DeadlineExceeded, resolver.KindUnavailable, false},
 		{"canceled", context.Canceled, resolver.KindCanceled, false},
 		{"no credential", errors.New("DefaultAzureCredential: failed to acquire a token.\nAttempted credentials:\n\tEnvironmentCredential: missing"), resolver.KindUnavailable, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := p.mapError("op", "k", tc.err)
+			op := "GetSecret"
+			if strings.Contains(tc.name, "listing") {
+				op = "ListSecretProperties"
+			}
+			got := p.mapError(op, "k", tc.err)
 			if k := resolver.KindOf(got); k != tc.kind {
 				t.Errorf("kind %v (%v), want %v", k, got, tc.kind)
 			}
