@@ -194,6 +194,7 @@ type state struct {
 	releases map[string]func()   // guarded by mu; by held value: its release
 	globKeys map[string]bool     // guarded by mu; the keys the globs matched at the last listing, as provider:key
 	listed   bool                // guarded by mu; the globs were listed once (later keys are new against that)
+	globErr  map[string]string   // guarded by mu; by glob: why its latest listing failed (warned once)
 	changed  map[string]bool     // guarded by mu; items changed since the last run began
 	first    time.Time           // guarded by mu; the first change not yet run
 	timer    *time.Timer         // guarded by mu; the debounce

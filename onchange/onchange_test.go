@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -316,4 +317,50 @@ func TestSignalPidFile(t *testing.T) {
 	if err := signalPidFile(self, syscall.Signal(0)); err != nil {
 		t.Errorf("signal 0 to ourselves: %v", err)
 	}
+}
+
+// A glob that cannot be listed (here: more names than a glob holds) is
+// warned of once, not at every relist, and its listing again is told.
+func TestGlobFailureWarnedOnce(t *testing.T) {
+	eng := newEngine(map[string]string{})
+	var many []string
+	for i := range maxGlobKeys + 1 {
+		many = append(many, fmt.Sprintf("k%d", i))
+	}
+	eng.listings["p:big"] = many
+	var logs lockedBuffer
+	cmd, _ := recorder(t)
+	r, err := New([]Entry{{Name: "e", Targets: []Target{{Ref: resolver.Reference{Provider: "p"}, Glob: "big/*"}}, Command: cmd}},
+		Options{Engine: eng, Relist: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Start()
+	defer r.Close()
+	waitUntil(t, "several relists", func() bool { return strings.Count(logs.String(), "msg=") >= 1 })
+	time.Sleep(100 * time.Millisecond) // some ten relists more
+	if n := strings.Count(logs.String(), "could not be listed"); n != 1 {
+		t.Errorf("the failing glob was warned of %d times, want once:\n%s", n, logs.String())
+	}
+	eng.mu.Lock()
+	eng.listings["p:big"] = many[:3]
+	eng.mu.Unlock()
+	waitUntil(t, "the glob listed again is told", func() bool { return strings.Contains(logs.String(), "listed again") })
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder // guarded by mu
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
