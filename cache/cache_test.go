@@ -860,3 +860,93 @@ func TestForget(t *testing.T) {
 		t.Errorf("calls after Forget(a) = %d, want 1 (a/x only)", n)
 	}
 }
+
+// notAfterBackend answers v1 without an end, then v2 that ends at
+// notAfter, with lease if set; gate, when set, holds a call until closed.
+type notAfterBackend struct {
+	mu       sync.Mutex
+	n        int
+	down     bool
+	gate     chan struct{}
+	notAfter time.Time
+	lease    *resolver.Lease
+	calls    atomic.Int64
+}
+
+func (f *notAfterBackend) Name() string { return "p" }
+func (f *notAfterBackend) Get(context.Context, string, string) (resolver.Secret, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	g := f.gate
+	f.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return resolver.Secret{}, resolver.ErrUnavailable
+	}
+	if f.n++; f.n == 1 {
+		return resolver.Secret{Value: []byte("v1")}, nil
+	}
+	return resolver.Secret{Value: []byte("v2"), NotAfter: f.notAfter, Lease: f.lease}, nil
+}
+
+func (f *notAfterBackend) setDown() {
+	f.mu.Lock()
+	f.down = true
+	f.mu.Unlock()
+}
+
+// NotAfter holds on every path that sets an entry's times: a value that
+// lands in an older entry after an Expire, and a lease.
+func TestNotAfterOnEveryPath(t *testing.T) {
+	ref := resolver.Reference{Provider: "p", Key: "k"}
+	t.Run("after an Expire", func(t *testing.T) {
+		clk := newClock()
+		f := &notAfterBackend{}
+		c := newCache(t, clk, cache.Options{TTL: time.Minute, MaxStale: time.Hour}, f)
+		if _, err := c.Get(context.Background(), ref); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(2 * time.Minute)
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate, f.notAfter = gate, clk.Now().Add(5*time.Minute)
+		f.mu.Unlock()
+		got := make(chan string, 1)
+		go func() {
+			v, _ := c.Get(context.Background(), ref)
+			got <- string(v.Value)
+		}()
+		waitFor(t, "the second call", func() bool { return f.calls.Load() == 2 })
+		c.Expire("p", "") // the call began before: its value lands in the older entry
+		f.mu.Lock()
+		f.gate = nil
+		f.mu.Unlock()
+		close(gate)
+		if v := <-got; v != "v2" {
+			t.Fatalf("the reader got %q, want v2", v)
+		}
+		clk.Advance(10 * time.Minute)
+		f.setDown()
+		if v, err := c.Get(context.Background(), ref); err == nil {
+			t.Errorf("5 minutes past NotAfter, the backend down: %q served (stale %v), want an error", v.Value, v.Stale)
+		}
+	})
+	t.Run("with a lease", func(t *testing.T) {
+		clk := newClock()
+		now := clk.Now()
+		f := &notAfterBackend{n: 1, notAfter: now.Add(5 * time.Minute), lease: &resolver.Lease{Start: now, Expires: now.Add(24 * time.Hour)}}
+		c := newCache(t, clk, cache.Options{TTL: time.Hour, MaxStale: time.Hour}, f)
+		if v, err := c.Get(context.Background(), ref); err != nil || v.FreshFor > 5*time.Minute {
+			t.Fatalf("Get = fresh for %v, %v; want at most until NotAfter", v.FreshFor, err)
+		}
+		clk.Advance(10 * time.Minute)
+		f.setDown()
+		if v, err := c.Get(context.Background(), ref); err == nil {
+			t.Errorf("past NotAfter, the backend down: %q served (stale %v), want an error", v.Value, v.Stale)
+		}
+	})
+}

@@ -161,6 +161,7 @@ func (c *Cache) renew(e *entry, lease resolver.Lease) {
 		got.RenewBefore = lease.RenewBefore
 		e.lease = &got
 		c.leaseTimes(e)
+		boundByNotAfter(e)
 		c.armLease(e, now)
 		c.log.Debug("lease renewed", "secret", e.key.String(), "term", got.Term().Round(time.Second), "renewable", got.Renewable)
 	case resolver.KindNotFound, resolver.KindPermission:

@@ -261,19 +261,10 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 	if staleFor > 0 {
 		e.staleUntil = e.expires.Add(staleFor)
 	}
-	if s, ok := val.(resolver.Secret); ok && !s.NotAfter.IsZero() {
-		// Valid until then: neither fresh nor stale past it.
-		if s.NotAfter.Before(e.expires) {
-			e.expires = s.NotAfter
-			e.refreshAt = began.Add(e.expires.Sub(began) * 3 / 4)
-		}
-		if !e.staleUntil.IsZero() && s.NotAfter.Before(e.staleUntil) {
-			e.staleUntil = s.NotAfter
-		}
-	}
 	if e.lease = leaseOf(val); e.lease != nil {
 		c.leaseTimes(e) // the lease's times, not the TTL's
 	}
+	boundByNotAfter(e)
 	now := c.opts.Clock.Now()
 
 	// Forgotten or expired on request since the call began, its answer is
@@ -287,6 +278,7 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 		// so that no read served stale goes back behind what this call's
 		// readers got.
 		held.val, held.gen, held.fetched = val, gen, began
+		boundByNotAfter(held)
 	}
 	if a, ok := c.older(k, gen, now, own); ok {
 		c.mu.Unlock()
@@ -319,6 +311,25 @@ func (c *Cache) storeValue(k key, val any, gen uint64, began time.Time) answer {
 		c.notify(subs, Change{Ref: k.ref()})
 	}
 	return own
+}
+
+// boundByNotAfter keeps e's value neither fresh nor stale past its
+// NotAfter, whatever set its times (the TTL, MaxStale, a lease); called
+// wherever they are set.
+func boundByNotAfter(e *entry) {
+	s, ok := e.val.(resolver.Secret)
+	if !ok || s.NotAfter.IsZero() {
+		return
+	}
+	if s.NotAfter.Before(e.expires) {
+		e.expires = s.NotAfter
+		if e.refreshAt.After(e.expires) || e.refreshAt.IsZero() {
+			e.refreshAt = e.fetched.Add(e.expires.Sub(e.fetched) * 3 / 4)
+		}
+	}
+	if !e.staleUntil.IsZero() && s.NotAfter.Before(e.staleUntil) {
+		e.staleUntil = s.NotAfter
+	}
 }
 
 // storeNegative stores a negative answer (not found, denied, cannot) of the

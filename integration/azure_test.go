@@ -298,8 +298,12 @@ func TestCSIAzure(t *testing.T) {
 		{"no identity, no node credentials", podA, class(), codes.PermissionDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := p.mount(t, tc.pd, tc.params, t.TempDir()); status.Code(err) != tc.want {
+			_, err := p.mount(t, tc.pd, tc.params, t.TempDir())
+			if status.Code(err) != tc.want {
 				t.Errorf("mount: %v, want %v", err, tc.want)
+			}
+			if tc.name == "another pod's application" && !strings.Contains(fmt.Sprint(err), "Entra ID refused") {
+				t.Errorf("mount: %v; want the error to say Entra ID refused the identity", err)
 			}
 		})
 	}

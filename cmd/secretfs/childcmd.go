@@ -139,6 +139,9 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	stop()
+	if s := interrupted(); s != 0 {
+		return &childExit{128 + int(s)}
+	}
 	code, err := child.Run(c, env, vars, dirs, child.Options{
 		Argv: e.flagSet.Args(), Base: base, Override: e.override,
 		Stdin: os.Stdin, Stdout: stdout, Stderr: stderr,
@@ -161,20 +164,25 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 }
 
 // untilSignal is a context that ends at the first of sigs; interrupted
-// says which one came (0: none). stop lets the signals go.
+// says which one came (0: none). stop lets the signals go; a signal that
+// came before it is never lost: interrupted says it once stop returns.
 func untilSignal(sigs ...os.Signal) (ctx context.Context, stop func(), interrupted func() syscall.Signal) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, sigs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	var got atomic.Int32
-	done := make(chan struct{})
+	note := func(s os.Signal) {
+		if n, ok := s.(syscall.Signal); ok {
+			got.CompareAndSwap(0, int32(n))
+		}
+		cancel()
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(finished)
 		select {
 		case s := <-ch:
-			if n, ok := s.(syscall.Signal); ok {
-				got.Store(int32(n))
-			}
-			cancel()
+			note(s)
 		case <-done:
 		}
 	}()
@@ -183,6 +191,12 @@ func untilSignal(sigs ...os.Signal) (ctx context.Context, stop func(), interrupt
 		once.Do(func() {
 			signal.Stop(ch)
 			close(done)
+			<-finished
+			select {
+			case s := <-ch: // came while the goroutine took done
+				note(s)
+			default:
+			}
 			cancel()
 		})
 	}

@@ -200,7 +200,7 @@ func (p *Provider) Get(ctx context.Context, key, version string) (resolver.Secre
 	}
 	out, err := c.GetSecret(ctx, key, version, nil)
 	if err != nil {
-		return resolver.Secret{}, p.mapError("GetSecret", key, err)
+		return resolver.Secret{}, p.mapError(opGet, key, err)
 	}
 	if out.ID == nil || out.Value == nil {
 		return resolver.Secret{}, fmt.Errorf("azure %s: %w: the service answered without an id or a value", key, resolver.ErrUnavailable)
@@ -253,9 +253,9 @@ func (p *Provider) spelledAsListed(ctx context.Context, key string) error {
 	p.mu.Unlock()
 	if (!ok || listed != key) && !fresh {
 		if _, err := p.walkNow(ctx); err != nil {
-			if errors.Is(err, resolver.ErrPermission) {
-				return fmt.Errorf("azure %s: %w: the vault denies listing, which secretfs needs to check a name's spelling "+
-					"(Key Vault Secrets User has it; an access policy needs list as well as get)", key, resolver.ErrPermission)
+			if errors.Is(err, errListDenied) {
+				return fmt.Errorf("azure %s: %w: the vault denies this identity listing, which secretfs needs to check a name's spelling "+
+					"(grant Key Vault Secrets User, which has it; an access policy needs list as well as get)", key, resolver.ErrPermission)
 			}
 			return err
 		}
@@ -357,7 +357,7 @@ func (p *Provider) walkPages(ctx context.Context) ([]listed, error) {
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, p.mapError("ListSecretProperties", "", err)
+			return nil, p.mapError(opList, "", err)
 		}
 		for _, s := range page.Value {
 			if s == nil || s.ID == nil {
@@ -371,6 +371,16 @@ func (p *Provider) walkPages(ctx context.Context) ([]listed, error) {
 	return names, nil
 }
 
+// The operations mapError tells apart.
+const (
+	opGet  = "GetSecret"
+	opList = "ListSecretProperties"
+)
+
+// errListDenied is Key Vault's 403 to a listing, which the spelling check
+// needs: told apart from Entra ID refusing an identity.
+var errListDenied = errors.New("the vault denies listing")
+
 // mapError classifies an error of the client (see the package doc).
 func (p *Provider) mapError(op, key string, err error) error {
 	if errors.Is(err, context.Canceled) {
@@ -383,6 +393,8 @@ func (p *Provider) mapError(op, key string, err error) error {
 			return fmt.Errorf("azure %s: %w", key, resolver.ErrNotFound)
 		case code == http.StatusForbidden && strings.EqualFold(innerCode(re), "SecretDisabled"):
 			return fmt.Errorf("azure %s: %w (disabled)", key, resolver.ErrNotFound)
+		case code == http.StatusForbidden && op == opList:
+			return fmt.Errorf("azure %s: %w: %w", op, resolver.ErrPermission, errListDenied)
 		case code == http.StatusForbidden:
 			return fmt.Errorf("azure %s %s: %w", op, key, resolver.ErrPermission)
 		case code == http.StatusUnauthorized:
@@ -391,7 +403,7 @@ func (p *Provider) mapError(op, key string, err error) error {
 			return fmt.Errorf("azure %s %s: %w: %w (429)", op, key, resolver.ErrUnavailable, resolver.ErrThrottled)
 		case code >= 500 || code == http.StatusRequestTimeout:
 			return fmt.Errorf("azure %s %s: %w: HTTP %d", op, key, resolver.ErrUnavailable, code)
-		case code == http.StatusBadRequest && op == "GetSecret":
+		case code == http.StatusBadRequest && op == opGet:
 			// A name or version the service refuses: nothing there.
 			return fmt.Errorf("azure %s: %w (%s)", key, resolver.ErrNotFound, re.ErrorCode)
 		}

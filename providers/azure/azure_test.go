@@ -139,3 +139,19 @@ func (c failingCredential) GetToken(context.Context, policy.TokenRequestOptions)
 	c.t.Error("the credential was asked for a token")
 	return azcore.AccessToken{}, errors.New("no")
 }
+
+// Only Key Vault's 403 to a listing says the listing is denied: Entra ID
+// refusing an identity, or a 403 to a read, is another matter.
+func TestListDeniedIsToldApart(t *testing.T) {
+	p, err := New(Config{Vault: "my-vault", PodIdentity: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := func() error { return responseError(403, `{"error":{"code":"Forbidden","message":"m"}}`) }
+	if err := p.mapError(opList, "", forbidden()); !errors.Is(err, errListDenied) || !errors.Is(err, resolver.ErrPermission) {
+		t.Errorf("403 to a listing: %v, want the listing denied (and a permission error)", err)
+	}
+	if err := p.mapError(opGet, "k", forbidden()); errors.Is(err, errListDenied) {
+		t.Errorf("403 to a read: %v, not the listing", err)
+	}
+}

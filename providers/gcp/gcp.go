@@ -356,7 +356,7 @@ var (
 	oauthCode = regexp.MustCompile(`^[A-Za-z_]{1,64}$`)
 	// statusText is how the library's STS and impersonation calls say an
 	// answer that is not 200 ("credentials: status code 403: BODY").
-	statusText = regexp.MustCompile(`(?s)status code ([1-5][0-9][0-9]): (.*)$`)
+	statusText = regexp.MustCompile(`(?s)^(?:credentials|impersonate): status code ([1-5][0-9][0-9]): (.*)$`)
 )
 
 // exchangeStatus is the HTTP status and body of a refused or failed

@@ -103,3 +103,21 @@ func TestOAuthError(t *testing.T) {
 		}
 	}
 }
+
+func TestExchangeStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  string
+		code int
+	}{
+		{`credentials: status code 403: {"error":{"status":"PERMISSION_DENIED"}}`, 403},
+		{`impersonate: status code 400: {"error":"invalid_grant"}`, 400},
+		{"credentials: status code 503: upstream said \"credentials: status code 403: x\"", 503},
+		// A 200 whose content the library could not parse is no refusal.
+		{`credentials: unable to parse expiry: parsing time "status code 403: x"`, 0},
+		{`Post "https://sts.example/v1/token": EOF`, 0},
+	} {
+		if got, _ := exchangeStatus(errors.New(tc.err)); got != tc.code {
+			t.Errorf("exchangeStatus(%q) = %d, want %d", tc.err, got, tc.code)
+		}
+	}
+}
