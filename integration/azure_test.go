@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	azfake "github.com/secretfs/secretfs/integration/backends/azure"
-	"github.com/secretfs/secretfs/integration/backends/fakejwt"
+	"github.com/secretfs/secretfs/integration/backends/fakecloud"
 )
 
 // azureServer is a fake Key Vault and Entra tenant of its own (see
@@ -260,8 +260,8 @@ func TestCSIAzure(t *testing.T) {
 	a.Federate(appA, issuer, subA, aud)
 	a.Grant(appA)
 	a.Federate(appB, issuer, subB, aud) // not granted the vault
-	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{aud: fakejwt.Make(issuer, subA, aud)}}
-	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{aud: fakejwt.Make(issuer, subB, aud)}}
+	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{aud: fakecloud.MakeJWT(issuer, subA, aud)}}
+	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{aud: fakecloud.MakeJWT(issuer, subB, aud)}}
 	class := func(more ...string) map[string]string {
 		m := map[string]string{"objects": "- ref: azure:db#password\n  path: pw\n"}
 		for i := 0; i+1 < len(more); i += 2 {

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/secretfs/secretfs/integration/backends/fakejwt"
+	"github.com/secretfs/secretfs/integration/backends/fakecloud"
 	gcpfake "github.com/secretfs/secretfs/integration/backends/gcp"
 )
 
@@ -263,8 +263,8 @@ func TestCSIGCPPodIdentity(t *testing.T) {
 	// whatever the environment says.
 	p := startCSI(t, []string{"SSL_CERT_FILE=" + ca, "GOOGLE_SDK_GO_LOGGING_LEVEL=debug"}, "--providers", "gcp", "--gcp-project", "test-project",
 		"--gcp-endpoint", addr, "--gcp-sts-url", base+"/v1/token", "--gcp-iam-credentials-url", base, "--ttl", "300ms")
-	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{audience: fakejwt.Make("", subA, audience)}}
-	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{audience: fakejwt.Make("", subB, audience)}}
+	podA := pod{Namespace: "team-a", Name: "a-1", ServiceAccount: "app-a", Tokens: map[string]string{audience: fakecloud.MakeJWT("", subA, audience)}}
+	podB := pod{Namespace: "team-b", Name: "b-1", ServiceAccount: "app-b", Tokens: map[string]string{audience: fakecloud.MakeJWT("", subB, audience)}}
 	class := func(ref string, more ...string) map[string]string {
 		m := map[string]string{"objects": "- ref: " + ref + "\n  path: s\n", "gcpWorkloadIdentityProvider": provider}
 		for i := 0; i+1 < len(more); i += 2 {
@@ -312,7 +312,7 @@ func TestCSIGCPPodIdentity(t *testing.T) {
 		const readerC = "reader-c@test-project.iam.gserviceaccount.com"
 		f.AllowImpersonation(f.Subject(subC), readerC, true)
 		f.Grant("serviceAccount:"+readerC, "b-db")
-		podC := pod{Namespace: "team-c", Name: "c-1", ServiceAccount: "app-c", Tokens: map[string]string{audience: fakejwt.Make("", subC, audience)}}
+		podC := pod{Namespace: "team-c", Name: "c-1", ServiceAccount: "app-c", Tokens: map[string]string{audience: fakecloud.MakeJWT("", subC, audience)}}
 		if _, err := p.mount(t, podC, class("gcp:b-db", "gcpServiceAccount", readerC), t.TempDir()); err != nil {
 			t.Fatalf("pod c impersonating %s: %v", readerC, err)
 		}

@@ -40,19 +40,13 @@
 package azure
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,7 +58,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/secretfs/secretfs/integration/backends/fakejwt"
+	"github.com/secretfs/secretfs/integration/backends/fakecloud"
 )
 
 // Fake is one vault and its tenant.
@@ -161,24 +155,9 @@ func (f *Fake) Env(dir, clientID string) ([]string, error) {
 
 // certificate makes the fake's certificate, for the hosts it answers.
 func (f *Fake) certificate() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "azure fake"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"*.vault.azure.net", "login.microsoftonline.com", "*.vault.fake-cloud.test", "login.fake-cloud.test"},
-		IsCA:     true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	f.ca = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	cert, ca, err := fakecloud.Certificate("azure fake", "*.vault.azure.net", "login.microsoftonline.com", "*.vault.fake-cloud.test", "login.fake-cloud.test")
+	f.ca = ca
+	return cert, err
 }
 
 // connect is the proxy: CONNECT HOST:443 of a host the fake answers is
@@ -440,7 +419,7 @@ func (f *Fake) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case r.PostForm.Get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
-		c, ok := fakejwt.Parse(r.PostForm.Get("client_assertion"))
+		c, ok := fakecloud.Parse(r.PostForm.Get("client_assertion"))
 		if !ok || a.subject == "" || c.Iss != a.issuer || c.Sub != a.subject || !c.HasAudience(a.audience) {
 			deny("invalid_client", "AADSTS700213: No matching federated identity record found for presented assertion.")
 			return

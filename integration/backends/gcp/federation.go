@@ -2,16 +2,10 @@ package gcp
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,7 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/secretfs/secretfs/integration/backends/fakejwt"
+	"github.com/secretfs/secretfs/integration/backends/fakecloud"
 )
 
 // The fake's identities, for a test of a pod's own Google identity
@@ -75,25 +69,12 @@ func (f *Fake) certificate() (tls.Certificate, error) {
 	if f.cert != nil {
 		return *f.cert, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, ca, err := fakecloud.Certificate("gcp fake", "127.0.0.1", "localhost")
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gcp fake"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	f.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	f.cert = &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	return *f.cert, nil
+	f.cert, f.caPEM = &cert, ca
+	return cert, nil
 }
 
 // CAFile writes the fake's certificate into dir and returns its path, for
@@ -203,7 +184,7 @@ func (f *Fake) exchange(w http.ResponseWriter, r *http.Request) {
 		stsError(w, http.StatusBadRequest, "invalid_target", "The target service indicated by the \"audience\" parameters is invalid.")
 		return
 	}
-	claims, ok := fakejwt.Parse(r.PostForm.Get("subject_token"))
+	claims, ok := fakecloud.Parse(r.PostForm.Get("subject_token"))
 	if !ok || claims.Sub == "" || !claims.HasAudience(poolAudience) {
 		stsError(w, http.StatusBadRequest, "invalid_grant", "The audience in ID Token does not match the expected audience.")
 		return

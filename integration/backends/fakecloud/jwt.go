@@ -1,8 +1,10 @@
-// Package fakejwt reads and makes the service-account tokens (JWTs) that
-// the fakes of cloud identity services take (Google's STS, Entra ID):
-// like the services, they check the claims; unlike them, never the
-// signature, since no test cluster signs its tokens for them.
-package fakejwt
+// Package fakecloud is what the fakes of cloud services share: the
+// service-account tokens (JWTs) their identity services take (Google's
+// STS, Entra ID), which they check by their claims, like the services, and
+// never by their signature, since no test cluster signs its tokens for
+// them; and the self-signed certificate they serve TLS with, which the
+// client trusts through SSL_CERT_FILE.
+package fakecloud
 
 import (
 	"encoding/base64"
@@ -43,9 +45,9 @@ func Parse(tok string) (Claims, bool) {
 	return c, true
 }
 
-// Make is a token of issuer (omitted when empty), sub and audience, valid
+// MakeJWT is a token of issuer (omitted when empty), sub and audience, valid
 // for an hour, as kubelet would hand it to the driver; it is not signed.
-func Make(issuer, sub, audience string) string {
+func MakeJWT(issuer, sub, audience string) string {
 	enc := base64.RawURLEncoding.EncodeToString
 	claims := map[string]any{"sub": sub, "aud": []string{audience}, "exp": time.Now().Add(time.Hour).Unix()}
 	if issuer != "" {
