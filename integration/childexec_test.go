@@ -212,6 +212,7 @@ func TestExecInterruptedWhileReading(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { lis.Close() })
+			accepted := make(chan struct{}, 1)
 			go func() {
 				for {
 					c, err := lis.Accept()
@@ -219,12 +220,21 @@ func TestExecInterruptedWhileReading(t *testing.T) {
 						return
 					}
 					t.Cleanup(func() { c.Close() })
+					select {
+					case accepted <- struct{}{}:
+					default:
+					}
 				}
 			}()
 			out := filepath.Join(t.TempDir(), "out")
 			cmd, done := startExec(t, nil, []string{"--providers", "gcp", "--gcp-project", "p", "--gcp-endpoint", lis.Addr().String(),
 				"--gcp-insecure", "--timeout", "30s", "--env", "SECRET=gcp:k"}, "echo started > "+out)
-			time.Sleep(500 * time.Millisecond) // reading
+			select {
+			case <-accepted: // reading
+			case <-time.After(10 * time.Second):
+				t.Fatal("secretfs exec never reached the backend")
+			}
+			time.Sleep(100 * time.Millisecond)
 			cmd.Process.Signal(sig)
 			select {
 			case err := <-done:
