@@ -257,8 +257,8 @@ func TestExecTermDuringARestartEndsIt(t *testing.T) {
 	t.Parallel()
 	b := newTestBackend(t, map[string]string{"k": "v1"})
 	out := filepath.Join(t.TempDir(), "out")
-	// The command takes a second to stop.
-	script := `trap 'echo term >> ` + out + `; sleep 1; exit 42' TERM
+	// The command takes two seconds to stop.
+	script := `trap 'echo term >> ` + out + `; sleep 2; exit 42' TERM
 echo "$$ $SECRET" >> ` + out + `
 while :; do sleep 0.05; done`
 	cmd, done := startExec(t, nil, []string{"--providers", "test", "--test-dir", b.Dir, "--ttl", "300ms", "--restart-on-change",
