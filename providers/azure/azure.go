@@ -59,6 +59,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/secretfs/secretfs/resolver"
 )
@@ -103,14 +104,8 @@ type Provider struct {
 	served   []string          // guarded by mu; the names the latest walk found servable
 	listedAt time.Time         // guarded by mu; when the latest walk ended
 	walkTook time.Duration     // guarded by mu; how long it took
-	listing  *listCall         // guarded by mu; the walk in flight
-}
 
-// listCall is a listing walk others wait for.
-type listCall struct {
-	done  chan struct{}
-	names []string
-	err   error
+	walks singleflight.Group // the walk in flight, which overlapping calls share
 }
 
 // VaultURL is the URL of vault, a name or an https URL.
@@ -293,17 +288,13 @@ func (p *Provider) List(ctx context.Context, dir string) ([]string, error) {
 // walkNow joins the walk in flight or starts one, and waits for it within
 // ctx.
 func (p *Provider) walkNow(ctx context.Context) ([]string, error) {
-	p.mu.Lock()
-	call := p.listing
-	if call == nil {
-		call = &listCall{done: make(chan struct{})}
-		p.listing = call
-		go p.walk(call)
-	}
-	p.mu.Unlock()
+	ch := p.walks.DoChan("walk", p.walk)
 	select {
-	case <-call.done:
-		return slices.Clone(call.names), call.err
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return slices.Clone(r.Val.([]string)), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("azure list: %w: %w", resolver.ErrUnavailable, ctx.Err())
 	}
@@ -314,30 +305,28 @@ func (p *Provider) walkNow(ctx context.Context) ([]string, error) {
 const walkTimeout = 2 * time.Minute
 
 // walk lists the vault, under its own budget (a waiter's deadline bounds
-// only its wait), and records the spellings.
-func (p *Provider) walk(call *listCall) {
+// only its wait), records the spellings and returns the servable names.
+func (p *Provider) walk() (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), walkTimeout)
 	defer cancel()
 	began := time.Now()
 	all, err := p.walkPages(ctx)
-	p.mu.Lock()
-	p.listing = nil
-	if err == nil {
-		p.spelling = make(map[string]string, len(all))
-		p.served = p.served[:0:0]
-		for _, n := range all {
-			p.spelling[strings.ToLower(n.name)] = n.name
-			if n.servable {
-				p.served = append(p.served, n.name)
-			}
-		}
-		call.names = p.served
-		p.listedAt = time.Now()
-		p.walkTook = p.listedAt.Sub(began)
+	if err != nil {
+		return nil, err
 	}
-	call.err = err
-	p.mu.Unlock()
-	close(call.done)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.spelling = make(map[string]string, len(all))
+	p.served = p.served[:0:0]
+	for _, n := range all {
+		p.spelling[strings.ToLower(n.name)] = n.name
+		if n.servable {
+			p.served = append(p.served, n.name)
+		}
+	}
+	p.listedAt = time.Now()
+	p.walkTook = p.listedAt.Sub(began)
+	return p.served, nil
 }
 
 // listed is a name a walk found.
