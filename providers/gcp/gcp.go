@@ -360,13 +360,10 @@ var (
 )
 
 // exchangeStatus is the HTTP status and body of a refused or failed
-// exchange: from an auth.Error, or the text the library makes of an answer
-// that is not 200; 0 when the error holds none (a transport error).
+// exchange, from the text the library makes of an answer that is not 200
+// (its STS and impersonation calls return no typed error); 0 when the
+// error holds none (a transport error).
 func exchangeStatus(err error) (int, []byte) {
-	var ae *auth.Error
-	if errors.As(err, &ae) && ae.Response != nil {
-		return ae.Response.StatusCode, ae.Body
-	}
 	m := statusText.FindStringSubmatch(err.Error())
 	if m == nil {
 		return 0, nil
