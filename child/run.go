@@ -172,10 +172,7 @@ func Run(eng Engine, env Env, vars []Var, dirs []Dir, opts Options) (int, error)
 		case <-exited:
 			return status(cmd.ProcessState), nil
 		case sig := <-sigs:
-			if slices.Contains(fromTerminal, sig) && foreground() {
-				continue // the terminal sent it to the program too
-			}
-			cmd.Process.Signal(sig)
+			forward(cmd, sig)
 		case <-relist:
 			poke()
 		case <-changed:
@@ -241,15 +238,22 @@ func stop(cmd *exec.Cmd, exited <-chan struct{}, sig syscall.Signal, timeout tim
 			if slices.Contains(ending, s) {
 				quit = true
 			}
-			if !slices.Contains(fromTerminal, s) || !foreground() {
-				cmd.Process.Signal(s)
-			}
+			forward(cmd, s)
 		case <-deadline:
 			cmd.Process.Kill()
 			<-exited
 			return true, quit
 		}
 	}
+}
+
+// forward passes sig on to the program, unless the terminal sent it to the
+// program too.
+func forward(cmd *exec.Cmd, sig os.Signal) {
+	if slices.Contains(fromTerminal, sig) && foreground() {
+		return
+	}
+	cmd.Process.Signal(sig)
 }
 
 // ending are the signals that ask secretfs to end, not to pass something

@@ -110,8 +110,8 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	ctx, stop, interrupted := untilSignal(syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	r, ps, err := e.openResolver(ctx, log, deadlines)
-	if s := interrupted(); s != 0 {
-		return &childExit{128 + int(s)}
+	if ended := interrupted(); ended != nil {
+		return ended
 	}
 	if err != nil {
 		return err
@@ -120,8 +120,8 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	c := cache.New(r, e.cacheFlags.options(deadlines, log))
 	defer c.Close()
 	env, err := child.Resolve(ctx, c, vars, dirs)
-	if s := interrupted(); s != 0 {
-		return &childExit{128 + int(s)}
+	if ended := interrupted(); ended != nil {
+		return ended
 	}
 	if errors.Is(err, child.ErrName) {
 		return usagef("%v", err)
@@ -139,8 +139,8 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	stop()
-	if s := interrupted(); s != 0 {
-		return &childExit{128 + int(s)}
+	if ended := interrupted(); ended != nil {
+		return ended
 	}
 	code, err := child.Run(c, env, vars, dirs, child.Options{
 		Argv: e.flagSet.Args(), Base: base, Override: e.override,
@@ -163,10 +163,11 @@ func runExec(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// untilSignal is a context that ends at the first of sigs; interrupted
-// says which one came (0: none). stop lets the signals go; a signal that
-// came before it is never lost: interrupted says it once stop returns.
-func untilSignal(sigs ...os.Signal) (ctx context.Context, stop func(), interrupted func() syscall.Signal) {
+// untilSignal is a context that ends at the first of sigs; interrupted is
+// then the exit a shell gives a command that signal ends (128+N), nil
+// before. stop lets the signals go; a signal that came before it is never
+// lost: interrupted says it once stop returns.
+func untilSignal(sigs ...os.Signal) (ctx context.Context, stop func(), interrupted func() error) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, sigs...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -200,7 +201,12 @@ func untilSignal(sigs ...os.Signal) (ctx context.Context, stop func(), interrupt
 			cancel()
 		})
 	}
-	return ctx, stop, func() syscall.Signal { return syscall.Signal(got.Load()) }
+	return ctx, stop, func() error {
+		if n := got.Load(); n != 0 {
+			return &childExit{128 + int(n)}
+		}
+		return nil
+	}
 }
 
 // sources reads --env and --env-from, and enables their providers.
