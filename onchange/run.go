@@ -77,29 +77,6 @@ func (r *Runner) read(s *state, item string) (h [32]byte, ok bool) {
 // relist holds what s watches: its references, its templates' inputs, and
 // the keys its globs match now (listed again). A key that appears under a
 // glob after the first listing that succeeded is a change.
-// noteGlob logs a glob's listing failing, once for a failure (not at every
-// relist while it lasts), and its listing again.
-func (r *Runner) noteGlob(s *state, glob string, err error) {
-	s.mu.Lock()
-	before, failed := s.globErr[glob]
-	switch {
-	case err != nil:
-		if s.globErr == nil {
-			s.globErr = map[string]string{}
-		}
-		s.globErr[glob] = err.Error()
-	case failed:
-		delete(s.globErr, glob)
-	}
-	s.mu.Unlock()
-	switch {
-	case err != nil && err.Error() != before:
-		r.log.Warn("on-change: a glob could not be listed; its keys are watched as last listed", "entry", s.Name, "glob", glob, "error", err)
-	case err == nil && failed:
-		r.log.Info("on-change: a glob is listed again", "entry", s.Name, "glob", glob)
-	}
-}
-
 func (r *Runner) relist(s *state) {
 	hold := map[string]resolver.Reference{}
 	keys := map[string]bool{}
@@ -152,6 +129,29 @@ func (r *Runner) relist(s *state) {
 	s.mu.Unlock()
 	if len(added) > 0 {
 		r.note(s, added)
+	}
+}
+
+// noteGlob logs a glob's listing failing, once for a failure (not at every
+// relist while it lasts), and its listing again.
+func (r *Runner) noteGlob(s *state, glob string, err error) {
+	s.mu.Lock()
+	before, failed := s.globErr[glob]
+	switch {
+	case err != nil:
+		if s.globErr == nil {
+			s.globErr = map[string]string{}
+		}
+		s.globErr[glob] = err.Error()
+	case failed:
+		delete(s.globErr, glob)
+	}
+	s.mu.Unlock()
+	switch {
+	case err != nil && err.Error() != before:
+		r.log.Warn("on-change: a glob could not be listed; its keys are watched as last listed", "entry", s.Name, "glob", glob, "error", err)
+	case err == nil && failed:
+		r.log.Info("on-change: a glob is listed again", "entry", s.Name, "glob", glob)
 	}
 }
 
