@@ -526,15 +526,15 @@ func TestLeaseBoundsTTLAndStale(t *testing.T) {
 // whatever the TTL and MaxStale.
 func TestNotAfterBoundsTTLAndStale(t *testing.T) {
 	clk := newClock()
-	b := &expiringBackend{notAfter: clk.Now().Add(10 * time.Minute)}
+	b := &twoValues{n: 1, notAfter: clk.Now().Add(10 * time.Minute)}
 	c := newCache(t, clk, cache.Options{TTL: time.Hour, MaxStale: time.Hour}, b)
-	ref := resolver.Reference{Provider: "expiring", Key: "k"}
+	ref := resolver.Reference{Provider: "p", Key: "k"}
 	if v, err := c.Get(context.Background(), ref); err != nil || v.FreshFor != 10*time.Minute {
 		t.Fatalf("Get = fresh for %v, %v; want 10m, until NotAfter", v.FreshFor, err)
 	}
-	b.down.Store(true)
+	b.setDown()
 	clk.Advance(9 * time.Minute) // past the refresh ahead, before NotAfter
-	if v, err := c.Get(context.Background(), ref); err != nil || string(v.Value) != "x" {
+	if v, err := c.Get(context.Background(), ref); err != nil || string(v.Value) != "v2" {
 		t.Errorf("before NotAfter, with the backend down: %q, %v; want the value", v.Value, err)
 	}
 	clk.Advance(2 * time.Minute)
@@ -543,29 +543,16 @@ func TestNotAfterBoundsTTLAndStale(t *testing.T) {
 	}
 
 	// Far away, it does not take stale serving away.
-	far := &expiringBackend{notAfter: clk.Now().Add(365 * 24 * time.Hour)}
+	far := &twoValues{n: 1, notAfter: clk.Now().Add(365 * 24 * time.Hour)}
 	c2 := newCache(t, clk, cache.Options{TTL: time.Minute, MaxStale: time.Hour}, far)
 	if _, err := c2.Get(context.Background(), ref); err != nil {
 		t.Fatal(err)
 	}
-	far.down.Store(true)
+	far.setDown()
 	clk.Advance(30 * time.Minute)
-	if v, err := c2.Get(context.Background(), ref); err != nil || string(v.Value) != "x" {
+	if v, err := c2.Get(context.Background(), ref); err != nil || string(v.Value) != "v2" {
 		t.Errorf("a year before NotAfter, in an outage past the TTL: %q, %v; want the value served stale", v.Value, err)
 	}
-}
-
-type expiringBackend struct {
-	notAfter time.Time
-	down     atomic.Bool
-}
-
-func (e *expiringBackend) Name() string { return "expiring" }
-func (e *expiringBackend) Get(context.Context, string, string) (resolver.Secret, error) {
-	if e.down.Load() {
-		return resolver.Secret{}, resolver.ErrUnavailable
-	}
-	return resolver.Secret{Value: []byte("x"), NotAfter: e.notAfter}, nil
 }
 
 type leaseBackend struct {
@@ -861,51 +848,13 @@ func TestForget(t *testing.T) {
 	}
 }
 
-// notAfterBackend answers v1 without an end, then v2 that ends at
-// notAfter, with lease if set; gate, when set, holds a call until closed.
-type notAfterBackend struct {
-	mu       sync.Mutex
-	n        int
-	down     bool
-	gate     chan struct{}
-	notAfter time.Time
-	lease    *resolver.Lease
-	calls    atomic.Int64
-}
-
-func (f *notAfterBackend) Name() string { return "p" }
-func (f *notAfterBackend) Get(context.Context, string, string) (resolver.Secret, error) {
-	f.calls.Add(1)
-	f.mu.Lock()
-	g := f.gate
-	f.mu.Unlock()
-	if g != nil {
-		<-g
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.down {
-		return resolver.Secret{}, resolver.ErrUnavailable
-	}
-	if f.n++; f.n == 1 {
-		return resolver.Secret{Value: []byte("v1")}, nil
-	}
-	return resolver.Secret{Value: []byte("v2"), NotAfter: f.notAfter, Lease: f.lease}, nil
-}
-
-func (f *notAfterBackend) setDown() {
-	f.mu.Lock()
-	f.down = true
-	f.mu.Unlock()
-}
-
 // NotAfter holds on every path that sets an entry's times: a value that
 // lands in an older entry after an Expire, and a lease.
 func TestNotAfterOnEveryPath(t *testing.T) {
 	ref := resolver.Reference{Provider: "p", Key: "k"}
 	t.Run("after an Expire", func(t *testing.T) {
 		clk := newClock()
-		f := &notAfterBackend{}
+		f := &twoValues{}
 		c := newCache(t, clk, cache.Options{TTL: time.Minute, MaxStale: time.Hour}, f)
 		if _, err := c.Get(context.Background(), ref); err != nil {
 			t.Fatal(err)
@@ -938,7 +887,7 @@ func TestNotAfterOnEveryPath(t *testing.T) {
 	t.Run("with a lease", func(t *testing.T) {
 		clk := newClock()
 		now := clk.Now()
-		f := &notAfterBackend{n: 1, notAfter: now.Add(5 * time.Minute), lease: &resolver.Lease{Start: now, Expires: now.Add(24 * time.Hour)}}
+		f := &twoValues{n: 1, notAfter: now.Add(5 * time.Minute), lease: &resolver.Lease{Start: now, Expires: now.Add(24 * time.Hour)}}
 		c := newCache(t, clk, cache.Options{TTL: time.Hour, MaxStale: time.Hour}, f)
 		if v, err := c.Get(context.Background(), ref); err != nil || v.FreshFor > 5*time.Minute {
 			t.Fatalf("Get = fresh for %v, %v; want at most until NotAfter", v.FreshFor, err)

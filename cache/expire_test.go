@@ -11,18 +11,27 @@ import (
 	"github.com/secretfs/secretfs/resolver"
 )
 
-// twoValues answers v1, then v2 (with a lease if leased); gate holds a
-// call back; down fails every call.
+// twoValues answers v1, then v2 (with a MaxAge if leased, with notAfter
+// and lease if set); gate holds a call back; down fails every call.
 type twoValues struct {
-	mu     sync.Mutex
-	gate   chan struct{}
-	n      int
-	down   bool
-	leased bool
-	calls  atomic.Int64
+	mu       sync.Mutex
+	gate     chan struct{}
+	n        int
+	down     bool
+	leased   bool
+	notAfter time.Time
+	lease    *resolver.Lease
+	calls    atomic.Int64
 }
 
 func (f *twoValues) Name() string { return "p" }
+
+func (f *twoValues) setDown() {
+	f.mu.Lock()
+	f.down = true
+	f.mu.Unlock()
+}
+
 func (f *twoValues) Get(ctx context.Context, key, version string) (resolver.Secret, error) {
 	f.calls.Add(1)
 	f.mu.Lock()
@@ -40,7 +49,7 @@ func (f *twoValues) Get(ctx context.Context, key, version string) (resolver.Secr
 	if f.n == 1 {
 		return resolver.Secret{Value: []byte("v1")}, nil
 	}
-	s := resolver.Secret{Value: []byte("v2")}
+	s := resolver.Secret{Value: []byte("v2"), NotAfter: f.notAfter, Lease: f.lease}
 	if f.leased {
 		s.MaxAge = 10 * time.Second
 	}

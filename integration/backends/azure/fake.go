@@ -221,9 +221,6 @@ func (f *Fake) vaultHost(host string) bool {
 	return host == f.Vault+".vault.azure.net" || host == f.Vault+".vault.fake-cloud.test"
 }
 
-// URL is the vault's URL in the public cloud.
-func (f *Fake) URL() string { return "https://" + f.Vault + ".vault.azure.net" }
-
 // Stop stops the vault (an outage: its host is refused and open
 // connections are cut); Start serves it again.
 func (f *Fake) Stop() {
@@ -517,7 +514,7 @@ func (f *Fake) list(w http.ResponseWriter, r *http.Request, host string) {
 	} else {
 		out["nextLink"] = nil
 	}
-	writeJSONLocked(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (f *Fake) get(w http.ResponseWriter, host, name, ver string) {
@@ -546,7 +543,7 @@ func (f *Fake) get(w http.ResponseWriter, host, name, ver string) {
 	if f.echo {
 		spelled = name
 	}
-	writeJSONLocked(w, http.StatusOK, map[string]any{"value": v.value, "id": "https://" + host + "/secrets/" + spelled + "/" + v.id, "attributes": attributes(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"value": v.value, "id": "https://" + host + "/secrets/" + spelled + "/" + v.id, "attributes": attributes(v)})
 }
 
 func attributes(v *version) map[string]any {
@@ -573,6 +570,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }
-
-// writeJSONLocked is writeJSON while mu is held (it takes no lock).
-func writeJSONLocked(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
